@@ -1,0 +1,233 @@
+"""Generation: run the perspective suite over chunks.
+
+Prompt layout: the shared prefix (system text, then the chunk with its
+title, section and short doc ID) comes first, the perspective's instruction
+last. vLLM's and llama.cpp's prefix caches then reuse the chunk's KV across
+the whole suite.
+
+Every call is cache-first: the store answers a request it has seen. A reply
+that fails validation gets one corrective retry with the error shown to the
+model; a second failure is recorded, never silently turned into ``[]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from . import ids
+from .llm import LLM, ChatRequest, ChatResponse, LLMError, Message
+from .models import Chunk, Document, QAPair
+from .prompts import Prompt, PromptSet
+from .schemas import schema_for
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+_EMPTY_ANSWERS = {"", "unknown", "n/a", "na", "none", "not stated", "not given", "not specified", "null"}
+
+
+class Progress(Protocol):
+    def requests_added(self, n: int) -> None: ...
+
+    def request_done(self, *, cached: bool, failed: bool) -> None: ...
+
+    def pairs_added(self, n: int) -> None: ...
+
+
+class NullProgress:
+    def requests_added(self, n: int) -> None:
+        pass
+
+    def request_done(self, *, cached: bool, failed: bool) -> None:
+        pass
+
+    def pairs_added(self, n: int) -> None:
+        pass
+
+
+@dataclass
+class GenStats:
+    sent: int = 0  # requests that went to the model in this run
+    cached: int = 0  # requests answered by the store
+    failed: int = 0  # requests that failed for good (transport), retried on the next run
+    corrective_retries: int = 0  # validation failures answered with a corrective retry
+    invalid: int = 0  # perspective calls with no valid reply after the corrective retry
+    length_cutoffs: int = 0  # replies that hit max_tokens
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    pairs: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)  # perspective calls (one per chunk x prompt)
+    failure_examples: list[str] = field(default_factory=list)
+
+
+def prompt_variables(doc: Document, chunk: Chunk) -> dict[str, object]:
+    meta = [(k, v) for k, v in doc.meta if k != "title"]
+    return {
+        "title": chunk.title,
+        "section": chunk.section,
+        "short_id": ids.short(doc.doc_id),
+        "meta": meta,
+        "text": chunk.text,
+        "part": chunk.index + 1,
+    }
+
+
+def build_request(prompts: PromptSet, prompt: Prompt, doc: Document, chunk: Chunk, model: str) -> ChatRequest:
+    variables = prompt_variables(doc, chunk)
+    system = prompts.system.render()
+    context = prompts.context.render(**variables)
+    instruction = prompt.render(n=prompt.n, **variables)
+    schema = schema_for(prompt)
+    return ChatRequest(
+        model=model,
+        messages=(Message("system", system), Message("user", f"{context}\n\nTask: {instruction}")),
+        temperature=prompt.temperature,
+        max_tokens=prompt.max_tokens,
+        json_schema=schema.json_schema,
+        schema_name=schema.name,
+        prompt_id=prompt.id,
+        prompt_hash=prompt.hash,
+        role=prompt.role,
+    )
+
+
+def corrective_request(request: ChatRequest, reply: ChatResponse, error: str) -> ChatRequest:
+    hint = " It was cut off at the token limit: keep every field shorter." if reply.finish_reason == "length" else ""
+    return request.with_messages(
+        Message("assistant", reply.content[:4000]),
+        Message("user", f"That reply was not valid: {error}.{hint} Reply again with JSON only, matching the schema."),
+    )
+
+
+def outputs_to_qa(prompt: Prompt, obj: BaseModel, variables: dict[str, object]) -> list[tuple[str, str]]:
+    """Turn a validated reply into (question, answer) pairs. The model never writes IDs."""
+    data = obj.model_dump()
+    found: list[tuple[str, str]] = []
+    if prompt.output == "qa_pairs":
+        found = [(p["question"], p["answer"]) for p in data["pairs"]]
+    elif prompt.output == "answers":
+        for name, _ in prompt.questions:
+            answer = str(data[name]).strip()
+            if answer.strip(" .").lower() not in _EMPTY_ANSWERS:
+                found.append((prompt.render_question(name, **variables), answer))
+    elif prompt.output == "entities":
+        for ent in data["entities"]:
+            question = prompt.render_question("entity", name=ent["name"], **variables)
+            found.append((question, ent["description"]))
+        for rel in data["relations"]:
+            question = prompt.render_question("relation", subject=rel["subject"], object=rel["object"], **variables)
+            found.append((question, f"{rel['subject']} {rel['relation']} {rel['object']}."))
+    seen: set[str] = set()
+    unique = []
+    for q, a in found:
+        q, a = q.strip(), a.strip()
+        if q and a and q.lower() not in seen:
+            seen.add(q.lower())
+            unique.append((q, a))
+    return unique
+
+
+def sort_key(doc: Document, chunk: Chunk, perspective: str, index: int) -> str:
+    return f"{doc.path}\x00{chunk.index:06d}\x00{perspective}\x00{index:04d}"
+
+
+class Generator:
+    def __init__(
+        self, store: Store, llm: LLM, prompts: PromptSet, model: str, run_id: int, progress: Progress | None = None
+    ):
+        self.store = store
+        self.llm = llm
+        self.prompts = prompts
+        self.model = model
+        self.run_id = run_id
+        self.progress = progress or NullProgress()
+        self.stats = GenStats()
+
+    def plan(self, chunk: Chunk) -> list[Prompt]:
+        """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk)."""
+        return [
+            p
+            for p in self.prompts.perspectives
+            if p.role == "generator" and (p.scope == "chunk" or chunk.index == 0)
+        ]
+
+    async def _ask(self, request: ChatRequest, chunk: Chunk) -> ChatResponse | None:
+        cached = self.store.get_response(request.key)
+        if cached is not None:
+            self.stats.cached += 1
+            self.progress.request_done(cached=True, failed=False)
+            return cached
+        try:
+            reply = await self.llm.complete(request)
+        except LLMError as exc:
+            self.stats.failed += 1
+            self._example(f"{request.prompt_id} on chunk {ids.short(chunk.chunk_id)}: {exc}")
+            self.store.record_failure(
+                self.run_id, "generate", request.key, request.prompt_id, chunk.chunk_id, str(exc), exc.retryable
+            )
+            self.progress.request_done(cached=False, failed=True)
+            return None
+        self.stats.sent += 1
+        self.stats.prompt_tokens += reply.prompt_tokens
+        self.stats.completion_tokens += reply.completion_tokens
+        if reply.finish_reason == "length":
+            self.stats.length_cutoffs += 1
+        self.store.put_response(self.run_id, request, reply)
+        self.progress.request_done(cached=False, failed=False)
+        return reply
+
+    def _example(self, text: str) -> None:
+        if len(self.stats.failure_examples) < 5:
+            self.stats.failure_examples.append(text)
+
+    async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
+        """One perspective call on one chunk, with at most one corrective retry."""
+        self.stats.calls[prompt.id] += 1
+        schema = schema_for(prompt)
+        request = build_request(self.prompts, prompt, doc, chunk, self.model)
+        reply = await self._ask(request, chunk)
+        if reply is None:
+            return []
+        try:
+            obj = schema.validate(reply.content)
+        except ValueError as first_error:
+            self.stats.corrective_retries += 1
+            self.progress.requests_added(1)
+            retry = corrective_request(request, reply, str(first_error))
+            reply = await self._ask(retry, chunk)
+            if reply is None:
+                return []
+            try:
+                obj = schema.validate(reply.content)
+                request = retry
+            except ValueError as second_error:
+                self.stats.invalid += 1
+                self._example(f"{prompt.id} on chunk {ids.short(chunk.chunk_id)}: {second_error}")
+                self.store.record_failure(
+                    self.run_id, "parse", retry.key, prompt.id, chunk.chunk_id, str(second_error), False
+                )
+                return []
+        variables = prompt_variables(doc, chunk)
+        qa = outputs_to_qa(prompt, obj, variables)
+        pairs = [
+            QAPair(
+                pair_id=ids.hash_str("pair", request.key, str(i), q, a),
+                chunk_id=chunk.chunk_id,
+                doc_id=doc.doc_id,
+                perspective=prompt.id,
+                question=q,
+                answer=a,
+                request_key=request.key,
+                model=reply.model,
+            )
+            for i, (q, a) in enumerate(qa)
+        ]
+        self.store.add_pairs(self.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
+        self.stats.pairs[prompt.id] += len(pairs)
+        self.progress.pairs_added(len(pairs))
+        return pairs

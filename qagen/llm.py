@@ -1,0 +1,225 @@
+"""The LLM seam: one protocol, one HTTP path for every OpenAI-compatible server.
+
+``ChatRequest`` is the wire-level request (what the model sees); its ``key``
+hashes everything that can change the reply, so the state store can serve a
+repeated request without calling anything. Backends implement ``LLM``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from . import ids
+
+log = logging.getLogger(__name__)
+
+# Model families whose chat template rejects a "system" role.
+_NO_SYSTEM_ROLE = ("mistral", "mixtral")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float
+    max_tokens: int
+    json_schema: str | None = None  # JSON text; sent as response_format json_schema
+    schema_name: str = "output"
+    top_logprobs: int = 0
+    prompt_id: str = ""
+    prompt_hash: str = ""  # hash of the prompt file(s) that produced this request
+    role: str = "generator"  # which configured role (endpoint) serves it
+
+    @property
+    def key(self) -> str:
+        """Hash of the full request: model, messages, schema, params, prompt hash."""
+        return ids.hash_json(
+            {
+                "model": self.model,
+                "messages": [[m.role, m.content] for m in self.messages],
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                "schema": self.json_schema,
+                "schema_name": self.schema_name,
+                "top_logprobs": self.top_logprobs,
+                "prompt_hash": self.prompt_hash,
+            }
+        )
+
+    def with_messages(self, *extra: Message) -> ChatRequest:
+        return replace(self, messages=self.messages + extra)
+
+
+@dataclass(frozen=True)
+class ChatResponse:
+    content: str
+    finish_reason: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 1
+    top_logprobs: tuple[tuple[str, float], ...] = field(default=())  # first token's alternatives
+
+
+class LLMError(RuntimeError):
+    """A request failed for good (after any retries). ``retryable`` says whether a later run may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool, attempts: int = 1):
+        super().__init__(message)
+        self.retryable = retryable
+        self.attempts = attempts
+
+
+class LLM(Protocol):
+    name: str
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BadReply(Exception):
+    """The server answered 200 with something unusable (no choices)."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
+    # A 200 whose body is not JSON (a proxy hiccup) is worth another try.
+    return isinstance(exc, (BadReply, json.JSONDecodeError, openai.APIResponseValidationError))
+
+
+def wants_system_fold(model: str, setting: str) -> bool:
+    if setting == "yes":
+        return False
+    if setting == "no":
+        return True
+    return any(tag in model.lower() for tag in _NO_SYSTEM_ROLE)
+
+
+def fold_system(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """Merge system text into the first user turn, for templates without a system role."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    rest = [m for m in messages if m.role != "system"]
+    if not system:
+        return tuple(rest)
+    if rest and rest[0].role == "user":
+        rest[0] = Message("user", f"{system}\n\n{rest[0].content}")
+    else:
+        rest.insert(0, Message("user", system))
+    return tuple(rest)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+class OpenAIHTTP:
+    """Async client for any OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama, OpenAI).
+
+    Up to ``concurrency`` requests are in flight at once, so the server's
+    continuous batching has work to batch. Retries use exponential backoff
+    with jitter and apply only to retryable errors (connection, timeout,
+    408/409/429/5xx, unparseable body).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str = "not-needed",
+        concurrency: int = 8,
+        timeout: float = 300.0,
+        max_retries: int = 4,
+        system_role: str = "auto",
+        backoff_max: float = 30.0,
+    ):
+        self.name = base_url
+        self.base_url = base_url
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._max_retries = max_retries
+        self._system_role = system_role
+        self._backoff_max = backoff_max
+        self.retries = 0  # total retried attempts, for the run summary
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_retryable),
+                wait=wait_random_exponential(multiplier=0.5, max=self._backoff_max),
+                stop=stop_after_attempt(self._max_retries + 1),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        self.retries += 1
+                    async with self._sem:
+                        response = await self._once(request)
+                    return replace(response, attempts=attempts)
+        except Exception as exc:  # noqa: BLE001 - translated into one error type
+            raise LLMError(_describe(exc), retryable=is_retryable(exc), attempts=attempts) from exc
+        raise AssertionError("unreachable")
+
+    async def _once(self, request: ChatRequest) -> ChatResponse:
+        messages = request.messages
+        if wants_system_fold(request.model, self._system_role):
+            messages = fold_system(messages)
+        kwargs: dict[str, object] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.json_schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": json.loads(request.json_schema), "strict": True},
+            }
+        if request.top_logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = request.top_logprobs
+        started = time.perf_counter()
+        result = await self._client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+        latency = time.perf_counter() - started
+        if not result.choices:
+            raise BadReply("reply has no choices")
+        choice = result.choices[0]
+        top: tuple[tuple[str, float], ...] = ()
+        if choice.logprobs is not None and choice.logprobs.content:
+            first = choice.logprobs.content[0]
+            top = tuple((t.token, t.logprob) for t in (first.top_logprobs or []))
+        usage = result.usage
+        return ChatResponse(
+            content=choice.message.content or "",
+            finish_reason=choice.finish_reason or "",
+            model=result.model or request.model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency_s=latency,
+            top_logprobs=top,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,254 @@
+"""The state store: one SQLite database (WAL) beside the output.
+
+It holds documents, chunks, every LLM request with its response (keyed by
+the request hash), failures, pairs and runs. Resume after a crash, an
+incremental CI run and "I changed one prompt" are one code path: the
+pipeline asks the store before it asks the model.
+
+Each response is committed as soon as it arrives, so a kill -9 loses at most
+the requests in flight. One process at a time: a lock file next to the
+database makes a second process fail fast with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .llm import ChatRequest, ChatResponse
+from .models import Chunk, Document, QAPair
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "qagen.sqlite"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE documents(
+        doc_id TEXT PRIMARY KEY, path TEXT NOT NULL, title TEXT NOT NULL, fmt TEXT NOT NULL,
+        n_chars INTEGER NOT NULL, meta TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL);
+    CREATE TABLE chunks(
+        chunk_id TEXT PRIMARY KEY, doc_id TEXT NOT NULL, idx INTEGER NOT NULL, title TEXT NOT NULL,
+        section TEXT NOT NULL, n_tokens INTEGER NOT NULL, text TEXT NOT NULL);
+    CREATE INDEX chunks_by_doc ON chunks(doc_id, idx);
+    CREATE TABLE requests(
+        key TEXT PRIMARY KEY, role TEXT NOT NULL, prompt_id TEXT NOT NULL, prompt_hash TEXT NOT NULL,
+        model TEXT NOT NULL, request TEXT NOT NULL, content TEXT NOT NULL, finish_reason TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, latency_s REAL NOT NULL,
+        attempts INTEGER NOT NULL, top_logprobs TEXT NOT NULL, run_id INTEGER, created_at TEXT NOT NULL);
+    CREATE TABLE failures(
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, stage TEXT NOT NULL, request_key TEXT NOT NULL,
+        prompt_id TEXT NOT NULL, chunk_id TEXT NOT NULL, error TEXT NOT NULL, retryable INTEGER NOT NULL,
+        created_at TEXT NOT NULL);
+    CREATE TABLE pairs(
+        pair_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL, doc_id TEXT NOT NULL, perspective TEXT NOT NULL,
+        request_key TEXT NOT NULL, question TEXT NOT NULL, answer TEXT NOT NULL, model TEXT NOT NULL,
+        extra TEXT NOT NULL, created_at TEXT NOT NULL);
+    CREATE TABLE runs(
+        run_id INTEGER PRIMARY KEY, command TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+        status TEXT NOT NULL, settings TEXT NOT NULL, summary TEXT);
+    CREATE TABLE run_pairs(
+        run_id INTEGER NOT NULL, pair_id TEXT NOT NULL, sort_key TEXT NOT NULL, PRIMARY KEY(run_id, pair_id));
+    CREATE TABLE run_docs(
+        run_id INTEGER NOT NULL, doc_id TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY(run_id, doc_id));
+    """,
+)
+
+
+class StoreError(RuntimeError):
+    """The state database cannot be used (locked, corrupted, too new)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunPair:
+    pair: QAPair
+    path: str  # source path of the document in this run
+    title: str
+
+
+class Store:
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / DB_NAME
+        self._lock = FileLock(str(folder / ".qagen.lock"))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise StoreError(
+                f"another qagen process is using {folder} (lock {folder / '.qagen.lock'}); "
+                "wait for it to finish or use another --out folder"
+            ) from None
+        try:
+            self.db = self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if existed:
+                check = db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(check)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the state database {self.path} is damaged ({exc}). qagen will not silently start over, "
+                "because that would re-bill every request. Restore it from a backup or CI cache, or move it "
+                "away to start from scratch."
+            ) from None
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path} was written by a newer qagen (schema {version}); upgrade qagen")
+        for number in range(version, len(MIGRATIONS)):
+            db.executescript(f"BEGIN;\n{MIGRATIONS[number]}\nPRAGMA user_version={number + 1};\nCOMMIT;")
+            log.info("state database migrated to schema %d", number + 1)
+        return db
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- runs -----------------------------------------------------------
+    def start_run(self, command: str, settings: dict[str, object]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs(command, started_at, status, settings) VALUES(?,?,?,?)",
+            (command, _now(), "running", json.dumps(settings, sort_keys=True, default=str)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, object]) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at=?, status=?, summary=? WHERE run_id=?",
+            (_now(), status, json.dumps(summary, sort_keys=True, default=str), run_id),
+        )
+
+    # --- documents and chunks --------------------------------------------
+    def add_document(self, run_id: int, doc: Document, chunks: Iterable[Chunk]) -> None:
+        now = _now()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO documents VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO UPDATE SET "
+                "path=excluded.path, title=excluded.title, last_seen=excluded.last_seen",
+                (doc.doc_id, doc.path, doc.title, doc.fmt, len(doc.text), json.dumps(doc.meta), now, now),
+            )
+            self.db.executemany(
+                "INSERT OR IGNORE INTO chunks VALUES(?,?,?,?,?,?,?)",
+                [(c.chunk_id, c.doc_id, c.index, c.title, c.section, c.n_tokens, c.text) for c in chunks],
+            )
+            self.db.execute("INSERT OR REPLACE INTO run_docs VALUES(?,?,?)", (run_id, doc.doc_id, doc.path))
+
+    def run_doc_ids(self, run_id: int) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT doc_id FROM run_docs WHERE run_id=? ORDER BY path", (run_id,))]
+
+    def chunk_count(self, run_id: int) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM chunks WHERE doc_id IN (SELECT doc_id FROM run_docs WHERE run_id=?)", (run_id,)
+        ).fetchone()
+        return int(row[0])
+
+    # --- requests --------------------------------------------------------
+    def get_response(self, key: str) -> ChatResponse | None:
+        row = self.db.execute(
+            "SELECT content, finish_reason, model, prompt_tokens, completion_tokens, latency_s, attempts, "
+            "top_logprobs FROM requests WHERE key=?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        top = tuple((str(t), float(lp)) for t, lp in json.loads(row[7]))
+        return ChatResponse(row[0], row[1], row[2], row[3], row[4], row[5], row[6], top)
+
+    def put_response(self, run_id: int, request: ChatRequest, response: ChatResponse) -> None:
+        wire = {
+            "model": request.model,
+            "messages": [[m.role, m.content] for m in request.messages],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "schema": request.json_schema,
+            "top_logprobs": request.top_logprobs,
+        }
+        self.db.execute(
+            "INSERT OR IGNORE INTO requests VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                request.key, request.role, request.prompt_id, request.prompt_hash, request.model,
+                json.dumps(wire), response.content, response.finish_reason, response.prompt_tokens,
+                response.completion_tokens, response.latency_s, response.attempts,
+                json.dumps(list(response.top_logprobs)), run_id, _now(),
+            ),
+        )
+
+    def record_failure(
+        self, run_id: int, stage: str, request_key: str, prompt_id: str, chunk_id: str, error: str, retryable: bool
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO failures(run_id, stage, request_key, prompt_id, chunk_id, error, retryable, created_at) "
+            "VALUES(?,?,?,?,?,?,?,?)",
+            (run_id, stage, request_key, prompt_id, chunk_id, error, int(retryable), _now()),
+        )
+
+    def failures(self, run_id: int) -> list[tuple[str, str, str, str]]:
+        return list(
+            self.db.execute(
+                "SELECT stage, prompt_id, chunk_id, error FROM failures WHERE run_id=? ORDER BY id", (run_id,)
+            )
+        )
+
+    # --- pairs -----------------------------------------------------------
+    def add_pairs(self, run_id: int, pairs: Iterable[tuple[QAPair, str]]) -> None:
+        """Store pairs (idempotent) and mark them as produced by this run, with a sort key."""
+        now = _now()
+        rows = list(pairs)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO pairs VALUES(?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.request_key, p.question, p.answer,
+                     p.model, json.dumps(p.extra), now)
+                    for p, _ in rows
+                ],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO run_pairs VALUES(?,?,?)", [(run_id, p.pair_id, key) for p, key in rows]
+            )
+
+    def run_pairs(self, run_id: int, perspective: str | None = None) -> Iterator[RunPair]:
+        sql = (
+            "SELECT p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.question, p.answer, p.request_key, p.model, "
+            "p.extra, d.path, docs.title FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
+            "JOIN run_docs d ON d.run_id=r.run_id AND d.doc_id=p.doc_id JOIN documents docs ON docs.doc_id=p.doc_id "
+            "WHERE r.run_id=?"
+        )
+        args: tuple[object, ...] = (run_id,)
+        if perspective is not None:
+            sql += " AND p.perspective=?"
+            args += (perspective,)
+        for row in self.db.execute(sql + " ORDER BY r.sort_key", args):
+            extra = tuple((str(k), str(v)) for k, v in json.loads(row[8]))
+            pair = QAPair(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], extra)
+            yield RunPair(pair, row[9], row[10])
