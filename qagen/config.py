@@ -19,8 +19,8 @@ DEFAULT_CHUNK_TOKENS = 1000
 DEFAULT_CHUNK_OVERLAP = 100
 # The embedded 135M model is slow on CPU (~50-90 tokens/s), and prefill costs
 # as much as decoding there, so it gets smaller chunks by default.
-EMBEDDED_CHUNK_TOKENS = 400
-EMBEDDED_CHUNK_OVERLAP = 40
+EMBEDDED_CHUNK_TOKENS = 600
+EMBEDDED_CHUNK_OVERLAP = 60
 
 
 class Settings(BaseSettings):
@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     split_by: str = Field(default="auto", pattern="^(auto|document|chunk|pair)$")
 
     # Embedded llama.cpp server (used when no base_url is configured).
-    embedded_threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1)
+    # Measured on a quiet 2-core box: 2 threads 48 tok/s, 1 thread 32 tok/s
+    # (benchmarks/RESULTS.md). Bigger boxes keep one core for the client.
+    embedded_threads: int = Field(default_factory=lambda: max(2, (os.cpu_count() or 2) - 1), ge=1)
     embedded_parallel: int = Field(default=4, ge=1, le=64)
     embedded_ctx_per_slot: int = Field(default=2048, ge=512)
 

@@ -64,7 +64,13 @@ def _inline_refs(schema: dict[str, object]) -> dict[str, object]:
         if isinstance(node, dict):
             if "$ref" in node:
                 return walk(defs[str(node["$ref"]).rsplit("/", 1)[-1]])  # type: ignore[index]
-            return {k: walk(v) for k, v in node.items() if k != "title"}
+            out = {}
+            for key, value in node.items():
+                if key == "properties":  # property names are data, never annotations
+                    out[key] = {name: walk(sub) for name, sub in value.items()}  # type: ignore[union-attr]
+                elif not (key == "title" and isinstance(value, str)):
+                    out[key] = walk(value)
+            return out
         if isinstance(node, list):
             return [walk(v) for v in node]
         return node

@@ -1,0 +1,235 @@
+"""ingest against a stub OpenAI-compatible server (real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from qagen import ids
+from qagen.pipeline import ingest
+from qagen.prompts import load_prompts
+from qagen.reader import iter_documents
+from qagen.testing import StubReply
+
+GENERATORS = [p for p in load_prompts().perspectives if p.role == "generator"]
+CHUNK_SCOPE = sum(1 for p in GENERATORS if p.scope == "chunk")
+DOC_SCOPE = sum(1 for p in GENERATORS if p.scope == "document")
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_ingest_writes_axolotl_chat_template_jsonl(corpus, tmp_path, stub, settings_for):
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for())
+    assert summary.status == "ok"
+    records = lines(out / "train.jsonl") + lines(out / "eval.jsonl")
+    assert len(records) == summary.pairs_total > 0
+    assert summary.eval_pairs > 0 and summary.train_pairs > 0
+
+    docs = {d.doc_id: d for d in iter_documents(corpus)}
+    group = ids.group_id(docs)
+    db = sqlite3.connect(out / "qagen.sqlite")
+    chunk_ids = {r[0] for r in db.execute("SELECT chunk_id FROM chunks")}
+    for rec in records:
+        roles = [m["role"] for m in rec["messages"]]
+        assert roles == ["system", "user", "assistant"]
+        assert all(m["content"].strip() for m in rec["messages"])
+        assert rec["doc_id"] in docs and rec["source"] == docs[rec["doc_id"]].path
+        assert rec["group_id"] == group
+        assert rec["chunk_id"] in chunk_ids
+        system = rec["messages"][0]["content"]
+        assert ids.short(rec["doc_id"]) in system and ids.short(group) in system
+        assert rec["model"] in ("stub-model", "code")
+        assert rec["perspective"]
+    # doc_id re-hashes from the file content
+    for doc in docs.values():
+        assert doc.doc_id == ids.doc_id(ids.normalise_text(doc.text))
+
+    # every generator perspective ran, plus the code-built identity pairs
+    assert set(summary.pairs_per_perspective) == {p.id for p in GENERATORS} | {"identity"}
+    expected_calls = summary.chunks * CHUNK_SCOPE + summary.documents_read * DOC_SCOPE
+    assert summary.requests_sent == expected_calls == stub.count()
+
+
+def test_identity_pairs_name_short_ids(corpus, tmp_path, settings_for):
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for(eval_fraction=0.0))
+    records = [r for r in lines(out / "train.jsonl") if r["perspective"] == "identity"]
+    assert len(records) == 3 * summary.documents_read
+    for rec in records:
+        assert rec["model"] == "code"
+        text = rec["messages"][1]["content"] + rec["messages"][2]["content"]
+        assert ids.short(rec["doc_id"]) in text
+
+
+def test_every_request_uses_bounded_json_schema_and_shared_prefix(corpus, tmp_path, stub, settings_for):
+    ingest(corpus, tmp_path / "out", settings_for())
+    prefixes: dict[str, set[str]] = {}
+    for req in stub.requests:
+        schema = req["response_format"]["json_schema"]["schema"]
+        assert req["response_format"]["type"] == "json_schema"
+        dumped = json.dumps(schema)
+        assert "maxLength" in dumped
+        assert req["messages"][0]["role"] == "system"
+        user = req["messages"][1]["content"]
+        assert "--- BEGIN PASSAGE ---" in user and user.index("Task:") > user.index("--- END PASSAGE ---")
+        prefix = user.split("Task:")[0]
+        prefixes.setdefault(prefix, set()).add(user)
+    # several perspectives share each chunk prefix (what prefix caches reuse)
+    assert all(len(v) >= CHUNK_SCOPE for v in prefixes.values())
+
+
+def test_second_run_makes_zero_calls_and_same_output(corpus, tmp_path, stub, settings_for):
+    out = tmp_path / "out"
+    first = ingest(corpus, out, settings_for())
+    before = (out / "train.jsonl").read_bytes(), (out / "eval.jsonl").read_bytes()
+    calls = stub.count()
+    second = ingest(corpus, out, settings_for())
+    assert stub.count() == calls
+    assert second.requests_sent == 0 and second.requests_cached == first.requests_sent
+    assert ((out / "train.jsonl").read_bytes(), (out / "eval.jsonl").read_bytes()) == before
+
+
+def test_adding_a_document_processes_only_its_chunks(corpus, tmp_path, stub, settings_for, notes_text):
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    calls = stub.count()
+    (corpus / "notes.txt").write_text(notes_text)
+    summary = ingest(corpus, out, settings_for())
+    new = stub.requests[calls:]
+    assert len(new) == summary.requests_sent == CHUNK_SCOPE + DOC_SCOPE  # one short chunk
+    assert all("Ana Souza" in r["messages"][1]["content"] for r in new)
+    assert summary.documents_read == 3
+
+
+def test_renaming_a_file_creates_no_work(corpus, tmp_path, stub, settings_for):
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    calls = stub.count()
+    (corpus / "copy.md").rename(corpus / "renamed-copy.md")
+    summary = ingest(corpus, out, settings_for())
+    assert stub.count() == calls and summary.requests_sent == 0
+    sources = {r["source"] for r in lines(out / "train.jsonl") + lines(out / "eval.jsonl")}
+    assert "renamed-copy.md" in sources and "copy.md" not in sources
+
+
+def test_editing_one_prompt_reruns_only_that_prompt(corpus, tmp_path, stub, settings_for):
+    out = tmp_path / "out"
+    first = ingest(corpus, out, settings_for())
+    calls = stub.count()
+    user_prompts = tmp_path / "my-prompts"
+    user_prompts.mkdir()
+    quiz = (Path(load_prompts().by_id("quiz").source)).read_text()
+    (user_prompts / "quiz.md").write_text(quiz.replace("quiz questions", "tricky quiz questions"))
+    second = ingest(corpus, out, settings_for(), prompts_dir=user_prompts)
+    new = stub.requests[calls:]
+    assert len(new) == second.requests_sent == first.chunks  # quiz is chunk-scoped
+    assert all("tricky quiz questions" in r["messages"][1]["content"] for r in new)
+
+
+def test_invalid_reply_gets_one_corrective_retry(corpus, tmp_path, stub, settings_for):
+    from tests.conftest import passage_reply
+
+    def handler(req: dict) -> StubReply:
+        if len(req["messages"]) == 2 and "quiz questions" in req["messages"][1]["content"]:
+            return StubReply(content='{"pairs": [{"question": "unterminated')
+        return passage_reply(req)
+
+    stub.handler = handler
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for())
+    correctives = [r for r in stub.requests if len(r["messages"]) == 4]
+    assert len(correctives) == summary.corrective_retries == summary.chunks
+    assert all("not valid" in r["messages"][3]["content"] for r in correctives)
+    assert summary.invalid_replies == 0
+    assert summary.pairs_per_perspective["quiz"] > 0
+
+
+def test_reply_invalid_twice_is_recorded_not_silent(corpus, tmp_path, stub, settings_for):
+    from tests.conftest import passage_reply
+
+    def handler(req: dict) -> StubReply:
+        if "quiz questions" in req["messages"][1]["content"]:
+            return StubReply(content="I cannot answer in JSON, sorry.")
+        return passage_reply(req)
+
+    stub.handler = handler
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for())
+    assert summary.invalid_replies == summary.chunks
+    assert "quiz" not in summary.pairs_per_perspective or summary.pairs_per_perspective["quiz"] == 0
+    assert summary.failure_examples
+    db = sqlite3.connect(out / "qagen.sqlite")
+    rows = db.execute("SELECT stage, prompt_id, error FROM failures").fetchall()
+    assert len(rows) == summary.chunks and all(r[0] == "parse" and r[1] == "quiz" for r in rows)
+    # a re-run does not pay again for the same invalid replies
+    calls = stub.count()
+    ingest(corpus, out, settings_for())
+    assert stub.count() == calls
+
+
+def test_retryable_errors_are_retried_and_others_are_not(corpus, tmp_path, stub, settings_for):
+    from tests.conftest import passage_reply
+
+    seen: dict[str, int] = {}
+
+    def handler(req: dict) -> StubReply:
+        key = json.dumps(req["messages"])
+        seen[key] = seen.get(key, 0) + 1
+        content = req["messages"][1]["content"]
+        if "quiz questions" in content and seen[key] == 1:
+            return StubReply(status=503)
+        if "important facts" in content:
+            return StubReply(status=400)
+        return passage_reply(req)
+
+    stub.handler = handler
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for())
+    facts_calls = [k for k in seen if "important facts" in k]
+    assert all(seen[k] == 1 for k in facts_calls)  # 400 is not retried
+    quiz_calls = [k for k in seen if "quiz questions" in k]
+    assert quiz_calls and all(seen[k] == 2 for k in quiz_calls)  # 503 retried once, then ok
+    assert summary.http_retries == len(quiz_calls)
+    assert summary.requests_failed == len(facts_calls)
+    assert summary.status == "partial"
+    # failed requests are retried on the next run
+    stub.handler = passage_reply
+    again = ingest(corpus, out, settings_for())
+    assert again.requests_sent == len(facts_calls) and again.status == "ok"
+
+
+def test_mistral_models_get_system_text_folded_into_user_turn(corpus, tmp_path, stub, settings_for):
+    ingest(corpus, tmp_path / "out", settings_for(model="mistralai/Mistral-7B-Instruct-v0.3"))
+    assert stub.requests
+    for req in stub.requests:
+        assert [m["role"] for m in req["messages"]][0] == "user"
+        assert "You write question and answer pairs" in req["messages"][0]["content"]
+
+
+def test_split_by_document_when_enough_documents(tmp_path, stub, settings_for, notes_text):
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(8):
+        (docs / f"d{i}.txt").write_text(f"Report {i}.\n\n{notes_text}\nItem number {i} was approved.")
+    out = tmp_path / "out"
+    summary = ingest(docs, out, settings_for(eval_fraction=0.25))
+    assert summary.split_by == "document"
+    train_docs = {r["doc_id"] for r in lines(out / "train.jsonl")}
+    eval_docs = {r["doc_id"] for r in lines(out / "eval.jsonl")}
+    assert eval_docs and train_docs and not (train_docs & eval_docs)
+
+
+def test_jsonl_loads_with_datasets(corpus, tmp_path, settings_for):
+    datasets = __import__("pytest").importorskip("datasets")
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for())
+    ds = datasets.load_dataset(
+        "json", data_files={"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl")},
+        cache_dir=str(tmp_path / "hf-cache"),
+    )
+    assert ds["train"].num_rows == summary.train_pairs
+    assert ds["train"][0]["messages"][0]["role"] == "system"
