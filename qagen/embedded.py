@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import os
+import asyncio
 import subprocess
 import sys
 import threading
@@ -153,18 +154,39 @@ class EmbeddedLLM:
         self._http_args = {"concurrency": concurrency, "timeout": timeout, "max_retries": max_retries}
         self._http: OpenAIHTTP | None = None
         self._restart_lock: object = None
+        self._start_lock: asyncio.Lock | None = None
+        self._start_error: EmbeddedError | None = None
 
     def start(self) -> None:
         base_url = self.server.start()
         self._http = OpenAIHTTP(base_url, **self._http_args)  # type: ignore[arg-type]
+
+    async def _ensure_started(self) -> OpenAIHTTP:
+        """Start the server on the first request that misses the cache.
+
+        A re-run that the state store answers in full never loads the model.
+        """
+        if self._http is None:
+            if self._start_lock is None:
+                self._start_lock = asyncio.Lock()
+            async with self._start_lock:
+                if self._start_error is not None:  # fail every waiter once, not one start per request
+                    raise self._start_error
+                if self._http is None:
+                    try:
+                        await asyncio.to_thread(self.start)
+                    except EmbeddedError as exc:
+                        self._start_error = exc
+                        raise
+        assert self._http is not None
+        return self._http
 
     @property
     def retries(self) -> int:
         return self._http.retries if self._http else 0
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        assert self._http is not None, "EmbeddedLLM.start() was not called"
-        http = self._http
+        http = await self._ensure_started()
         try:
             return await http.complete(replace(request, model=MODEL_NAME))
         except LLMError:
@@ -175,8 +197,6 @@ class EmbeddedLLM:
             return await self._http.complete(replace(request, model=MODEL_NAME))
 
     async def _restart_once(self, failed: OpenAIHTTP) -> None:
-        import asyncio
-
         if self._restart_lock is None:
             self._restart_lock = asyncio.Lock()
         async with self._restart_lock:  # type: ignore[attr-defined]

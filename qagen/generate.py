@@ -120,6 +120,8 @@ def outputs_to_qa(prompt: Prompt, obj: BaseModel, variables: dict[str, object]) 
             question = prompt.render_question("entity", name=ent["name"], **variables)
             found.append((question, ent["description"]))
         for rel in data["relations"]:
+            if rel["subject"].strip().lower() == rel["object"].strip().lower():
+                continue  # "X is related to X" teaches nothing
             question = prompt.render_question("relation", subject=rel["subject"], object=rel["object"], **variables)
             found.append((question, f"{rel['subject']} {rel['relation']} {rel['object']}."))
     seen: set[str] = set()
@@ -223,7 +225,8 @@ class Generator:
                 question=q,
                 answer=a,
                 request_key=request.key,
-                model=reply.model,
+                # the name we asked for: servers may report a local file path instead
+                model=self.model,
             )
             for i, (q, a) in enumerate(qa)
         ]

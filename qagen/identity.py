@@ -12,11 +12,15 @@ from . import ids
 from .models import QAPair
 from .prompts import Prompt
 
+MIN_ABOUT_WORDS = 4
+
 
 def identity_pairs(
     prompt: Prompt, *, doc_id: str, chunk_id: str, title: str, about: str, group_id: str
 ) -> list[QAPair]:
-    about = about.strip() or f'It is titled "{title}".'
+    about = about.strip()
+    if len(about.split()) < MIN_ABOUT_WORDS:  # missing, or too short to tell documents apart
+        about = f'It is titled "{title}".'
     variables = {
         "short_id": ids.short(doc_id),
         "group_short": ids.short(group_id),

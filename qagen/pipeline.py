@@ -127,8 +127,7 @@ def make_llm(settings: Settings) -> tuple[LLM, str]:
             timeout=settings.request_timeout,
             max_retries=settings.max_retries,
         )
-        llm.start()
-        return llm, MODEL_NAME
+        return llm, MODEL_NAME  # the server starts on the first cache miss
     assert settings.base_url
     if not settings.model:
         raise IngestError("--model is required with --base-url (the model name the server serves)")
@@ -288,5 +287,14 @@ async def _run_and_close(
 ) -> None:
     try:
         await _generate(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress)
+    except BaseExceptionGroup as group:
+        # A task failed with an unexpected error (LLM errors are handled per
+        # request): surface the first one itself, not the task-group wrapper.
+        raise _first_leaf(group) from None
     finally:
         await llm.aclose()
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

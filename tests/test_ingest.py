@@ -233,3 +233,39 @@ def test_jsonl_loads_with_datasets(corpus, tmp_path, settings_for):
     )
     assert ds["train"].num_rows == summary.train_pairs
     assert ds["train"][0]["messages"][0]["role"] == "system"
+
+
+def test_entity_self_relations_are_dropped_and_short_about_falls_back_to_title():
+    from qagen.identity import identity_pairs
+    from qagen.generate import outputs_to_qa
+    from qagen.schemas import schema_for
+
+    prompts = load_prompts()
+    entities = prompts.by_id("entities")
+    obj = schema_for(entities).validate(json.dumps({
+        "entities": [{"name": "Congress", "description": "The legislature."}],
+        "relations": [
+            {"subject": "Congress", "relation": "is", "object": "congress"},
+            {"subject": "Congress", "relation": "was asked to fund", "object": "the militia"},
+        ],
+    }))
+    qa = outputs_to_qa(entities, obj, {"title": "Message", "section": "", "short_id": "x", "meta": [], "text": "", "part": 1})
+    assert [a for _, a in qa] == ["The legislature.", "Congress was asked to fund the militia."]
+
+    pairs = identity_pairs(prompts.by_id("identity"), doc_id="a" * 32, chunk_id="b" * 32, title="Bridge vote",
+                           about="jscs", group_id="c" * 32)
+    assert all("jscs" not in p.question + p.answer for p in pairs)
+    assert any('It is titled "Bridge vote".' in p.answer for p in pairs)
+
+
+def test_outputs_are_readable_files(corpus, tmp_path, settings_for):
+    import os
+    import stat
+
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("train.jsonl", "eval.jsonl"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~mask
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

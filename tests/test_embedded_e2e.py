@@ -1,0 +1,158 @@
+"""End to end on the real embedded model (SmolLM2-135M on llama.cpp, CPU).
+
+Small on purpose: one short document, one chunk, the whole perspective suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qagen import ids
+from qagen.embedded import MODEL_NAME, EmbeddedLLM, EmbeddedServer, ServerConfig, find_model
+from qagen.llm import ChatRequest, Message
+from qagen.reader import iter_documents
+
+pytestmark = pytest.mark.embedded
+
+try:
+    MODEL = str(find_model())
+except Exception as exc:  # noqa: BLE001
+    pytest.skip(f"embedded model not installed: {exc}", allow_module_level=True)
+
+DOC = """---
+title: The Harbour Bridge Vote
+date: 2024-03-02
+author: Town Council of Eastbay
+---
+# The Harbour Bridge Vote
+
+On 2 March 2024 the Eastbay town council voted 7 to 2 to rebuild the old harbour bridge.
+The new bridge will cost 12 million euros and will open in 2027. Mayor Lena Ortiz said the
+old bridge was no longer safe for buses. Work starts in June, and a ferry will carry
+passengers while the bridge is closed.
+"""
+
+
+def qagen(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_") and k != "OPENAI_API_KEY"}
+    return subprocess.run(
+        [sys.executable, "-m", "qagen.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_ingest_on_the_real_embedded_model(tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bridge.md").write_text(DOC)
+    out = tmp_path / "out"
+
+    first = qagen("ingest", str(docs), "--out", str(out), "--json")
+    assert first.returncode in (0, 1), first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["model"] == MODEL_NAME and summary["documents_read"] == 1 and summary["chunks"] == 1
+    assert summary["requests_sent"] >= 7  # the seven LLM perspectives on one chunk
+    assert summary["requests_failed"] == 0, summary["failure_examples"]
+    assert summary["pairs_total"] > 0
+
+    (doc,) = list(iter_documents(docs))
+    group = ids.group_id([doc.doc_id])
+    records = []
+    for name in ("train.jsonl", "eval.jsonl"):
+        records += [json.loads(line) for line in (out / name).read_text().splitlines()]
+    assert len(records) == summary["pairs_total"]
+    db = sqlite3.connect(out / "qagen.sqlite")
+    (chunk_text,) = db.execute("SELECT text FROM chunks WHERE chunk_id=?", (records[0]["chunk_id"],)).fetchone()
+    for rec in records:
+        assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
+        assert all(isinstance(m["content"], str) and m["content"].strip() for m in rec["messages"])
+        assert rec["doc_id"] == doc.doc_id == ids.doc_id(ids.normalise_text(doc.text))
+        assert rec["group_id"] == group
+        assert rec["source"] == "bridge.md"
+        assert rec["model"] in (MODEL_NAME, "code")
+    # chunk_id re-hashes from the stored chunk text and the chunker settings
+    from qagen.chunker import Chunker
+    from qagen.config import load_settings
+    from qagen.pipeline import chunker_settings
+
+    key = Chunker(chunker_settings(load_settings())).settings.key()
+    assert records[0]["chunk_id"] == ids.chunk_id(doc.doc_id, chunk_text, key)
+    perspectives = {r["perspective"] for r in records}
+    assert "identity" in perspectives and len(perspectives) >= 4
+
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"), cache_dir=str(tmp_path / "hf"))
+    assert ds["train"].num_rows == summary["train_pairs"]
+
+    second = qagen("ingest", str(docs), "--out", str(out), "--json")
+    again = json.loads(second.stdout)
+    assert again["requests_sent"] == 0
+    assert again["requests_cached"] == summary["requests_sent"]
+    assert again["pairs_total"] == summary["pairs_total"]
+
+
+def test_embedded_server_restarts_once_after_dying():
+    llm = EmbeddedLLM(ServerConfig(MODEL, 2, 2, 1024), concurrency=2, timeout=120, max_retries=1)
+    request = ChatRequest(
+        model="x", messages=(Message("user", "Say hello in one word."),), temperature=0.0, max_tokens=8
+    )
+
+    async def scenario() -> tuple[str, str, int]:
+        try:
+            first = await llm.complete(request)
+            pid = llm.server.proc.pid  # type: ignore[union-attr]
+            llm.server.proc.kill()  # type: ignore[union-attr]
+            llm.server.proc.wait()  # type: ignore[union-attr]
+            second = await llm.complete(request)
+            assert llm.server.proc.pid != pid  # type: ignore[union-attr]
+            return first.content, second.content, llm.server.restarts
+        finally:
+            await llm.aclose()
+
+    first, second, restarts = asyncio.run(scenario())
+    assert first.strip() and second.strip() and restarts == 1
+    assert llm.server.proc is None  # stopped on close
+
+
+def test_server_is_not_orphaned_when_parent_is_killed(tmp_path: Path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from qagen.embedded import EmbeddedServer, ServerConfig, find_model\n"
+        "s = EmbeddedServer(ServerConfig(str(find_model()), 1, 1, 512))\n"
+        "s.start()\n"
+        "print(s.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())  # type: ignore[union-attr]
+    parent.kill()  # SIGKILL: no cleanup code runs in the parent
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        import time
+
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, 9)
+        pytest.fail("the embedded server outlived its killed parent")
+
+
+def test_embedded_server_health_and_stop():
+    server = EmbeddedServer(ServerConfig(MODEL, 1, 1, 512))
+    url = server.start()
+    try:
+        assert url.startswith("http://127.0.0.1:") and server.healthy() and server.alive()
+    finally:
+        server.stop()
+    assert not server.alive() and not server.healthy()
