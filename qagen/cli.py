@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,7 +27,7 @@ from rich.table import Table
 
 from .config import load_settings
 from .embedded import EmbeddedError
-from .pipeline import IngestError, Summary, ingest
+from .pipeline import IngestError, Interrupted, Summary, ingest
 from .prompts import PromptError, load_prompts
 from .store import StoreError
 
@@ -45,6 +46,19 @@ def _setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(console=err, show_path=False)],
         force=True,
     )
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (CI cancelling a job, `kill`) stops like Ctrl-C: finished work is written, no orphans."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    # A shell without job control starts background jobs with SIGINT ignored; a
+    # user's Ctrl-C or `kill -INT` should still stop qagen cleanly.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _count_files(root: Path) -> int:
@@ -138,6 +152,7 @@ def ingest_cmd(
     except ValueError as exc:
         err.print(f"[red]error:[/red] invalid settings: {exc}")
         raise typer.Exit(1) from None
+    _sigterm_as_interrupt()
     show_progress = err.is_terminal and not as_json
     try:
         if show_progress:
@@ -151,6 +166,14 @@ def ingest_cmd(
             print(json.dumps({"status": "failed", "error": str(exc)}))
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    except Interrupted as stop:
+        if as_json:
+            print(json.dumps(stop.summary.to_dict(), ensure_ascii=False))
+        err.print(
+            f"[yellow]interrupted:[/yellow] {stop.summary.pairs_total} finished pairs written to "
+            f"{stop.summary.train_path}; run the same command again to finish."
+        )
+        raise typer.Exit(130) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted:[/yellow] finished requests are saved; run the same command again to resume.")
         raise typer.Exit(130) from None

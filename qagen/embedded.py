@@ -203,7 +203,11 @@ class EmbeddedLLM:
             if self._http is not failed:  # another request already restarted it
                 return
             if self.server.restarts >= self.MAX_RESTARTS:
-                raise LLMError("the embedded llama.cpp server died again after a restart", retryable=True)
+                # Fatal, not per request: stop the run with one clear message.
+                raise EmbeddedError(
+                    "the embedded llama.cpp server died again after a restart; stopping. Finished work is saved: "
+                    "run the same command again to continue (try QAGEN_EMBEDDED_PARALLEL=2 if memory is short)."
+                )
             base_url = await asyncio.to_thread(self.server.restart)
             self._http = OpenAIHTTP(base_url, **self._http_args)  # type: ignore[arg-type]
 

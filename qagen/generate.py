@@ -178,8 +178,12 @@ class Generator:
         self.stats.prompt_tokens += reply.prompt_tokens
         self.stats.completion_tokens += reply.completion_tokens
         if reply.finish_reason == "length":
+            # Cut off at max_tokens: not a final answer (a flaky server truncates
+            # too), so it is not cached; the corrective retry deals with it now and
+            # a later run asks again if that fails.
             self.stats.length_cutoffs += 1
-        self.store.put_response(self.run_id, request, reply)
+        else:
+            self.store.put_response(self.run_id, request, reply)
         self.progress.request_done(cached=False, failed=False)
         return reply
 
@@ -211,7 +215,8 @@ class Generator:
                 self.stats.invalid += 1
                 self._example(f"{prompt.id} on chunk {ids.short(chunk.chunk_id)}: {second_error}")
                 self.store.record_failure(
-                    self.run_id, "parse", retry.key, prompt.id, chunk.chunk_id, str(second_error), False
+                    self.run_id, "parse", retry.key, prompt.id, chunk.chunk_id, str(second_error),
+                    reply.finish_reason == "length",  # retryable: a cut-off reply was not cached
                 )
                 return []
         variables = prompt_variables(doc, chunk)

@@ -237,41 +237,72 @@ def ingest(
         llm, model = make_llm(settings)
         summary.backend, summary.model = llm.name, model
         generator = Generator(store, llm, prompts, model, run_id, progress)
+        max_pending = max(4 * settings.concurrency, 16)
         try:
-            max_pending = max(4 * settings.concurrency, 16)
             asyncio.run(_run_and_close(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress, llm))
+        except KeyboardInterrupt:
+            # Ctrl-C / SIGTERM: everything finished is already in the store;
+            # write it out, then report the interruption.
+            _finish(store, prompts, settings, generator, llm, run_id, out_dir, summary, started, "interrupted")
+            raise Interrupted(summary) from None
         except BaseException:
-            store.finish_run(run_id, "interrupted", summary.to_dict())
+            store.finish_run(run_id, "failed", summary.to_dict())
             raise
-        doc_ids = store.run_doc_ids(run_id)
-        group_id = ids.group_id(doc_ids) if doc_ids else ""
-        summary.group_id = group_id
-        stats = generator.stats
-        pairs = Counter(stats.pairs)
-        if doc_ids:
-            pairs["identity"] += _add_identity(store, prompts, run_id, group_id)
-        result = export_run(
-            store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by
-        )
-        summary.requests_sent, summary.requests_cached, summary.requests_failed = stats.sent, stats.cached, stats.failed
-        summary.http_retries = int(getattr(llm, "retries", 0))
-        summary.corrective_retries, summary.invalid_replies = stats.corrective_retries, stats.invalid
-        summary.length_cutoffs = stats.length_cutoffs
-        summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
-        summary.calls_per_perspective = dict(sorted(stats.calls.items()))
-        summary.pairs_per_perspective = dict(sorted(pairs.items()))
-        summary.pairs_total = result.train_pairs + result.eval_pairs
-        summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
-        summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
-        summary.failure_examples = stats.failure_examples
-        if summary.documents_read == 0:
-            summary.status = "failed"
-            summary.failure_examples.append("no readable documents")
-        elif stats.failed or summary.pairs_total == 0:
-            summary.status = "partial" if summary.pairs_total else "failed"
-        summary.seconds = round(time.perf_counter() - started, 2)
-        store.finish_run(run_id, summary.status, summary.to_dict())
+        _finish(store, prompts, settings, generator, llm, run_id, out_dir, summary, started, None)
     return summary
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was interrupted; ``summary`` describes what was finished and written."""
+
+    def __init__(self, summary: Summary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def _finish(
+    store: Store,
+    prompts: PromptSet,
+    settings: Settings,
+    generator: Generator,
+    llm: LLM,
+    run_id: int,
+    out_dir: Path,
+    summary: Summary,
+    started: float,
+    status: str | None,
+) -> None:
+    """Identity pairs, export and the run record, from what the store holds for this run."""
+    doc_ids = store.run_doc_ids(run_id)
+    group_id = ids.group_id(doc_ids) if doc_ids else ""
+    summary.group_id = group_id
+    stats = generator.stats
+    pairs = Counter(stats.pairs)
+    if doc_ids:
+        pairs["identity"] += _add_identity(store, prompts, run_id, group_id)
+    result = export_run(
+        store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by
+    )
+    summary.requests_sent, summary.requests_cached, summary.requests_failed = stats.sent, stats.cached, stats.failed
+    summary.http_retries = int(getattr(llm, "retries", 0))
+    summary.corrective_retries, summary.invalid_replies = stats.corrective_retries, stats.invalid
+    summary.length_cutoffs = stats.length_cutoffs
+    summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+    summary.calls_per_perspective = dict(sorted(stats.calls.items()))
+    summary.pairs_per_perspective = dict(sorted(pairs.items()))
+    summary.pairs_total = result.train_pairs + result.eval_pairs
+    summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
+    summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
+    summary.failure_examples = stats.failure_examples
+    if status is not None:
+        summary.status = status
+    elif summary.documents_read == 0:
+        summary.status = "failed"
+        summary.failure_examples.append("no readable documents")
+    elif stats.failed or summary.pairs_total == 0:
+        summary.status = "partial" if summary.pairs_total else "failed"
+    summary.seconds = round(time.perf_counter() - started, 2)
+    store.finish_run(run_id, summary.status, summary.to_dict())
 
 
 async def _run_and_close(
