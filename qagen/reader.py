@@ -20,7 +20,9 @@ it; every file is either read or reported with a short reason:
 * HTML/PDF/DOCX that markitdown cannot convert ->
   ``PDF could not be converted: <ExceptionType>: <message>``;
 * nothing left after normalisation -> ``empty``;
-* special files (FIFOs, sockets, devices) -> ``not a regular file``.
+* special files (FIFOs, sockets, devices) -> ``not a regular file``;
+* names that are not valid UTF-8 (file or folder) -> ``name is not valid UTF-8``,
+  listed under the name with the bad bytes escaped (``bad\\xffname.txt``).
 """
 
 from __future__ import annotations
@@ -106,6 +108,12 @@ def _list_dir(folder: Path, prefix: str) -> list[tuple[str, str, Path, str]]:
         if e.name.startswith("."):
             continue
         rel, path, link = prefix + e.name, Path(e.path), e.is_symlink()
+        try:
+            e.name.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes (surrogates) would crash the store and the JSON output
+            rows.append(("skip", os.fsencode(rel).decode("utf-8", "backslashreplace"), path,
+                         "name is not valid UTF-8"))
+            continue
         try:
             mode = os.stat(path).st_mode  # follows symlinks
         except OSError as err:
