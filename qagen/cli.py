@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -26,10 +26,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import load_settings
-from .embedded import EmbeddedError
-from .pipeline import IngestError, Interrupted, Summary, ingest
 from .prompts import PromptError, load_prompts
-from .store import StoreError
+
+if TYPE_CHECKING:
+    from .pipeline import Summary
 
 app = typer.Typer(help="Turn a folder of documents into question/answer fine-tuning data.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Inspect the prompt suite.", no_args_is_help=True)
@@ -143,6 +143,12 @@ def ingest_cmd(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Generate a Q/A dataset from DOCS into OUT (train.jsonl, eval.jsonl, qagen.sqlite)."""
+    # Imported here: the pipeline pulls in openai, markitdown and langchain (~2 s),
+    # which `qagen --help` and `qagen prompts list` do not need.
+    from .embedded import EmbeddedError
+    from .pipeline import IngestError, Interrupted, ingest
+    from .store import StoreError
+
     _setup_logging(verbose)
     try:
         settings = load_settings(

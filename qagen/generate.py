@@ -187,6 +187,11 @@ class Generator:
         self.progress.request_done(cached=False, failed=False)
         return reply
 
+    def _keep(self, request: ChatRequest, reply: ChatResponse) -> None:
+        """Store a reply that is part of a valid result (idempotent)."""
+        if reply.finish_reason == "length":
+            self.store.put_response(self.run_id, request, reply)
+
     def _example(self, text: str) -> None:
         if len(self.stats.failure_examples) < 5:
             self.stats.failure_examples.append(text)
@@ -201,15 +206,21 @@ class Generator:
             return []
         try:
             obj = schema.validate(reply.content)
+            self._keep(request, reply)
         except ValueError as first_error:
             self.stats.corrective_retries += 1
             self.progress.requests_added(1)
             retry = corrective_request(request, reply, str(first_error))
+            first_request, first_reply = request, reply
             reply = await self._ask(retry, chunk)
             if reply is None:
                 return []
             try:
                 obj = schema.validate(reply.content)
+                # The chain worked: keep every link (a cut-off first reply too),
+                # so the same command again makes zero calls.
+                self._keep(first_request, first_reply)
+                self._keep(retry, reply)
                 request = retry
             except ValueError as second_error:
                 self.stats.invalid += 1

@@ -191,7 +191,11 @@ def _read(path: Path, rel: str, max_bytes: int) -> Document:
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
     with open(path, "rb") as fh:
-        data = fh.read(max_bytes + 1)
+        # read(n) allocates n bytes up front: ask for the file's size, not the limit
+        size = os.fstat(fh.fileno()).st_size
+        data = fh.read(min(size, max_bytes) + 1)
+        if len(data) > size:  # grew since stat: read on, up to the limit
+            data += fh.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:  # grew since stat
         raise _Skip(f"too large (> {_size(max_bytes)} limit)")
     return data

@@ -101,9 +101,10 @@ def _check_flaky_run(docs, out, stub, injector, settings, summary) -> None:
     assert stub.count() == summary.requests_sent + summary.requests_failed + summary.http_retries
     # a "length" fault is a 200 with cut-off JSON: answered by a corrective retry, never an HTTP retry
     assert summary.length_cutoffs >= 1 and summary.corrective_retries >= 1
-    # transient faults were retried (each transport fault costs one retry or one recorded failure)
+    # transient faults were retried: each transport fault costs one retry or one recorded failure
+    # (">=": on a busy box a healthy request can time out too)
     transport_faults = sum(n for kind, n in injector.injected.items() if kind != "length")
-    assert summary.http_retries + summary.requests_failed == transport_faults
+    assert summary.http_retries + summary.requests_failed >= transport_faults
     for _, stage, error, retryable in failures(out):
         if stage == "generate":  # retries exhausted: named cause, retryable on the next run
             assert cause_of(error) in TRANSPORT_CAUSES.values() and retryable == 1, error
@@ -159,10 +160,12 @@ def test_failures_are_recorded_with_cause_and_rerun_sends_only_those(tmp_path, s
     assert set(bodies(stub.requests)) == missing
     assert second.requests_sent == stub.count() - first_count == len(missing)
     assert 0 < second.requests_sent < first_count
-    # each perspective call asks once now: from the store or, for exactly those missing, the server
+    # each perspective call asks once now (from the store or, for exactly those missing, the server),
+    # plus one stored corrective request per repaired chain (a cut-off reply and its fix are both cached)
     calls = sum(first.calls_per_perspective.values())
-    assert sum(second.calls_per_perspective.values()) == calls == second.requests_cached + second.requests_sent
-    assert second.corrective_retries == 0
+    assert sum(second.calls_per_perspective.values()) == calls
+    assert calls == second.requests_cached + second.requests_sent - second.corrective_retries
+    assert second.corrective_retries == first.corrective_retries - first.invalid_replies
 
 
 def test_non_retryable_400_is_never_retried(tmp_path, settings_for, stub):

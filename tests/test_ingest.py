@@ -269,3 +269,38 @@ def test_outputs_are_readable_files(corpus, tmp_path, settings_for):
     for name in ("train.jsonl", "eval.jsonl"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~mask
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cut_off_reply_repaired_by_corrective_retry_is_cached(corpus, tmp_path, stub, settings_for):
+    """A reply cut at max_tokens whose corrective retry worked costs nothing on the next run."""
+    from tests.conftest import passage_reply
+
+    def handler(req: dict) -> StubReply:
+        if len(req["messages"]) == 2 and "quiz questions" in req["messages"][1]["content"]:
+            return StubReply(content='{"pairs": [{"question": "What', finish_reason="length")
+        return passage_reply(req)
+
+    stub.handler = handler
+    out = tmp_path / "out"
+    first = ingest(corpus, out, settings_for())
+    assert first.length_cutoffs == first.chunks and first.pairs_per_perspective["quiz"] > 0
+    calls = stub.count()
+    again = ingest(corpus, out, settings_for())
+    assert stub.count() == calls and again.requests_sent == 0
+
+
+def test_cut_off_reply_in_a_failed_chain_is_retried_next_run(corpus, tmp_path, stub, settings_for):
+    from tests.conftest import passage_reply
+
+    def handler(req: dict) -> StubReply:
+        if "quiz questions" in req["messages"][1]["content"]:
+            return StubReply(content='{"pairs": [{"question": "What', finish_reason="length")
+        return passage_reply(req)
+
+    stub.handler = handler
+    out = tmp_path / "out"
+    first = ingest(corpus, out, settings_for())
+    assert first.invalid_replies == first.chunks
+    stub.handler = passage_reply  # the server recovers
+    again = ingest(corpus, out, settings_for())
+    assert again.requests_sent == first.chunks and again.pairs_per_perspective["quiz"] > 0
