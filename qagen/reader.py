@@ -267,6 +267,8 @@ def _convert(kind: str, stream):
     except Exception as e:  # noqa: BLE001
         attempts = [a for a in getattr(e, "attempts", None) or [] if a.exc_info]
         cause = attempts[0].exc_info[1] if attempts else e
+        if "password" in type(cause).__name__.lower() or "encrypt" in type(cause).__name__.lower():
+            raise _Skip(f"{kind.upper()} is password-protected (encrypted): {type(cause).__name__}") from None
         raise _Skip(f"{kind.upper()} could not be converted: {_exc_text(cause)}") from None
 
 

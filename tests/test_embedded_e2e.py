@@ -156,3 +156,24 @@ def test_embedded_server_health_and_stop():
     finally:
         server.stop()
     assert not server.alive() and not server.healthy()
+
+
+def test_second_server_death_stops_with_a_clear_error():
+    from qagen.embedded import EmbeddedError
+
+    llm = EmbeddedLLM(ServerConfig(MODEL, 2, 1, 1024), concurrency=1, timeout=60, max_retries=0)
+    request = ChatRequest(model="x", messages=(Message("user", "Hi"),), temperature=0.0, max_tokens=4)
+
+    async def scenario() -> None:
+        try:
+            await llm.complete(request)
+            for _ in range(2):  # kill it, let it be restarted once, kill it again
+                llm.server.proc.kill()  # type: ignore[union-attr]
+                llm.server.proc.wait()  # type: ignore[union-attr]
+                await llm.complete(request)
+        finally:
+            await llm.aclose()
+
+    with pytest.raises(EmbeddedError, match="died again after a restart"):
+        asyncio.run(scenario())
+    assert llm.server.restarts == 1

@@ -76,7 +76,7 @@ BAD: dict[str, Callable[[str], bool]] = {
     "blank.md": _eq("empty"),
     "huge.txt": lambda r: r.startswith("too large (") and "MB" in r,
     "corrupt.pdf": lambda r: r.startswith("PDF could not be converted: "),
-    "locked.pdf": lambda r: r.startswith("PDF could not be converted: ") and "password" in r.lower(),
+    "locked.pdf": lambda r: r.startswith("PDF is password-protected (encrypted)"),
     # a folder link to its own parent: folder links are never followed, so it cannot loop
     "loop/up": _eq("symlink to a folder (not followed)"),
     "self.txt": _eq("symlink loop"),  # a file link that points to itself (ELOOP)
