@@ -114,6 +114,11 @@ def _summary_table(s: Summary) -> Table:
     for name, n in s.pairs_per_perspective.items():
         t.add_row(f"  pairs: {name}", str(n))
     t.add_row("pairs", f"{s.pairs_total} ({s.train_pairs} train, {s.eval_pairs} eval, held out by {s.split_by})")
+    if s.refined:
+        hist = ", ".join(f"{k} revisions: {v}" for k, v in s.revisions_histogram.items())
+        t.add_row("refinement", f"{s.drafted} drafts; {hist}")
+        t.add_row("  stopped", ", ".join(f"{k}: {v}" for k, v in s.stop_reasons.items()))
+        t.add_row("dpo", f"{s.dpo_pairs} preference pairs in {s.dpo_path}")
     t.add_row("group", s.group_id[:10])
     t.add_row("train", s.train_path)
     t.add_row("eval", s.eval_path)
@@ -138,6 +143,9 @@ def ingest_cmd(
     tokenizer: Annotated[Optional[str], typer.Option(help="tokenizer.json path or local HF tokenizer for token-exact chunking.")] = None,
     split_by: Annotated[Optional[str], typer.Option(help="Hold-out unit: auto, document, chunk or pair.")] = None,
     eval_fraction: Annotated[Optional[float], typer.Option(help="Share held out for eval.jsonl.")] = None,
+    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop.")] = None,
+    max_rounds: Annotated[Optional[int], typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
+    min_rounds: Annotated[Optional[int], typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
     fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -154,7 +162,10 @@ def ingest_cmd(
         settings = load_settings(
             base_url=base_url, model=model, api_key=api_key, concurrency=concurrency, chunk_size=chunk_size,
             chunk_overlap=chunk_overlap, tokenizer=tokenizer, split_by=split_by, eval_fraction=eval_fraction,
+            refine=refine, max_rounds=max_rounds, min_rounds=min_rounds,
         )
+        if settings.min_rounds > settings.max_rounds:
+            raise ValueError("--min-rounds cannot exceed --max-rounds")
     except ValueError as exc:
         err.print(f"[red]error:[/red] invalid settings: {exc}")
         raise typer.Exit(1) from None

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     split_by: str = Field(default="auto", pattern="^(auto|document|chunk|pair)$")
 
+    # Refinement (critic -> regenerator). Off by default until the judge and
+    # the demo sizing land (issue 3); --refine turns it on.
+    refine: bool = False
+    max_rounds: int = Field(default=3, ge=1, le=10)
+    min_rounds: int = Field(default=0, ge=0, le=10)
+
     # Embedded llama.cpp server (used when no base_url is configured).
     # Measured on a quiet 2-core box: 2 threads 48 tok/s, 1 thread 32 tok/s
     # (benchmarks/RESULTS.md). Bigger boxes keep one core for the client.

@@ -31,6 +31,8 @@ class ExportResult:
     train_pairs: int
     eval_pairs: int
     split_by: str
+    dpo_path: Path | None = None
+    dpo_pairs: int = 0
 
 
 def system_message(doc_id: str, group_id: str, title: str) -> str:
@@ -94,6 +96,7 @@ def record(rp: RunPair, group_id: str) -> dict[str, object]:
         "perspective": p.perspective,
         "model": p.model,
         "source": rp.path,
+        **{k: (int(v) if k == "revisions" else v) for k, v in p.extra},
     }
 
 
@@ -123,3 +126,37 @@ def export_run(
             (evals if is_eval else train).write(line + "\n")
             counts["eval" if is_eval else "train"] += 1
     return ExportResult(train_path, eval_path, counts["train"], counts["eval"], mode)
+
+
+def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple[Path, int]:
+    """``dpo.jsonl`` for axolotl's DPO ``chat_template.default`` loader.
+
+    One line per pair the critic loop revised: ``messages`` = the system
+    message and the final question, ``chosen`` = the final answer,
+    ``rejected`` = the first draft's answer.
+    """
+    path = out_dir / "dpo.jsonl"
+    count = 0
+    with atomic_writer(path) as fh:
+        for rp, draft_answer, revisions, _stop in store.run_revisions(run_id):
+            if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip():
+                continue
+            p = rp.pair
+            line = {
+                "messages": [
+                    {"role": "system", "content": system_message(p.doc_id, group_id, rp.title)},
+                    {"role": "user", "content": p.question},
+                ],
+                "chosen": {"role": "assistant", "content": p.answer},
+                "rejected": {"role": "assistant", "content": draft_answer},
+                "pair_id": p.pair_id,
+                "doc_id": p.doc_id,
+                "chunk_id": p.chunk_id,
+                "group_id": group_id,
+                "perspective": p.perspective,
+                "revisions": revisions,
+                "source": rp.path,
+            }
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            count += 1
+    return path, count

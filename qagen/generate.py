@@ -12,10 +12,11 @@ model; a second failure is recorded, never silently turned into ``[]``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel
 
@@ -25,6 +26,9 @@ from .models import Chunk, Document, QAPair
 from .prompts import Prompt, PromptSet
 from .schemas import schema_for
 from .store import Store
+
+if TYPE_CHECKING:
+    from .refine import Refiner
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +81,14 @@ def prompt_variables(doc: Document, chunk: Chunk) -> dict[str, object]:
     }
 
 
-def build_request(prompts: PromptSet, prompt: Prompt, doc: Document, chunk: Chunk, model: str) -> ChatRequest:
+def build_request(
+    prompts: PromptSet, prompt: Prompt, doc: Document, chunk: Chunk, model: str, **extra: object
+) -> ChatRequest:
+    """Shared prefix (system text, then the chunk) first; the prompt's instruction last."""
     variables = prompt_variables(doc, chunk)
     system = prompts.system.render()
     context = prompts.context.render(**variables)
-    instruction = prompt.render(n=prompt.n, **variables)
+    instruction = prompt.render(n=prompt.n, **variables, **extra)
     schema = schema_for(prompt)
     return ChatRequest(
         model=model,
@@ -149,6 +156,7 @@ class Generator:
         self.run_id = run_id
         self.progress = progress or NullProgress()
         self.stats = GenStats()
+        self.refiner: Refiner | None = None  # set by the pipeline when --refine is on
 
     def plan(self, chunk: Chunk) -> list[Prompt]:
         """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk)."""
@@ -196,17 +204,22 @@ class Generator:
         if len(self.stats.failure_examples) < 5:
             self.stats.failure_examples.append(text)
 
-    async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
-        """One perspective call on one chunk, with at most one corrective retry."""
-        self.stats.calls[prompt.id] += 1
+    async def ask_structured(
+        self, prompt: Prompt, request: ChatRequest, chunk: Chunk
+    ) -> tuple[BaseModel, ChatRequest] | None:
+        """Cache-first call + validation, with at most one corrective retry.
+
+        Returns the validated object and the request that produced it, or
+        None after recording why (transport failure or a reply still invalid).
+        """
         schema = schema_for(prompt)
-        request = build_request(self.prompts, prompt, doc, chunk, self.model)
         reply = await self._ask(request, chunk)
         if reply is None:
-            return []
+            return None
         try:
             obj = schema.validate(reply.content)
             self._keep(request, reply)
+            return obj, request
         except ValueError as first_error:
             self.stats.corrective_retries += 1
             self.progress.requests_added(1)
@@ -214,14 +227,9 @@ class Generator:
             first_request, first_reply = request, reply
             reply = await self._ask(retry, chunk)
             if reply is None:
-                return []
+                return None
             try:
                 obj = schema.validate(reply.content)
-                # The chain worked: keep every link (a cut-off first reply too),
-                # so the same command again makes zero calls.
-                self._keep(first_request, first_reply)
-                self._keep(retry, reply)
-                request = retry
             except ValueError as second_error:
                 self.stats.invalid += 1
                 self._example(f"{prompt.id} on chunk {ids.short(chunk.chunk_id)}: {second_error}")
@@ -229,7 +237,20 @@ class Generator:
                     self.run_id, "parse", retry.key, prompt.id, chunk.chunk_id, str(second_error),
                     reply.finish_reason == "length",  # retryable: a cut-off reply was not cached
                 )
-                return []
+                return None
+            # The chain worked: keep every link (a cut-off first reply too),
+            # so the same command again makes zero calls.
+            self._keep(first_request, first_reply)
+            self._keep(retry, reply)
+            return obj, retry
+
+    async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
+        """One perspective call on one chunk; drafts go through the refiner when one is set."""
+        self.stats.calls[prompt.id] += 1
+        result = await self.ask_structured(prompt, build_request(self.prompts, prompt, doc, chunk, self.model), chunk)
+        if result is None:
+            return []
+        obj, request = result
         variables = prompt_variables(doc, chunk)
         qa = outputs_to_qa(prompt, obj, variables)
         pairs = [
@@ -246,6 +267,11 @@ class Generator:
             )
             for i, (q, a) in enumerate(qa)
         ]
+        if self.refiner is not None and pairs:
+            self.store.add_drafts(pairs)
+            self.progress.requests_added(len(pairs))  # at least one critic call each
+            outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
+            pairs = [o.final for o in outcomes]
         self.store.add_pairs(self.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
         self.stats.pairs[prompt.id] += len(pairs)
         self.progress.pairs_added(len(pairs))

@@ -26,13 +26,14 @@ from .config import (
     Settings,
 )
 from .embedded import MODEL_NAME, EmbeddedLLM, ServerConfig, find_model
-from .export import export_run
+from .export import export_dpo, export_run
 from .generate import Generator, NullProgress, Progress
 from .identity import identity_pairs
 from .llm import LLM, OpenAIHTTP
 from .models import Document, SkippedFile
 from .prompts import PromptSet, load_prompts
 from .reader import iter_documents
+from .refine import Refiner, RefineSettings
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,12 @@ class Summary:
     train_path: str = ""
     eval_path: str = ""
     state_db: str = ""
+    refined: bool = False
+    drafted: int = 0  # draft pairs sent through the critic loop
+    revisions_histogram: dict[str, int] = field(default_factory=dict)  # revisions per pair -> pairs
+    stop_reasons: dict[str, int] = field(default_factory=dict)
+    dpo_pairs: int = 0
+    dpo_path: str = ""
     failure_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -237,6 +244,8 @@ def ingest(
         llm, model = make_llm(settings)
         summary.backend, summary.model = llm.name, model
         generator = Generator(store, llm, prompts, model, run_id, progress)
+        if settings.refine:
+            generator.refiner = Refiner(generator, prompts, RefineSettings(settings.max_rounds, settings.min_rounds))
         max_pending = max(4 * settings.concurrency, 16)
         try:
             asyncio.run(_run_and_close(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress, llm))
@@ -294,6 +303,13 @@ def _finish(
     summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
     summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
     summary.failure_examples = stats.failure_examples
+    refiner = generator.refiner
+    if refiner is not None:
+        dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
+        summary.refined, summary.drafted = True, refiner.stats.drafted
+        summary.revisions_histogram = {str(k): v for k, v in sorted(refiner.stats.revisions.items())}
+        summary.stop_reasons = dict(sorted(refiner.stats.stops.items()))
+        summary.dpo_pairs, summary.dpo_path = dpo_pairs, str(dpo_path)
     if status is not None:
         summary.status = status
     elif summary.documents_read == 0:

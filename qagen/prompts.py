@@ -25,7 +25,7 @@ from . import ids
 log = logging.getLogger(__name__)
 
 Role = Literal["system", "context", "generator", "code", "critic", "regenerator", "judge"]
-Output = Literal["qa_pairs", "answers", "entities", "identity", "none"]
+Output = Literal["qa_pairs", "answers", "entities", "identity", "critique", "revision", "none"]
 
 
 class PromptError(ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -117,7 +117,33 @@ def _entities(n: int, max_a: int) -> OutputSchema:
     return _finish("entities", model)
 
 
+PROBLEMS = ("unsupported_claim", "not_self_contained", "vague", "wrong", "incomplete")
+
+
+@lru_cache(maxsize=16)
+def _critique(max_chars: int) -> OutputSchema:
+    problem = Literal[PROBLEMS]  # type: ignore[valid-type]
+    model = create_model(
+        "Critique",
+        __config__=_STRICT,
+        critique=(_text(max_chars), ...),
+        problems=(Annotated[list[problem], Field(max_length=len(PROBLEMS))], ...),  # type: ignore[valid-type]
+        needs_revision=(bool, ...),
+    )
+    return _finish("critique", model)
+
+
+@lru_cache(maxsize=16)
+def _revision(max_q: int, max_a: int) -> OutputSchema:
+    model = create_model("Revision", __config__=_STRICT, question=(_text(max_q, 5), ...), answer=(_text(max_a), ...))
+    return _finish("revision", model)
+
+
 def schema_for(prompt: Prompt) -> OutputSchema:
+    if prompt.output == "critique":
+        return _critique(prompt.max_answer_chars)
+    if prompt.output == "revision":
+        return _revision(prompt.max_question_chars, prompt.max_answer_chars)
     if prompt.output == "qa_pairs":
         return _qa_pairs(prompt.n, prompt.max_question_chars, prompt.max_answer_chars)
     if prompt.output == "answers":

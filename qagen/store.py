@@ -60,6 +60,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE run_docs(
         run_id INTEGER NOT NULL, doc_id TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY(run_id, doc_id));
     """,
+    # 2: refinement (critic -> regenerator rounds)
+    """
+    CREATE TABLE refinements(
+        final_pair_id TEXT NOT NULL, round INTEGER NOT NULL, draft_pair_id TEXT NOT NULL,
+        question TEXT NOT NULL, answer TEXT NOT NULL, critique TEXT NOT NULL, problems TEXT NOT NULL,
+        needs_revision INTEGER NOT NULL, forced INTEGER NOT NULL, revised_question TEXT, revised_answer TEXT,
+        PRIMARY KEY(final_pair_id, round));
+    CREATE TABLE refined(
+        final_pair_id TEXT PRIMARY KEY, draft_pair_id TEXT NOT NULL, revisions INTEGER NOT NULL,
+        stop_reason TEXT NOT NULL);
+    """,
 )
 
 
@@ -69,6 +80,20 @@ class StoreError(RuntimeError):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RefineRound:
+    """One critic verdict on (question, answer), and the revision it led to, if any."""
+
+    question: str
+    answer: str
+    critique: str
+    problems: list[str]
+    needs_revision: bool
+    forced: bool = False  # revised although the critic was satisfied (--min-rounds)
+    revised_question: str | None = None
+    revised_answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +261,47 @@ class Store:
             self.db.executemany(
                 "INSERT OR REPLACE INTO run_pairs VALUES(?,?,?)", [(run_id, p.pair_id, key) for p, key in rows]
             )
+
+    def add_drafts(self, pairs: Iterable[QAPair]) -> None:
+        """Keep draft pairs (the refinement loop's starting points) without exporting them."""
+        now = _now()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO pairs VALUES(?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.request_key, p.question, p.answer,
+                     p.model, json.dumps(p.extra), now)
+                    for p in pairs
+                ],
+            )
+
+    def add_refinement(self, final_pair_id: str, draft_pair_id: str, rounds: list[RefineRound], stop: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO refinements VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (final_pair_id, i + 1, draft_pair_id, r.question, r.answer, r.critique, json.dumps(r.problems),
+                     int(r.needs_revision), int(r.forced), r.revised_question, r.revised_answer)
+                    for i, r in enumerate(rounds)
+                ],
+            )
+            revisions = sum(1 for r in rounds if r.revised_answer is not None)
+            self.db.execute(
+                "INSERT OR REPLACE INTO refined VALUES(?,?,?,?)", (final_pair_id, draft_pair_id, revisions, stop)
+            )
+
+    def run_revisions(self, run_id: int) -> Iterator[tuple[RunPair, str, int, str]]:
+        """This run's exported pairs with their first draft's answer, revisions and stop reason."""
+        for rp in self.run_pairs(run_id):
+            row = self.db.execute(
+                "SELECT d.answer, r.revisions, r.stop_reason FROM refined r JOIN pairs d ON d.pair_id=r.draft_pair_id "
+                "WHERE r.final_pair_id=?",
+                (rp.pair.pair_id,),
+            ).fetchone()
+            if row is not None:
+                yield rp, row[0], int(row[1]), row[2]
 
     def run_pairs(self, run_id: int, perspective: str | None = None) -> Iterator[RunPair]:
         sql = (

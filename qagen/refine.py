@@ -1,0 +1,114 @@
+"""Refinement: critic -> regenerator, until the critic says no revision is needed.
+
+HelixNet's actor/critic/regenerator design with SelFee's stopping rule. For
+each draft pair, round k (1..max_rounds): the critic judges the current
+(question, answer) against the chunk; if it needs no revision (and k is past
+``min_rounds``, SelFee's "revision enforce" mode) the loop stops; otherwise the
+regenerator rewrites the pair from the critique. Every round is stored, with
+the number of revisions and the reason the loop stopped.
+
+Critic and regenerator calls use the same shared prefix (system text + chunk)
+as generation, so prefix caches still apply, and they are cached like every
+other request: changing the critic prompt re-runs refinement, not generation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from . import ids
+from .generate import Generator, build_request
+from .models import Chunk, Document, QAPair
+from .prompts import PromptSet
+from .store import RefineRound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    max_rounds: int = 3
+    min_rounds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_rounds < 1:
+            raise ValueError("--max-rounds must be at least 1")
+        if not 0 <= self.min_rounds <= self.max_rounds:
+            raise ValueError("--min-rounds must be between 0 and --max-rounds")
+
+
+@dataclass(frozen=True)
+class RefineOutcome:
+    final: QAPair
+    revisions: int
+    stop: str  # no_revision_needed | max_rounds | critic_failed | regenerator_failed
+
+
+@dataclass
+class RefineStats:
+    drafted: int = 0
+    revisions: Counter[int] = field(default_factory=Counter)  # histogram: revisions per pair
+    stops: Counter[str] = field(default_factory=Counter)
+
+
+class Refiner:
+    def __init__(self, generator: Generator, prompts: PromptSet, settings: RefineSettings):
+        self.gen = generator
+        self.critic = prompts.by_id("critic")
+        self.regenerator = prompts.by_id("regenerator")
+        self.prompts = prompts
+        self.settings = settings
+        self.stats = RefineStats()
+
+    async def refine(self, draft: QAPair, doc: Document, chunk: Chunk) -> RefineOutcome:
+        self.stats.drafted += 1
+        question, answer = draft.question, draft.answer
+        rounds: list[RefineRound] = []
+        stop = "max_rounds"
+        for k in range(1, self.settings.max_rounds + 1):
+            if k > 1:
+                self.gen.progress.requests_added(1)
+            critic_req = build_request(
+                self.prompts, self.critic, doc, chunk, self.gen.model, question=question, answer=answer
+            )
+            verdict = await self.gen.ask_structured(self.critic, critic_req, chunk)
+            if verdict is None:
+                stop = "critic_failed"
+                break
+            v = verdict[0].model_dump()
+            forced = not v["needs_revision"] and k <= self.settings.min_rounds
+            if not v["needs_revision"] and not forced:
+                rounds.append(RefineRound(question, answer, v["critique"], list(v["problems"]), False))
+                stop = "no_revision_needed"
+                break
+            self.gen.progress.requests_added(1)
+            regen_req = build_request(
+                self.prompts, self.regenerator, doc, chunk, self.gen.model,
+                question=question, answer=answer, critique=v["critique"],
+            )
+            revised = await self.gen.ask_structured(self.regenerator, regen_req, chunk)
+            if revised is None:
+                rounds.append(RefineRound(question, answer, v["critique"], list(v["problems"]), v["needs_revision"], forced))
+                stop = "regenerator_failed"
+                break
+            r = revised[0].model_dump()
+            rounds.append(
+                RefineRound(question, answer, v["critique"], list(v["problems"]), v["needs_revision"], forced,
+                            r["question"].strip(), r["answer"].strip())
+            )
+            question, answer = r["question"].strip(), r["answer"].strip()
+        revisions = sum(1 for r in rounds if r.revised_answer is not None)
+        # The refined pair gets its own id (even when unchanged): it records that the pair went through the loop.
+        final = replace(
+            draft,
+            pair_id=ids.hash_str("refined", draft.pair_id, question, answer),
+            question=question,
+            answer=answer,
+            extra=(("revisions", str(revisions)), ("stop", stop)),
+        )
+        self.gen.store.add_refinement(final.pair_id, draft.pair_id, rounds, stop)
+        self.stats.revisions[revisions] += 1
+        self.stats.stops[stop] += 1
+        return RefineOutcome(final, revisions, stop)
