@@ -119,6 +119,8 @@ def _summary_table(s: Summary) -> Table:
         t.add_row("refinement", f"{s.drafted} drafts; {hist}")
         t.add_row("  stopped", ", ".join(f"{k}: {v}" for k, v in s.stop_reasons.items()))
         t.add_row("dpo", f"{s.dpo_pairs} preference pairs in {s.dpo_path}")
+    if s.contaminated_removed:
+        t.add_row("decontaminated", f"{s.contaminated_removed} pairs dropped (question matched a benchmark question)")
     t.add_row("group", s.group_id[:10])
     t.add_row("train", s.train_path)
     t.add_row("eval", s.eval_path)
@@ -146,6 +148,7 @@ def ingest_cmd(
     refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop.")] = None,
     max_rounds: Annotated[Optional[int], typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
     min_rounds: Annotated[Optional[int], typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
+    decontaminate: Annotated[Optional[list[Path]], typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
     fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -163,6 +166,7 @@ def ingest_cmd(
             base_url=base_url, model=model, api_key=api_key, concurrency=concurrency, chunk_size=chunk_size,
             chunk_overlap=chunk_overlap, tokenizer=tokenizer, split_by=split_by, eval_fraction=eval_fraction,
             refine=refine, max_rounds=max_rounds, min_rounds=min_rounds,
+            decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
         )
         if settings.min_rounds > settings.max_rounds:
             raise ValueError("--min-rounds cannot exceed --max-rounds")

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_rounds: int = Field(default=3, ge=1, le=10)
     min_rounds: int = Field(default=0, ge=0, le=10)
 
+    # Benchmark / held-out question files; near matches are dropped from the dataset.
+    decontaminate: list[str] = Field(default_factory=list)
+
     # Embedded llama.cpp server (used when no base_url is configured).
     # Measured on a quiet 2-core box: 2 threads 48 tok/s, 1 thread 32 tok/s
     # (benchmarks/RESULTS.md). Bigger boxes keep one core for the client.

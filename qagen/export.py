@@ -101,8 +101,16 @@ def record(rp: RunPair, group_id: str) -> dict[str, object]:
 
 
 def export_run(
-    store: Store, run_id: int, out_dir: Path, group_id: str, *, eval_fraction: float, split_by: str
+    store: Store,
+    run_id: int,
+    out_dir: Path,
+    group_id: str,
+    *,
+    eval_fraction: float,
+    split_by: str,
+    exclude: frozenset[str] = frozenset(),
 ) -> ExportResult:
+    """Write train/eval JSONL; pair ids in ``exclude`` (e.g. contaminated) are left out."""
     n_docs = len(store.run_doc_ids(run_id))
     mode = choose_split(split_by, n_docs, store.chunk_count(run_id))
     field = {"document": "doc_id", "chunk": "chunk_id", "pair": "pair_id"}[mode]
@@ -121,6 +129,8 @@ def export_run(
     counts = {"train": 0, "eval": 0}
     with atomic_writer(train_path) as train, atomic_writer(eval_path) as evals:
         for rp in store.run_pairs(run_id):
+            if rp.pair.pair_id in exclude:
+                continue
             is_eval = held_out(rp) or getattr(rp.pair, field) == forced
             line = json.dumps(record(rp, group_id), ensure_ascii=False, sort_keys=False)
             (evals if is_eval else train).write(line + "\n")
@@ -160,3 +170,16 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
     return path, count
+
+
+def contaminated_pairs(store: Store, run_id: int, benchmark_files: list[Path]) -> dict[str, str]:
+    """Pair ids whose question nearly matches a benchmark/held-out question -> that question."""
+    from .quality import Decontaminator, load_questions
+
+    matcher = Decontaminator(load_questions(benchmark_files))
+    found: dict[str, str] = {}
+    for rp in store.run_pairs(run_id):
+        hit = matcher.match(rp.pair.question)
+        if hit is not None:
+            found[rp.pair.pair_id] = hit
+    return found

@@ -26,7 +26,7 @@ from .config import (
     Settings,
 )
 from .embedded import MODEL_NAME, EmbeddedLLM, ServerConfig, find_model
-from .export import export_dpo, export_run
+from .export import contaminated_pairs, export_dpo, export_run
 from .generate import Generator, NullProgress, Progress
 from .identity import identity_pairs
 from .llm import LLM, OpenAIHTTP
@@ -93,6 +93,8 @@ class Summary:
     stop_reasons: dict[str, int] = field(default_factory=dict)
     dpo_pairs: int = 0
     dpo_path: str = ""
+    contaminated_removed: int = 0
+    contaminated_examples: list[str] = field(default_factory=list)
     failure_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -234,6 +236,10 @@ def ingest(
     if not docs_dir.is_dir():
         raise IngestError(f"not a folder: {docs_dir}")
     prompts = load_prompts(prompts_dir)
+    if settings.decontaminate:
+        from .quality import load_questions
+
+        load_questions([Path(f) for f in settings.decontaminate])  # ValueError with the path if unusable
     chunker = Chunker(chunker_settings(settings))
     summary = Summary(docs_dir=str(docs_dir), out_dir=str(out_dir), chunk_unit=chunker.unit)
 
@@ -289,8 +295,12 @@ def _finish(
     pairs = Counter(stats.pairs)
     if doc_ids:
         pairs["identity"] += _add_identity(store, prompts, run_id, group_id)
+    contaminated = contaminated_pairs(store, run_id, [Path(f) for f in settings.decontaminate]) if settings.decontaminate else {}
+    summary.contaminated_removed = len(contaminated)
+    summary.contaminated_examples = [f"{store_question(store, pid)!r} ~ {hit!r}" for pid, hit in list(contaminated.items())[:3]]
     result = export_run(
-        store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by
+        store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by,
+        exclude=frozenset(contaminated),
     )
     summary.requests_sent, summary.requests_cached, summary.requests_failed = stats.sent, stats.cached, stats.failed
     summary.http_retries = int(getattr(llm, "retries", 0))
@@ -340,6 +350,11 @@ async def _run_and_close(
         raise _first_leaf(group) from None
     finally:
         await llm.aclose()
+
+
+def store_question(store: Store, pair_id: str) -> str:
+    row = store.db.execute("SELECT question FROM pairs WHERE pair_id=?", (pair_id,)).fetchone()
+    return row[0] if row else ""
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

@@ -177,3 +177,52 @@ def test_second_server_death_stops_with_a_clear_error():
     with pytest.raises(EmbeddedError, match="died again after a restart"):
         asyncio.run(scenario())
     assert llm.server.restarts == 1
+
+
+def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
+    """A draft pair from the real model, then the real critic and regenerator, stored round by round."""
+    from qagen.chunker import Chunker
+    from qagen.config import load_settings
+    from qagen.generate import Generator
+    from qagen.models import QAPair
+    from qagen.pipeline import chunker_settings
+    from qagen.prompts import load_prompts
+    from qagen.refine import Refiner, RefineSettings
+    from qagen.store import Store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bridge.md").write_text(DOC)
+    (doc,) = list(iter_documents(docs))
+    (chunk,) = Chunker(chunker_settings(load_settings())).chunk(doc)
+    prompts = load_prompts()
+    llm = EmbeddedLLM(ServerConfig(MODEL, 2, 2, 2048), concurrency=2, timeout=300, max_retries=1)
+    draft = QAPair(ids.hash_str("draft"), chunk.chunk_id, doc.doc_id, "quiz",
+                   "What did the Eastbay council decide?", "It decided something about a bridge.", "", MODEL_NAME)
+
+    with Store(tmp_path / "out") as store:
+        run_id = store.start_run("test", {})
+        store.add_document(run_id, doc, [chunk])
+        store.add_drafts([draft])
+        gen = Generator(store, llm, prompts, MODEL_NAME, run_id)
+        refiner = Refiner(gen, prompts, RefineSettings(max_rounds=2, min_rounds=1))
+
+        async def go():
+            try:
+                return await refiner.refine(draft, doc, chunk)
+            finally:
+                await llm.aclose()
+
+        outcome = asyncio.run(go())
+        rows = store.db.execute(
+            "SELECT round, critique, revised_question, revised_answer FROM refinements WHERE final_pair_id=?",
+            (outcome.final.pair_id,),
+        ).fetchall()
+        refined = store.db.execute("SELECT revisions, stop_reason FROM refined").fetchone()
+    assert gen.stats.sent >= 2 and gen.stats.failed == 0
+    assert outcome.stop in ("no_revision_needed", "max_rounds")
+    assert outcome.revisions >= 1  # min_rounds=1 forces one real regeneration
+    assert rows and all(critique.strip() for _, critique, _, _ in rows)
+    assert rows[0][3] and rows[0][3].strip()  # the regenerator wrote a revised answer
+    assert outcome.final.answer == [r for r in rows if r[3]][-1][3]
+    assert refined == (outcome.revisions, outcome.stop)

@@ -138,3 +138,26 @@ def test_invalid_round_settings_are_rejected(corpus, tmp_path):
          "--max-rounds", "1", "--min-rounds", "2"], capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1 and "--min-rounds" in result.stderr
+
+
+def test_decontaminate_drops_benchmark_questions(corpus, tmp_path, stub, settings_for):
+    out = tmp_path / "out"
+    clean = ingest(corpus, out, settings_for())
+    victim = exported(out)[0]["messages"][1]["content"]
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"data": [{"paragraphs": [{"qas": [
+        {"question": victim.rstrip("?") + " ?"}, {"question": "What is the capital of Mongolia?"}]}]}]}))
+    s = ingest(corpus, out, settings_for(decontaminate=[str(bench)]))
+    assert s.contaminated_removed >= 1 and s.pairs_total == clean.pairs_total - s.contaminated_removed
+    assert victim not in {r["messages"][1]["content"] for r in exported(out)}
+    assert s.requests_sent == 0  # a filter at export: nothing is regenerated
+
+
+def test_unusable_benchmark_file_fails_before_any_call(corpus, tmp_path, stub, settings_for):
+    from qagen.pipeline import ingest as run
+
+    bad = tmp_path / "bench.xml"
+    bad.write_text("<q/>")
+    with pytest.raises(ValueError, match="bench.xml"):
+        run(corpus, tmp_path / "out", settings_for(decontaminate=[str(bad)]))
+    assert stub.count() == 0
