@@ -40,8 +40,8 @@ def main() -> None:
         reference_requests = len(server.requests)
         server.requests.clear()
         r = run_with_kills(work / "docs", work / "out", work / "reference", server, kills=args.kills, seed=args.seed)
-    print(f"| kills | kills after progress | requests (reference run) | requests (killed runs, total) "
-          f"| finished calls repeated | final status | byte-identical | pairs |")
+    print("| kills | kills after progress | requests (reference run) | requests (killed runs, total) "
+          "| finished calls repeated | final status | byte-identical | pairs |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {r.kills} | {r.kills_with_progress} | {reference_requests} | {r.requests_sent} | "
           f"{len(r.repeated_finished)} | {r.final_status} | {r.identical} | {r.train_lines + r.eval_lines} "

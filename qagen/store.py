@@ -244,37 +244,32 @@ class Store:
         )
 
     # --- pairs -----------------------------------------------------------
+    def _insert_pairs(self, pairs: Iterable[QAPair]) -> None:
+        now = _now()
+        self.db.executemany(
+            "INSERT OR IGNORE INTO pairs VALUES(?,?,?,?,?,?,?,?,?,?)",
+            [
+                (p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.request_key, p.question, p.answer,
+                 p.model, json.dumps(p.extra), now)
+                for p in pairs
+            ],
+        )
+
     def add_pairs(self, run_id: int, pairs: Iterable[tuple[QAPair, str]]) -> None:
         """Store pairs (idempotent) and mark them as produced by this run, with a sort key."""
-        now = _now()
         rows = list(pairs)
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR IGNORE INTO pairs VALUES(?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.request_key, p.question, p.answer,
-                     p.model, json.dumps(p.extra), now)
-                    for p, _ in rows
-                ],
-            )
+            self._insert_pairs(p for p, _ in rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO run_pairs VALUES(?,?,?)", [(run_id, p.pair_id, key) for p, key in rows]
             )
 
     def add_drafts(self, pairs: Iterable[QAPair]) -> None:
         """Keep draft pairs (the refinement loop's starting points) without exporting them."""
-        now = _now()
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR IGNORE INTO pairs VALUES(?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.request_key, p.question, p.answer,
-                     p.model, json.dumps(p.extra), now)
-                    for p in pairs
-                ],
-            )
+            self._insert_pairs(pairs)
 
     def add_refinement(self, final_pair_id: str, draft_pair_id: str, rounds: list[RefineRound], stop: str) -> None:
         with self.db:

@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from qagen.testing import StubReply, StubServer
 from tests.conftest import passage_reply

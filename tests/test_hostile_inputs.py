@@ -25,7 +25,7 @@ import pytest
 
 import qagen
 from qagen.config import load_settings
-from qagen.models import Document, SkippedFile
+from qagen.models import Document
 from qagen.pipeline import ingest
 from qagen.reader import iter_documents
 
