@@ -245,9 +245,9 @@ def ingest(
 
     with Store(out_dir) as store:
         summary.state_db = str(store.path)
+        llm, model = make_llm(settings)  # an unreachable endpoint fails here, before a run is recorded
         safe_settings = settings.model_dump(exclude={"api_key"})
         run_id = store.start_run("ingest", {**safe_settings, "docs_dir": str(docs_dir)})
-        llm, model = make_llm(settings)
         summary.backend, summary.model = llm.name, model
         generator = Generator(store, llm, prompts, model, run_id, progress)
         if settings.refine:
