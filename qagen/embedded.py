@@ -153,7 +153,7 @@ class EmbeddedLLM:
         self.server = EmbeddedServer(config)
         self._http_args = {"concurrency": concurrency, "timeout": timeout, "max_retries": max_retries}
         self._http: OpenAIHTTP | None = None
-        self._restart_lock: object = None
+        self._restart_lock: asyncio.Lock | None = None
         self._start_lock: asyncio.Lock | None = None
         self._start_error: EmbeddedError | None = None
 
@@ -199,7 +199,7 @@ class EmbeddedLLM:
     async def _restart_once(self, failed: OpenAIHTTP) -> None:
         if self._restart_lock is None:
             self._restart_lock = asyncio.Lock()
-        async with self._restart_lock:  # type: ignore[attr-defined]
+        async with self._restart_lock:
             if self._http is not failed:  # another request already restarted it
                 return
             if self.server.restarts >= self.MAX_RESTARTS:

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Protocol
 
 import openai
@@ -44,21 +45,21 @@ class ChatRequest:
     prompt_hash: str = ""  # hash of the prompt file(s) that produced this request
     role: str = "generator"  # which configured role (endpoint) serves it
 
-    @property
+    def wire(self) -> dict[str, object]:
+        """What the model is sent (stored with the response, and hashed into ``key``)."""
+        return {
+            "model": self.model,
+            "messages": [[m.role, m.content] for m in self.messages],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "schema": self.json_schema,
+            "top_logprobs": self.top_logprobs,
+        }
+
+    @cached_property
     def key(self) -> str:
-        """Hash of the full request: model, messages, schema, params, prompt hash."""
-        return ids.hash_json(
-            {
-                "model": self.model,
-                "messages": [[m.role, m.content] for m in self.messages],
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-                "schema": self.json_schema,
-                "schema_name": self.schema_name,
-                "top_logprobs": self.top_logprobs,
-                "prompt_hash": self.prompt_hash,
-            }
-        )
+        """Hash of the full request: model, messages, schema, params, prompt hash (computed once)."""
+        return ids.hash_json({**self.wire(), "schema_name": self.schema_name, "prompt_hash": self.prompt_hash})
 
     def with_messages(self, *extra: Message) -> ChatRequest:
         return replace(self, messages=self.messages + extra)

@@ -209,14 +209,7 @@ class Store:
         return ChatResponse(row[0], row[1], row[2], row[3], row[4], row[5], row[6], top)
 
     def put_response(self, run_id: int, request: ChatRequest, response: ChatResponse) -> None:
-        wire = {
-            "model": request.model,
-            "messages": [[m.role, m.content] for m in request.messages],
-            "temperature": request.temperature,
-            "max_tokens": request.max_tokens,
-            "schema": request.json_schema,
-            "top_logprobs": request.top_logprobs,
-        }
+        wire = request.wire()
         self.db.execute(
             "INSERT OR IGNORE INTO requests VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -288,22 +281,23 @@ class Store:
             )
 
     def run_revisions(self, run_id: int) -> Iterator[tuple[RunPair, str, int, str]]:
-        """This run's exported pairs with their first draft's answer, revisions and stop reason."""
-        for rp in self.run_pairs(run_id):
-            row = self.db.execute(
-                "SELECT d.answer, r.revisions, r.stop_reason FROM refined r JOIN pairs d ON d.pair_id=r.draft_pair_id "
-                "WHERE r.final_pair_id=?",
-                (rp.pair.pair_id,),
-            ).fetchone()
-            if row is not None:
-                yield rp, row[0], int(row[1]), row[2]
+        """This run's refined pairs with their first draft's answer, revisions and stop reason."""
+        yield from self._run_pairs(run_id, None, refined=True)  # type: ignore[misc]
 
     def run_pairs(self, run_id: int, perspective: str | None = None) -> Iterator[RunPair]:
+        yield from self._run_pairs(run_id, perspective, refined=False)  # type: ignore[misc]
+
+    def _run_pairs(self, run_id: int, perspective: str | None, *, refined: bool) -> Iterator[object]:
+        """One query, in export order; with ``refined`` joined to each pair's refinement record."""
         sql = (
             "SELECT p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.question, p.answer, p.request_key, p.model, "
-            "p.extra, d.path, docs.title FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
+            "p.extra, d.path, docs.title"
+            + (", draft.answer, rf.revisions, rf.stop_reason" if refined else "")
+            + " FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
             "JOIN run_docs d ON d.run_id=r.run_id AND d.doc_id=p.doc_id JOIN documents docs ON docs.doc_id=p.doc_id "
-            "WHERE r.run_id=?"
+            + ("JOIN refined rf ON rf.final_pair_id=p.pair_id JOIN pairs draft ON draft.pair_id=rf.draft_pair_id "
+               if refined else "")
+            + "WHERE r.run_id=?"
         )
         args: tuple[object, ...] = (run_id,)
         if perspective is not None:
@@ -312,4 +306,5 @@ class Store:
         for row in self.db.execute(sql + " ORDER BY r.sort_key", args):
             extra = tuple((str(k), str(v)) for k, v in json.loads(row[8]))
             pair = QAPair(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], extra)
-            yield RunPair(pair, row[9], row[10])
+            rp = RunPair(pair, row[9], row[10])
+            yield (rp, row[11], int(row[12]), row[13]) if refined else rp
