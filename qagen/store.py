@@ -71,6 +71,15 @@ MIGRATIONS: tuple[str, ...] = (
         final_pair_id TEXT PRIMARY KEY, draft_pair_id TEXT NOT NULL, revisions INTEGER NOT NULL,
         stop_reason TEXT NOT NULL);
     """,
+    # 3: what happened to each of a run's pairs after generation: judge scores,
+    # grounding, dedup, decontamination, and the verdict that decided export.
+    # verdict: exported | judge_rejected | ungrounded | duplicate | contaminated
+    """
+    CREATE TABLE verdicts(
+        run_id INTEGER NOT NULL, pair_id TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL,
+        judge TEXT NOT NULL, judge_method TEXT NOT NULL, judge_score REAL, grounded INTEGER, grounding REAL,
+        quote TEXT NOT NULL, duplicate_of TEXT, PRIMARY KEY(run_id, pair_id));
+    """,
 )
 
 
