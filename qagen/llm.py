@@ -44,10 +44,15 @@ class ChatRequest:
     prompt_id: str = ""
     prompt_hash: str = ""  # hash of the prompt file(s) that produced this request
     role: str = "generator"  # which configured role (endpoint) serves it
+    # "chat" (/v1/chat/completions) or "completion" (/v1/completions, one raw
+    # prompt in messages[0]: HelixNet's critic/regenerator format).
+    mode: str = "chat"
+    seed: int | None = None  # sampling seed; best-of-n asks for distinct samples with distinct seeds
+    stop: tuple[str, ...] = ()
 
     def wire(self) -> dict[str, object]:
         """What the model is sent (stored with the response, and hashed into ``key``)."""
-        return {
+        wire: dict[str, object] = {
             "model": self.model,
             "messages": [[m.role, m.content] for m in self.messages],
             "temperature": self.temperature,
@@ -55,6 +60,14 @@ class ChatRequest:
             "schema": self.json_schema,
             "top_logprobs": self.top_logprobs,
         }
+        # Only when set, so requests that don't use them keep their keys.
+        if self.mode != "chat":
+            wire["mode"] = self.mode
+        if self.seed is not None:
+            wire["seed"] = self.seed
+        if self.stop:
+            wire["stop"] = list(self.stop)
+        return wire
 
     @cached_property
     def key(self) -> str:
@@ -184,6 +197,8 @@ class OpenAIHTTP:
         raise AssertionError("unreachable")
 
     async def _once(self, request: ChatRequest) -> ChatResponse:
+        if request.mode == "completion":
+            return await self._once_completion(request)
         messages = request.messages
         if wants_system_fold(request.model, self._system_role):
             messages = fold_system(messages)
@@ -201,6 +216,10 @@ class OpenAIHTTP:
         if request.top_logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = request.top_logprobs
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
         started = time.perf_counter()
         result = await self._client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
         latency = time.perf_counter() - started
@@ -214,6 +233,41 @@ class OpenAIHTTP:
         usage = result.usage
         return ChatResponse(
             content=choice.message.content or "",
+            finish_reason=choice.finish_reason or "",
+            model=result.model or request.model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency_s=latency,
+            top_logprobs=top,
+        )
+
+    async def _once_completion(self, request: ChatRequest) -> ChatResponse:
+        """``/v1/completions`` with one raw prompt (models trained on a fixed text format, e.g. HelixNet)."""
+        kwargs: dict[str, object] = {
+            "model": request.model,
+            "prompt": request.messages[0].content,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.top_logprobs:
+            kwargs["logprobs"] = request.top_logprobs
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        started = time.perf_counter()
+        result = await self._client.completions.create(**kwargs)  # type: ignore[call-overload]
+        latency = time.perf_counter() - started
+        if not result.choices:
+            raise BadReply("reply has no choices")
+        choice = result.choices[0]
+        top: tuple[tuple[str, float], ...] = ()
+        if choice.logprobs is not None and choice.logprobs.top_logprobs:
+            first = choice.logprobs.top_logprobs[0] or {}
+            top = tuple(sorted(((str(t), float(lp)) for t, lp in first.items()), key=lambda t: -t[1]))
+        usage = result.usage
+        return ChatResponse(
+            content=choice.text or "",
             finish_reason=choice.finish_reason or "",
             model=result.model or request.model,
             prompt_tokens=usage.prompt_tokens if usage else 0,
