@@ -87,3 +87,27 @@ def test_rejected_api_key_never_leaks(corpus, tmp_path):
     assert result.returncode == 1
     assert b"401" in result.stdout + result.stderr
     assert_no_canary(result, out)
+
+
+def test_smtp_password_never_leaks(corpus, tmp_path):
+    """`qagen run` logs in to a real SMTP server with QAGEN_SMTP_PASSWORD; the password is in no output,
+    state row or email (the quality gate stops the flow early: this test is about the secret, not training)."""
+    pytest.importorskip("aiosmtpd")
+    from tests.smtp_server import SMTPServer
+
+    out = tmp_path / "out"
+    server = SMTPServer(users={"qagen-bot": CANARY})
+    with StubServer(passage_reply) as llm, server as inbox:
+        result = run_cli(
+            "run", str(corpus), "--out", str(out), "--base-url", llm.base_url, "--model", "stub-model",
+            "--min-pairs", "100000", "--email", "owner@example.org", "--smtp-host", "127.0.0.1",
+            "--smtp-port", str(server.port), "--smtp-user", "qagen-bot", "--smtp-tls", "none", "-v", "--json",
+            env={"QAGEN_SMTP_PASSWORD": CANARY},
+        )
+    assert result.returncode == 2, result.stderr.decode()  # gate not met, by design
+    assert inbox.logins == [("qagen-bot", CANARY)] * 2  # the password did authenticate both emails
+    assert len(inbox.raw) == 2 and all(CANARY.encode() not in raw for raw in inbox.raw)
+    assert_no_canary(result, out)
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        stored = json.dumps(db.execute("SELECT * FROM notifications").fetchall())
+    assert "qagen run started" in stored and CANARY not in stored

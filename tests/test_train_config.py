@@ -1,0 +1,135 @@
+"""axolotl config templates: rendered with our paths, validated by axolotl itself, misspelled keys rejected."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("axolotl", reason="needs the train extra (pip install -e '.[train]'); CI installs it")
+
+from qagen.store import Store
+from qagen.train import (
+    TrainError,
+    load_train_settings,
+    prepare,
+    render,
+    template_names,
+    template_path,
+    validate,
+)
+
+ROW = {"messages": [{"role": "system", "content": "You know document abc."}, {"role": "user", "content": "Q?"},
+                    {"role": "assistant", "content": "A."}], "pair_id": "p1", "perspective": "quiz"}
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    # A colon, a hash and a space in the path: YAML would cut an unquoted value at " #".
+    folder = tmp_path / "out: #1 dir"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps(ROW) + "\n")
+    (folder / "eval.jsonl").write_text(json.dumps(ROW) + "\n")
+    return folder
+
+
+def test_the_four_templates_exist():
+    assert set(template_names()) >= {"smollm2-cpu-lora", "mistral-7b-qlora", "mistral-7b-lora", "mistral-7b-fsdp2"}
+
+
+@pytest.mark.parametrize("name", ["smollm2-cpu-lora", "mistral-7b-qlora", "mistral-7b-lora", "mistral-7b-fsdp2"])
+def test_each_template_renders_and_axolotl_accepts_it(out, name):
+    # A base model given explicitly: no GGUF conversion here (validation does not load the model).
+    settings = load_train_settings(template=name, base_model="/models/base-hf", max_steps=3)
+    cfg, key, adapter_dir = prepare(out, settings)
+    [ds] = cfg["datasets"]
+    assert ds["path"] == str((out / "train.jsonl").resolve())  # survived the ": #" in the path
+    assert (ds["type"], ds["field_messages"], ds["ds_type"]) == ("chat_template", "messages", "json")
+    assert cfg["output_dir"] == str(adapter_dir) and adapter_dir.parent == (out / "adapters").resolve()
+    assert cfg["max_steps"] == 3 and cfg["base_model"] == "/models/base-hf"
+    assert len(key) == 32
+    if name == "smollm2-cpu-lora":  # the CPU traps, each set where the template handles it
+        assert cfg["bf16"] is False and cfg["fp16"] is False
+        assert not any(cfg[k] for k in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel"))
+        assert cfg["special_tokens"] == {"eos_token": "<|im_end|>", "pad_token": "<|im_end|>"}
+        assert cfg["sequence_len"] == 512
+    else:
+        assert cfg["test_datasets"][0]["path"] == str((out / "eval.jsonl").resolve())
+        assert cfg["sequence_len"] == 2048
+    if name == "mistral-7b-fsdp2":
+        assert cfg["fsdp_version"] == 2 and cfg["fsdp_config"]["transformer_layer_cls_to_wrap"] == "MistralDecoderLayer"
+    if name == "mistral-7b-qlora":
+        assert cfg["adapter"] == "qlora" and cfg["load_in_4bit"] is True
+
+
+def _cfg(out: Path) -> dict:
+    cfg, _, _ = prepare(out, load_train_settings(base_model="/models/base-hf"))
+    return cfg
+
+
+def test_misspelled_dataset_key_is_rejected(out):
+    """axolotl itself silently ignores `feild_messages`; our check refuses it."""
+    cfg = _cfg(out)
+    cfg["datasets"] = [{**cfg["datasets"][0], "feild_messages": "messages"}]
+    with pytest.raises(TrainError, match=r"unknown key 'feild_messages' in datasets\[0\]"):
+        validate(cfg)
+
+
+def test_misspelled_top_level_key_is_rejected(out):
+    cfg = {**_cfg(out), "lerning_rate": 0.1}
+    with pytest.raises(TrainError, match="unknown top-level key 'lerning_rate'"):
+        validate(cfg)
+
+
+def test_axolotl_rejects_sharegpt(out):
+    """The check that only axolotl can do: its own validation runs before any launch."""
+    cfg = _cfg(out)
+    cfg["datasets"] = [{**cfg["datasets"][0], "type": "sharegpt"}]
+    with pytest.raises(TrainError, match=r"(?s)axolotl rejected the config.*type: chat_template"):
+        validate(cfg)
+
+
+def test_same_data_same_key_new_data_new_key(out):
+    settings = load_train_settings(base_model="/models/base-hf")
+    _, key1, dir1 = prepare(out, settings)
+    assert prepare(out, settings)[1] == key1
+    (out / "train.jsonl").write_text(json.dumps(ROW) + "\n" + json.dumps(ROW) + "\n")
+    _, key2, dir2 = prepare(out, settings)
+    assert key2 != key1 and dir2 != dir1
+
+
+def test_user_template_with_a_missing_variable_is_a_clear_error(tmp_path, out):
+    bad = tmp_path / "mine.yml"
+    bad.write_text("base_model: {{ base_model }}\nlearning_rate: {{ lr }}\n")
+    with pytest.raises(TrainError, match="'lr' is undefined"):
+        render(template_path(str(bad)), {"base_model": "x"})
+
+
+def test_unknown_template_and_missing_dataset_are_errors(tmp_path, out):
+    with pytest.raises(TrainError, match="smollm2-cpu-lora"):
+        template_path("no-such-template")
+    with pytest.raises(TrainError, match="run `qagen ingest"):
+        prepare(tmp_path, load_train_settings(base_model="/models/base-hf"))
+
+
+def test_failed_training_exits_1_with_the_log_tail(out):
+    """axolotl accepts the config but cannot load the model: exit 1, the log's tail, a failed run record."""
+    with Store(out):
+        pass
+    result = subprocess.run(
+        [sys.executable, "-m", "qagen.cli", "train", str(out), "--base-model", str(out / "no-such-model"),
+         "--max-steps", "1"],
+        capture_output=True, timeout=400, check=False,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert "axolotl train failed (exit code" in err and "--- last lines ---" in err and "no-such-model" in err
+    [log] = list((out / "adapters").glob("*/train.log"))
+    assert log.stat().st_size > 0
+    import sqlite3
+
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        assert db.execute("SELECT command, status FROM runs").fetchall() == [("train", "failed")]
