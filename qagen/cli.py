@@ -17,14 +17,24 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from .cli_flow import register as register_flow_commands
+from .cli_report import register as register_report_commands
 from .config import load_settings
 from .prompts import PromptError, load_prompts
 
@@ -34,6 +44,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Turn a folder of documents into question/answer fine-tuning data.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Inspect the prompt suite.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
+register_flow_commands(app)  # train, eval, notify, run (qagen/cli_flow.py)
+register_report_commands(app)  # report, export (qagen/cli_report.py)
 
 err = Console(stderr=True)
 SUPPORTED = {".txt", ".text", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf", ".docx"}
@@ -112,19 +124,44 @@ def _summary_table(s: Summary) -> Table:
     )
     t.add_row("tokens", f"{s.prompt_tokens} prompt + {s.completion_tokens} completion (sent this run)")
     for name, n in s.pairs_per_perspective.items():
-        t.add_row(f"  pairs: {name}", str(n))
+        exported, y = s.exported_per_perspective.get(name, 0), s.yield_per_perspective.get(name)
+        per_call = f" ({y} per call)" if y is not None else ""
+        t.add_row(f"  pairs: {name}", f"{n} generated, {exported} exported{per_call}")
     t.add_row("pairs", f"{s.pairs_total} ({s.train_pairs} train, {s.eval_pairs} eval, held out by {s.split_by})")
     if s.refined:
         hist = ", ".join(f"{k} revisions: {v}" for k, v in s.revisions_histogram.items())
         t.add_row("refinement", f"{s.drafted} drafts; {hist}")
         t.add_row("  stopped", ", ".join(f"{k}: {v}" for k, v in s.stop_reasons.items()))
         t.add_row("dpo", f"{s.dpo_pairs} preference pairs in {s.dpo_path}")
+    if s.judged:
+        how = {"logprobs": "P(yes) from logprobs",
+               "parsed": "parsed yes/no: the endpoint gave no logprobs"}.get(s.judge_method, s.judge_method)
+        t.add_row("judge", f"{s.judge_passed} passed, {s.judge_rejected} rejected, {s.judge_failed} failed "
+                           f"(threshold {s.judge_threshold}; {how})")
+        if s.best_of > 1:
+            t.add_row("best-of", f"{s.best_of} answers per question; a sample beat the draft {s.best_of_replaced} times")
+    if s.grounding_checked:
+        policy = "dropped" if s.ungrounded_policy == "drop" else "flagged"
+        t.add_row("grounding", f"{s.grounded} of {s.grounding_checked} quotes found in their chunk; "
+                               f"{s.ungrounded} ungrounded ({policy})")
+    t.add_row("duplicates", f"{s.duplicates_removed} near-duplicate questions removed")
     if s.contaminated_removed:
         t.add_row("decontaminated", f"{s.contaminated_removed} pairs dropped (question matched a benchmark question)")
+    verdicts = ", ".join(f"{k}: {v}" for k, v in s.verdicts.items())
+    t.add_row("verdicts", f"{verdicts} (of {s.pairs_generated} pairs)")
+    for verdict, example in s.verdict_examples.items():
+        t.add_row(f"  e.g. {verdict}", example[:200])
+    if s.chunks_without_pairs:
+        t.add_row("empty chunks", f"{s.chunks_without_pairs} chunks ended with no pairs, e.g. "
+                                  + "; ".join(s.chunks_without_pairs_examples[:3]))
+    if s.error:
+        t.add_row("error", s.error)
     t.add_row("group", s.group_id[:10])
     t.add_row("train", s.train_path)
     t.add_row("eval", s.eval_path)
     t.add_row("state", s.state_db)
+    if s.report_path:
+        t.add_row("report", f"{s.report_path} (dataset card: {s.card_path})")
     for example in s.failure_examples:
         t.add_row("  failure", example)
     t.add_row("time", f"{s.seconds:.1f} s")
@@ -135,20 +172,40 @@ def _summary_table(s: Summary) -> Table:
 def ingest_cmd(
     docs: Annotated[Path, typer.Argument(help="Folder of documents (read recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (dataset + state).")] = Path("qagen-out"),
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1. Default: the embedded model.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name served at --base-url.")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="API key (better: set OPENAI_API_KEY or QAGEN_API_KEY).")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight at once.")] = None,
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(help="Chunk size in tokens.")] = None,
-    chunk_overlap: Annotated[Optional[int], typer.Option(help="Chunk overlap in tokens.")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="tokenizer.json path or local HF tokenizer for token-exact chunking.")] = None,
-    split_by: Annotated[Optional[str], typer.Option(help="Hold-out unit: auto, document, chunk or pair.")] = None,
-    eval_fraction: Annotated[Optional[float], typer.Option(help="Share held out for eval.jsonl.")] = None,
-    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop.")] = None,
-    max_rounds: Annotated[Optional[int], typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
-    min_rounds: Annotated[Optional[int], typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
-    decontaminate: Annotated[Optional[list[Path]], typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1. Repeat it to balance load over several servers (with failover). Default: the embedded model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name served at --base-url (with --backend vllm: the model vLLM loads).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (better: set OPENAI_API_KEY or QAGEN_API_KEY).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once (per endpoint when several).")] = None,
+    adaptive: Annotated[bool | None, typer.Option("--adaptive/--fixed-concurrency", help="Adapt concurrency: halve on 429/503, grow while latency holds.")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="With --adaptive: most requests in flight per endpoint.")] = None,
+    backend: Annotated[str | None, typer.Option(help="http (an OpenAI-compatible endpoint or the embedded model) or vllm (in-process vLLM; needs qagen[vllm] and a GPU).")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Chunk overlap in tokens.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json path or local HF tokenizer for token-exact chunking.")] = None,
+    split_by: Annotated[str | None, typer.Option(help="Hold-out unit: auto, document, chunk or pair.")] = None,
+    eval_fraction: Annotated[float | None, typer.Option(help="Share held out for eval.jsonl.")] = None,
+    refine: Annotated[bool | None, typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop.")] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
+    min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
+    decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
+    refine_style: Annotated[str | None, typer.Option(help="Critic/regenerator prompt style: chat, or helixnet (HelixNet's completion format over /v1/completions).")] = None,
+    judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks (P(yes) from logprobs).")] = None,
+    judge_threshold: Annotated[float | None, typer.Option(help="Export pairs whose mean judge P(yes) reaches this (default 0.5).")] = None,
+    best_of: Annotated[int | None, typer.Option(help="Best-of-n: sample N answers per drafted question and keep the best-judged (default 1: off).")] = None,
+    grounding_threshold: Annotated[float | None, typer.Option(help="Fuzzy score (0-100) a supporting quote needs in its chunk (default 90).")] = None,
+    ungrounded: Annotated[str | None, typer.Option(help="Pairs whose quote is not in the chunk: drop (default) or flag.")] = None,
+    dedup: Annotated[bool | None, typer.Option("--dedup/--no-dedup", help="Drop near-duplicate questions across the corpus, keeping the best-judged.")] = None,
+    fail_fast_after: Annotated[int | None, typer.Option(help="Stop when the parse-failure or judge-rejection rate over the first N items passes its limit (0: never).")] = None,
+    critic_base_url: Annotated[str | None, typer.Option(help="Endpoint for the critic role (default: the generator's).")] = None,
+    critic_model: Annotated[str | None, typer.Option(help="Model for the critic role.")] = None,
+    regenerator_base_url: Annotated[str | None, typer.Option(help="Endpoint for the regenerator role.")] = None,
+    regenerator_model: Annotated[str | None, typer.Option(help="Model for the regenerator role.")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="Endpoint for the judge role.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model for the judge role.")] = None,
+    transport: Annotated[str | None, typer.Option(help="HTTP client for chat calls: openai (the SDK, default) or aiohttp (lean: for many endpoints at scale).")] = None,
+    report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
+    license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
     fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -157,18 +214,26 @@ def ingest_cmd(
     # Imported here: the pipeline pulls in openai, markitdown and langchain (~2 s),
     # which `qagen --help` and `qagen prompts list` do not need.
     from .embedded import EmbeddedError
+    from .generate import FailFast
     from .pipeline import IngestError, Interrupted, ingest
     from .store import StoreError
 
     _setup_logging(verbose)
     try:
         settings = load_settings(
-            base_url=base_url, model=model, api_key=api_key, concurrency=concurrency, chunk_size=chunk_size,
+            base_url=base_url[0] if base_url else None, extra_base_urls=base_url[1:] if base_url else None,
+            adaptive=adaptive, max_concurrency=max_concurrency, backend=backend,
+            model=model, api_key=api_key, concurrency=concurrency, chunk_size=chunk_size,
             chunk_overlap=chunk_overlap, tokenizer=tokenizer, split_by=split_by, eval_fraction=eval_fraction,
-            refine=refine, max_rounds=max_rounds, min_rounds=min_rounds,
+            refine=refine, max_rounds=max_rounds, min_rounds=min_rounds, refine_style=refine_style,
+            judge=judge, judge_threshold=judge_threshold, best_of=best_of, grounding_threshold=grounding_threshold,
+            ungrounded=ungrounded, dedup=dedup, fail_fast_after=fail_fast_after,
+            critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
+            regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
+            report=report, license=license, transport=transport,
             decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
         )
-        if settings.min_rounds > settings.max_rounds:
+        if settings.min_rounds > settings.rounds:
             raise ValueError("--min-rounds cannot exceed --max-rounds")
     except ValueError as exc:
         err.print(f"[red]error:[/red] invalid settings: {exc}")
@@ -185,7 +250,13 @@ def ingest_cmd(
     except (IngestError, PromptError, StoreError, EmbeddedError, ValueError) as exc:
         if as_json:
             print(json.dumps({"status": "failed", "error": str(exc)}))
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")  # escaped: "qagen[vllm]" is not markup
+        raise typer.Exit(1) from None
+    except FailFast as alarm:
+        if as_json:
+            print(json.dumps({"status": "failed", "error": str(alarm), "stage": alarm.stage, "rate": alarm.rate}))
+        err.print(f"[red]error:[/red] {alarm.stage} stage: {alarm}")
+        err.print("Everything finished so far is kept in the state store; fix the cause and re-run.")
         raise typer.Exit(1) from None
     except Interrupted as stop:
         if as_json:
@@ -209,7 +280,7 @@ def ingest_cmd(
 
 @prompts_app.command("list")
 def prompts_list(
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the active prompt set."""

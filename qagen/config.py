@@ -32,11 +32,23 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("QAGEN_API_KEY", "OPENAI_API_KEY", "api_key")
     )
     concurrency: int = Field(default=8, ge=1, le=4096)
+    # HTTP client for chat calls: "openai" (the SDK) or "aiohttp" (lean, for many endpoints at scale).
+    transport: str = Field(default="openai", pattern="^(openai|aiohttp)$")
     request_timeout: float = Field(default=300.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
     # "auto": fold the system prompt into the first user turn for model
     # families whose chat template has no system role (Mistral-Instruct).
     system_role: str = Field(default="auto", pattern="^(auto|yes|no)$")
+    # More endpoints serving the same model (--base-url given again, or QAGEN_EXTRA_BASE_URLS='["http://..."]'):
+    # load-balanced on the client side, with health checks and failover (qagen/balance.py).
+    extra_base_urls: list[str] = Field(default_factory=list)
+    per_endpoint_concurrency: int | None = Field(default=None, ge=1, le=4096)  # default: --concurrency each
+    # Adaptive concurrency (AIMD): halve an endpoint's limit on 429/503, grow it while latency holds,
+    # up to max_concurrency per endpoint (default 8 x the starting limit, at least 64).
+    adaptive: bool = False
+    max_concurrency: int | None = Field(default=None, ge=1, le=4096)
+    # "http": any OpenAI-compatible endpoint (or the embedded model); "vllm": in-process vllm.LLM (qagen[vllm]).
+    backend: str = Field(default="http", pattern="^(http|vllm)$")
 
     chunk_size: int | None = Field(default=None, gt=0)
     chunk_overlap: int | None = Field(default=None, ge=0)
@@ -44,11 +56,42 @@ class Settings(BaseSettings):
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     split_by: str = Field(default="auto", pattern="^(auto|document|chunk|pair)$")
 
-    # Refinement (critic -> regenerator). Off by default until the judge and
-    # the demo sizing land (issue 3); --refine turns it on.
-    refine: bool = False
-    max_rounds: int = Field(default=3, ge=1, le=10)
+    # Refinement (critic -> regenerator), on by default. max_rounds defaults to
+    # 3 (SelFee caps at 5); on the embedded CPU model to 1, since every round
+    # costs two calls per pair (benchmarks/RESULTS.md).
+    refine: bool = True
+    max_rounds: int | None = Field(default=None, ge=1, le=10)
     min_rounds: int = Field(default=0, ge=0, le=10)
+    refine_style: str = Field(default="chat", pattern="^(chat|helixnet)$")
+
+    # Judge (MiniHF yes/no, P(yes) from logprobs): a pair is exported when the
+    # mean of its checks reaches the threshold.
+    judge: bool = True
+    judge_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Best-of-n (MiniHF rejection sampling): n answers per drafted question, the best-judged is kept.
+    best_of: int = Field(default=1, ge=1, le=16)
+    # Grounding: quotes must occur in the chunk (rapidfuzz score 0-100).
+    grounding_threshold: float = Field(default=90.0, ge=0.0, le=100.0)
+    ungrounded: str = Field(default="drop", pattern="^(drop|flag)$")
+    # Near-duplicate questions across the corpus (MinHash LSH + rapidfuzz); the best-judged is kept.
+    dedup: bool = True
+    dedup_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    # Fail fast: stop when, over the first N items of a stage, the failure rate passes the limit.
+    fail_fast_after: int = Field(default=20, ge=0)
+    max_parse_failure_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_reject_rate: float = Field(default=0.95, ge=0.0, le=1.0)
+
+    # Per-role endpoints (HelixNet uses three models): each defaults to the generator's.
+    critic_base_url: str | None = None
+    critic_model: str | None = None
+    regenerator_base_url: str | None = None
+    regenerator_model: str | None = None
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+
+    # OUT/report.html and the dataset card OUT/README.md at the end of a run.
+    report: bool = True
+    license: str | None = None  # the dataset card's license field (e.g. "cc-by-4.0")
 
     # Benchmark / held-out question files; near matches are dropped from the dataset.
     decontaminate: list[str] = Field(default_factory=list)
@@ -57,12 +100,23 @@ class Settings(BaseSettings):
     # Measured on a quiet 2-core box: 2 threads 48 tok/s, 1 thread 32 tok/s
     # (benchmarks/RESULTS.md). Bigger boxes keep one core for the client.
     embedded_threads: int = Field(default_factory=lambda: max(2, (os.cpu_count() or 2) - 1), ge=1)
-    embedded_parallel: int = Field(default=4, ge=1, le=64)
+    # One slot: on 2 CPU cores, grammar-constrained decoding in parallel slots is slower in total
+    # (1 slot 39 tok/s, 2 slots 33, 4 slots 22 on the same 4 requests: benchmarks/RESULTS.md).
+    embedded_parallel: int = Field(default=1, ge=1, le=64)
     embedded_ctx_per_slot: int = Field(default=2048, ge=512)
 
     @property
     def uses_embedded(self) -> bool:
-        return not self.base_url
+        return not self.base_url and self.backend == "http"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every configured OpenAI-compatible endpoint, --base-url first."""
+        return [u for u in [self.base_url, *self.extra_base_urls] if u]
+
+    @property
+    def rounds(self) -> int:
+        return self.max_rounds or (1 if self.uses_embedded else 3)
 
     def api_key_value(self) -> str:
         return self.api_key.get_secret_value() if self.api_key else "not-needed"

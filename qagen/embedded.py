@@ -12,11 +12,11 @@ child exits too. The parent also terminates it on a normal stop.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
 import os
-import asyncio
 import subprocess
 import sys
 import threading
@@ -107,7 +107,7 @@ class EmbeddedServer:
     def healthy(self, address: str | None = None) -> bool:
         address = address or self.base_url.removesuffix("/v1")
         try:
-            with urllib.request.urlopen(f"{address}/health", timeout=2) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(f"{address}/health", timeout=2) as resp:
                 return resp.status == 200
         except OSError:
             return False
@@ -206,9 +206,10 @@ class EmbeddedLLM:
                 # Fatal, not per request: stop the run with one clear message.
                 raise EmbeddedError(
                     "the embedded llama.cpp server died again after a restart; stopping. Finished work is saved: "
-                    "run the same command again to continue (try QAGEN_EMBEDDED_PARALLEL=2 if memory is short)."
+                    "run the same command again to continue (try QAGEN_EMBEDDED_CTX_PER_SLOT=1024 if memory is short)."
                 )
             base_url = await asyncio.to_thread(self.server.restart)
+            await failed.aclose()  # its connection pool points at the dead server
             self._http = OpenAIHTTP(base_url, **self._http_args)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:

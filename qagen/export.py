@@ -97,6 +97,7 @@ def record(rp: RunPair, group_id: str) -> dict[str, object]:
         "model": p.model,
         "source": rp.path,
         **{k: (int(v) if k == "revisions" else v) for k, v in p.extra},
+        **dict(rp.notes),  # judge scores and grounding flag, when curation ran
     }
 
 
@@ -108,9 +109,8 @@ def export_run(
     *,
     eval_fraction: float,
     split_by: str,
-    exclude: frozenset[str] = frozenset(),
 ) -> ExportResult:
-    """Write train/eval JSONL; pair ids in ``exclude`` (e.g. contaminated) are left out."""
+    """Write train/eval JSONL of the pairs curation exported (all of them when it did not run)."""
     n_docs = len(store.run_doc_ids(run_id))
     mode = choose_split(split_by, n_docs, store.chunk_count(run_id))
     field = {"document": "doc_id", "chunk": "chunk_id", "pair": "pair_id"}[mode]
@@ -120,7 +120,7 @@ def export_run(
 
     # An empty eval set is useless for evaluation: if the hash puts nothing
     # there, hold out the single unit with the smallest hash instead.
-    units = {getattr(rp.pair, field) for rp in store.run_pairs(run_id)}
+    units = {getattr(rp.pair, field) for rp in store.run_pairs(run_id) if rp.exported}
     forced: str | None = None
     if eval_fraction > 0 and len(units) > 1 and not any(_unit(u, eval_fraction) for u in units):
         forced = min(units, key=lambda u: ids.hash_str("split", u))
@@ -129,7 +129,7 @@ def export_run(
     counts = {"train": 0, "eval": 0}
     with atomic_writer(train_path) as train, atomic_writer(eval_path) as evals:
         for rp in store.run_pairs(run_id):
-            if rp.pair.pair_id in exclude:
+            if not rp.exported:
                 continue
             is_eval = held_out(rp) or getattr(rp.pair, field) == forced
             line = json.dumps(record(rp, group_id), ensure_ascii=False, sort_keys=False)
@@ -149,7 +149,7 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
     count = 0
     with atomic_writer(path) as fh:
         for rp, draft_answer, revisions, _stop in store.run_revisions(run_id):
-            if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip():
+            if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip() or not rp.exported:
                 continue
             p = rp.pair
             line = {
@@ -170,16 +170,3 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
     return path, count
-
-
-def contaminated_pairs(store: Store, run_id: int, benchmark_files: list[Path]) -> dict[str, str]:
-    """Pair ids whose question nearly matches a benchmark/held-out question -> that question."""
-    from .quality import Decontaminator, load_questions
-
-    matcher = Decontaminator(load_questions(benchmark_files))
-    found: dict[str, str] = {}
-    for rp in store.run_pairs(run_id):
-        hit = matcher.match(rp.pair.question)
-        if hit is not None:
-            found[rp.pair.pair_id] = hit
-    return found

@@ -24,10 +24,11 @@ from . import ids
 from .llm import LLM, ChatRequest, ChatResponse, LLMError, Message
 from .models import Chunk, Document, QAPair
 from .prompts import Prompt, PromptSet
-from .schemas import schema_for
+from .schemas import FREE_TEXT, schema_for
 from .store import Store
 
 if TYPE_CHECKING:
+    from .judge import Judge
     from .refine import Refiner
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,37 @@ class GenStats:
     failure_examples: list[str] = field(default_factory=list)
 
 
+class FailFast(RuntimeError):
+    """A stage's failure rate passed its limit early in the run: stop instead of wasting the rest."""
+
+    def __init__(self, stage: str, rate: float, seen: int, limit: float, example: str):
+        super().__init__(
+            f"stopped early: {rate:.0%} of the first {seen} {stage} items failed (limit {limit:.0%}). "
+            f"Example: {example or '(none recorded)'}"
+        )
+        self.stage, self.rate, self.seen, self.limit, self.example = stage, rate, seen, limit, example
+
+
+@dataclass
+class Alarm:
+    """Counts one stage's outcomes and trips once the first ``after`` items fail at more than ``limit``."""
+
+    stage: str
+    limit: float
+    after: int
+    seen: int = 0
+    bad: int = 0
+    example: str = ""
+
+    def record(self, bad: bool, example: str = "") -> None:
+        self.seen += 1
+        if bad:
+            self.bad += 1
+            self.example = self.example or example
+        if self.after and self.seen == self.after and self.bad / self.seen > self.limit:
+            raise FailFast(self.stage, self.bad / self.seen, self.seen, self.limit, self.example)
+
+
 def prompt_variables(doc: Document, chunk: Chunk) -> dict[str, object]:
     meta = [(k, v) for k, v in doc.meta if k != "title"]
     return {
@@ -82,24 +114,47 @@ def prompt_variables(doc: Document, chunk: Chunk) -> dict[str, object]:
 
 
 def build_request(
-    prompts: PromptSet, prompt: Prompt, doc: Document, chunk: Chunk, model: str, **extra: object
+    prompts: PromptSet,
+    prompt: Prompt,
+    doc: Document,
+    chunk: Chunk,
+    model: str,
+    *,
+    quote: bool | None = None,
+    top_logprobs: int = 0,
+    seed: int | None = None,
+    **extra: object,
 ) -> ChatRequest:
-    """Shared prefix (system text, then the chunk) first; the prompt's instruction last."""
+    """Shared prefix (system text, then the chunk) first; the prompt's instruction last.
+
+    A ``style: completion`` prompt renders the whole raw prompt itself (with the
+    passage as ``text``) and goes to /v1/completions. ``judge``/``text`` outputs
+    are read as plain text, so no schema is sent.
+    """
     variables = prompt_variables(doc, chunk)
+    common = {
+        "model": model,
+        "temperature": prompt.temperature,
+        "max_tokens": prompt.max_tokens,
+        "prompt_id": prompt.id,
+        "prompt_hash": prompt.hash,
+        "role": prompt.role,
+        "top_logprobs": top_logprobs,
+        "seed": seed,
+        "stop": prompt.stop,
+    }
+    if prompt.style == "completion":
+        raw = prompt.render(n=prompt.n, **variables, **extra)
+        return ChatRequest(messages=(Message("prompt", raw),), mode="completion", **common)  # type: ignore[arg-type]
     system = prompts.system.render()
     context = prompts.context.render(**variables)
     instruction = prompt.render(n=prompt.n, **variables, **extra)
-    schema = schema_for(prompt)
+    messages = (Message("system", system), Message("user", f"{context}\n\nTask: {instruction}"))
+    if prompt.output in FREE_TEXT:
+        return ChatRequest(messages=messages, **common)  # type: ignore[arg-type]
+    schema = schema_for(prompt, quote=quote)
     return ChatRequest(
-        model=model,
-        messages=(Message("system", system), Message("user", f"{context}\n\nTask: {instruction}")),
-        temperature=prompt.temperature,
-        max_tokens=prompt.max_tokens,
-        json_schema=schema.json_schema,
-        schema_name=schema.name,
-        prompt_id=prompt.id,
-        prompt_hash=prompt.hash,
-        role=prompt.role,
+        messages=messages, json_schema=schema.json_schema, schema_name=schema.name, **common  # type: ignore[arg-type]
     )
 
 
@@ -111,33 +166,33 @@ def corrective_request(request: ChatRequest, reply: ChatResponse, error: str) ->
     )
 
 
-def outputs_to_qa(prompt: Prompt, obj: BaseModel, variables: dict[str, object]) -> list[tuple[str, str]]:
-    """Turn a validated reply into (question, answer) pairs. The model never writes IDs."""
+def outputs_to_qa(prompt: Prompt, obj: BaseModel, variables: dict[str, object]) -> list[tuple[str, str, str]]:
+    """Turn a validated reply into (question, answer, quote) triples. The model never writes IDs."""
     data = obj.model_dump()
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, str]] = []
     if prompt.output == "qa_pairs":
-        found = [(p["question"], p["answer"]) for p in data["pairs"]]
+        found = [(p["question"], p["answer"], p.get("quote", "")) for p in data["pairs"]]
     elif prompt.output == "answers":
         for name, _ in prompt.questions:
             answer = str(data[name]).strip()
             if answer.strip(" .").lower() not in _EMPTY_ANSWERS:
-                found.append((prompt.render_question(name, **variables), answer))
+                found.append((prompt.render_question(name, **variables), answer, ""))
     elif prompt.output == "entities":
         for ent in data["entities"]:
             question = prompt.render_question("entity", name=ent["name"], **variables)
-            found.append((question, ent["description"]))
+            found.append((question, ent["description"], ""))
         for rel in data["relations"]:
             if rel["subject"].strip().lower() == rel["object"].strip().lower():
                 continue  # "X is related to X" teaches nothing
             question = prompt.render_question("relation", subject=rel["subject"], object=rel["object"], **variables)
-            found.append((question, f"{rel['subject']} {rel['relation']} {rel['object']}."))
+            found.append((question, f"{rel['subject']} {rel['relation']} {rel['object']}.", ""))
     seen: set[str] = set()
     unique = []
-    for q, a in found:
+    for q, a, quote in found:
         q, a = q.strip(), a.strip()
         if q and a and q.lower() not in seen:
             seen.add(q.lower())
-            unique.append((q, a))
+            unique.append((q, a, quote.strip()))
     return unique
 
 
@@ -157,6 +212,19 @@ class Generator:
         self.progress = progress or NullProgress()
         self.stats = GenStats()
         self.refiner: Refiner | None = None  # set by the pipeline when --refine is on
+        self.judge: Judge | None = None  # set by the pipeline when the judge is on
+        self.roles: dict[str, tuple[LLM, str]] = {}  # role -> (backend, model) where it has its own
+        self.alarms: dict[str, Alarm] = {}  # stage -> fail-fast alarm (parse, judge)
+
+    def llm_for(self, role: str) -> LLM:
+        return self.roles[role][0] if role in self.roles else self.llm
+
+    def model_for(self, role: str) -> str:
+        return self.roles[role][1] if role in self.roles else self.model
+
+    def alarm(self, stage: str, bad: bool, example: str = "") -> None:
+        if stage in self.alarms:
+            self.alarms[stage].record(bad, example)
 
     def plan(self, chunk: Chunk) -> list[Prompt]:
         """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk)."""
@@ -166,14 +234,15 @@ class Generator:
             if p.role == "generator" and (p.scope == "chunk" or chunk.index == 0)
         ]
 
-    async def _ask(self, request: ChatRequest, chunk: Chunk) -> ChatResponse | None:
+    async def ask(self, request: ChatRequest, chunk: Chunk, *, final_at_length: bool = False) -> ChatResponse | None:
+        """Cache-first call. ``final_at_length``: a reply cut at max_tokens is complete (a 1-token judge reply)."""
         cached = self.store.get_response(request.key)
         if cached is not None:
             self.stats.cached += 1
             self.progress.request_done(cached=True, failed=False)
             return cached
         try:
-            reply = await self.llm.complete(request)
+            reply = await self.llm_for(request.role).complete(request)
         except LLMError as exc:
             self.stats.failed += 1
             self._example(f"{request.prompt_id} on chunk {ids.short(chunk.chunk_id)}: {exc}")
@@ -185,7 +254,7 @@ class Generator:
         self.stats.sent += 1
         self.stats.prompt_tokens += reply.prompt_tokens
         self.stats.completion_tokens += reply.completion_tokens
-        if reply.finish_reason == "length":
+        if reply.finish_reason == "length" and not final_at_length:
             # Cut off at max_tokens: not a final answer (a flaky server truncates
             # too), so it is not cached; the corrective retry deals with it now and
             # a later run asks again if that fails.
@@ -205,49 +274,54 @@ class Generator:
             self.stats.failure_examples.append(text)
 
     async def ask_structured(
-        self, prompt: Prompt, request: ChatRequest, chunk: Chunk
+        self, prompt: Prompt, request: ChatRequest, chunk: Chunk, *, quote: bool | None = None
     ) -> tuple[BaseModel, ChatRequest] | None:
         """Cache-first call + validation, with at most one corrective retry.
 
         Returns the validated object and the request that produced it, or
         None after recording why (transport failure or a reply still invalid).
         """
-        schema = schema_for(prompt)
-        reply = await self._ask(request, chunk)
+        schema = schema_for(prompt, quote=quote)
+        reply = await self.ask(request, chunk)
         if reply is None:
             return None
         try:
             obj = schema.validate(reply.content)
             self._keep(request, reply)
+            self.alarm("parse", False)
             return obj, request
         except ValueError as first_error:
             self.stats.corrective_retries += 1
             self.progress.requests_added(1)
             retry = corrective_request(request, reply, str(first_error))
             first_request, first_reply = request, reply
-            reply = await self._ask(retry, chunk)
+            reply = await self.ask(retry, chunk)
             if reply is None:
                 return None
             try:
                 obj = schema.validate(reply.content)
             except ValueError as second_error:
                 self.stats.invalid += 1
-                self._example(f"{prompt.id} on chunk {ids.short(chunk.chunk_id)}: {second_error}")
+                example = f"{prompt.id} on chunk {ids.short(chunk.chunk_id)}: {second_error}"
+                self._example(example)
                 self.store.record_failure(
                     self.run_id, "parse", retry.key, prompt.id, chunk.chunk_id, str(second_error),
                     reply.finish_reason == "length",  # retryable: a cut-off reply was not cached
                 )
+                self.alarm("parse", True, f"{example}; reply: {reply.content[:200]!r}")
                 return None
             # The chain worked: keep every link (a cut-off first reply too),
             # so the same command again makes zero calls.
             self._keep(first_request, first_reply)
             self._keep(retry, reply)
+            self.alarm("parse", False)
             return obj, retry
 
     async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
         """One perspective call on one chunk; drafts go through the refiner when one is set."""
         self.stats.calls[prompt.id] += 1
-        result = await self.ask_structured(prompt, build_request(self.prompts, prompt, doc, chunk, self.model), chunk)
+        model = self.model_for(prompt.role)
+        result = await self.ask_structured(prompt, build_request(self.prompts, prompt, doc, chunk, model), chunk)
         if result is None:
             return []
         obj, request = result
@@ -263,15 +337,21 @@ class Generator:
                 answer=a,
                 request_key=request.key,
                 # the name we asked for: servers may report a local file path instead
-                model=self.model,
+                model=model,
+                extra=(("quote", quote),) if quote else (),
             )
-            for i, (q, a) in enumerate(qa)
+            for i, (q, a, quote) in enumerate(qa)
         ]
+        if self.judge is not None and self.judge.best_of > 1 and prompt.grounding == "quote" and pairs:
+            self.store.add_drafts(pairs)
+            pairs = await self.judge.best_of_n(pairs, doc, chunk)
         if self.refiner is not None and pairs:
             self.store.add_drafts(pairs)
             self.progress.requests_added(len(pairs))  # at least one critic call each
             outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
             pairs = [o.final for o in outcomes]
+        if self.judge is not None and pairs:
+            await self.judge.judge_pairs(pairs, doc, chunk)
         self.store.add_pairs(self.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
         self.stats.pairs[prompt.id] += len(pairs)
         self.progress.pairs_added(len(pairs))

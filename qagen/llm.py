@@ -10,15 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Protocol
+from functools import cached_property, lru_cache
+from typing import Any, Protocol
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
-from . import ids
+from . import ids, transport
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +118,11 @@ class BadReply(Exception):
 
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, asyncio.TimeoutError)):
+    if isinstance(
+        exc, (openai.APIConnectionError, openai.APITimeoutError, asyncio.TimeoutError, transport.APIConnectionError)
+    ):
         return True
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, (openai.APIStatusError, transport.APIStatusError)):
         return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
     # A 200 whose body is not JSON (a proxy hiccup) is worth another try.
     return isinstance(exc, (BadReply, json.JSONDecodeError, openai.APIResponseValidationError))
@@ -142,9 +150,40 @@ def fold_system(messages: tuple[Message, ...]) -> tuple[Message, ...]:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, (openai.APIStatusError, transport.APIStatusError)):
         return f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+@lru_cache(maxsize=256)
+def _schema(text: str) -> dict[str, Any]:
+    """Parsed JSON schema, once per distinct schema (a handful per run; only read when the body is encoded)."""
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def chat_response(body: dict[str, Any], model: str, latency: float) -> ChatResponse:
+    """Read an OpenAI chat-completion JSON body; a body without a usable first choice raises BadReply."""
+    try:
+        choice = body["choices"][0]
+        message = choice.get("message") or {}
+        content = message.get("content") or ""
+        top: tuple[tuple[str, float], ...] = ()
+        logprobs = choice.get("logprobs") or {}
+        if logprobs.get("content"):
+            first = logprobs["content"][0]
+            top = tuple((str(t["token"]), float(t["logprob"])) for t in (first.get("top_logprobs") or []))
+        usage = body.get("usage") or {}
+        return ChatResponse(
+            content=str(content),
+            finish_reason=choice.get("finish_reason") or "",
+            model=body.get("model") or model,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency_s=latency,
+            top_logprobs=top,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise BadReply(f"reply has no usable choice ({type(exc).__name__}: {exc})") from None
 
 
 class OpenAIHTTP:
@@ -166,33 +205,60 @@ class OpenAIHTTP:
         max_retries: int = 4,
         system_role: str = "auto",
         backoff_max: float = 30.0,
+        transport_kind: str = "openai",
     ):
         self.name = base_url
         self.base_url = base_url
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        # "openai": chat calls go through the openai SDK (the default, ~130 requests/s of
+        # client CPU on 2 cores: more than one vLLM GPU serving a 7B model absorbs).
+        # "aiohttp": a lean transport speaking the same JSON (~850 requests/s), for many
+        # endpoints at once (benchmarks/RESULTS.md, "Overhead"). Health checks use it too.
+        if transport_kind not in ("openai", "aiohttp"):
+            raise ValueError(f"unknown transport {transport_kind!r} (choose openai or aiohttp)")
+        self._lean = transport_kind == "aiohttp"
+        self._http = transport.JSONTransport(base_url, api_key=api_key, timeout=timeout, limit=concurrency)
         self._sem = asyncio.Semaphore(concurrency)
         self._max_retries = max_retries
         self._system_role = system_role
         self._backoff_max = backoff_max
         self.retries = 0  # total retried attempts, for the run summary
 
+    async def ping(self) -> bool:
+        """Health check: does the endpoint answer ``GET /models`` (any status below 500)?"""
+        return await self._http.get_ok("/models")
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        attempts = 0
+        # Fast path: almost every call succeeds at once, and building a tenacity
+        # loop per call cost about a quarter of the client's CPU at ~1,000
+        # requests/s (benchmarks/overhead.py profile). Failures go to the loop.
         try:
+            async with self._sem:
+                return await self._once(request)
+        except Exception as exc:  # translated into one error type below
+            if not is_retryable(exc) or self._max_retries == 0:
+                raise LLMError(_describe(exc), retryable=is_retryable(exc), attempts=1) from exc
+        await asyncio.sleep(random.uniform(0, min(0.5, self._backoff_max)))  # tenacity's first wait
+        return await self._retry(request)
+
+    async def _retry(self, request: ChatRequest) -> ChatResponse:
+        """Attempts 2.. after a retryable failure: exponential backoff with jitter, bounded."""
+        attempts = 1
+        try:
+            # attempt 2 waited above; multiplier 1.0 keeps the old 0.5 * 2**(n-1) waits for attempts 3..
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_retryable),
-                wait=wait_random_exponential(multiplier=0.5, max=self._backoff_max),
-                stop=stop_after_attempt(self._max_retries + 1),
+                wait=wait_random_exponential(multiplier=1.0, max=self._backoff_max),
+                stop=stop_after_attempt(self._max_retries),
                 reraise=True,
             ):
                 with attempt:
                     attempts += 1
-                    if attempts > 1:
-                        self.retries += 1
+                    self.retries += 1
                     async with self._sem:
                         response = await self._once(request)
                     return replace(response, attempts=attempts)
-        except Exception as exc:  # noqa: BLE001 - translated into one error type
+        except Exception as exc:
             raise LLMError(_describe(exc), retryable=is_retryable(exc), attempts=attempts) from exc
         raise AssertionError("unreachable")
 
@@ -211,7 +277,7 @@ class OpenAIHTTP:
         if request.json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": request.schema_name, "schema": json.loads(request.json_schema), "strict": True},
+                "json_schema": {"name": request.schema_name, "schema": _schema(request.json_schema), "strict": True},
             }
         if request.top_logprobs:
             kwargs["logprobs"] = True
@@ -221,25 +287,12 @@ class OpenAIHTTP:
         if request.stop:
             kwargs["stop"] = list(request.stop)
         started = time.perf_counter()
-        result = await self._client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
-        latency = time.perf_counter() - started
-        if not result.choices:
-            raise BadReply("reply has no choices")
-        choice = result.choices[0]
-        top: tuple[tuple[str, float], ...] = ()
-        if choice.logprobs is not None and choice.logprobs.content:
-            first = choice.logprobs.content[0]
-            top = tuple((t.token, t.logprob) for t in (first.top_logprobs or []))
-        usage = result.usage
-        return ChatResponse(
-            content=choice.message.content or "",
-            finish_reason=choice.finish_reason or "",
-            model=result.model or request.model,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency_s=latency,
-            top_logprobs=top,
-        )
+        if self._lean:
+            body = await self._http.post("/chat/completions", kwargs)
+        else:
+            result = await self._client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+            body = result.model_dump()
+        return chat_response(body, request.model, time.perf_counter() - started)
 
     async def _once_completion(self, request: ChatRequest) -> ChatResponse:
         """``/v1/completions`` with one raw prompt (models trained on a fixed text format, e.g. HelixNet)."""
@@ -277,4 +330,5 @@ class OpenAIHTTP:
         )
 
     async def aclose(self) -> None:
+        await self._http.aclose()
         await self._client.close()

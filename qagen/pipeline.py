@@ -25,15 +25,18 @@ from .config import (
     EMBEDDED_CHUNK_TOKENS,
     Settings,
 )
+from .curate import CurateResult, CurateSettings, curate
 from .embedded import MODEL_NAME, EmbeddedLLM, ServerConfig, find_model
-from .export import contaminated_pairs, export_dpo, export_run
-from .generate import Generator, NullProgress, Progress
+from .export import export_dpo, export_run
+from .generate import Alarm, FailFast, Generator, NullProgress, Progress
 from .identity import identity_pairs
+from .judge import Judge
 from .llm import LLM, OpenAIHTTP
 from .models import Document, SkippedFile
 from .prompts import PromptSet, load_prompts
 from .reader import iter_documents
 from .refine import Refiner, RefineSettings
+from .roles import make_role_llms
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -93,8 +96,32 @@ class Summary:
     stop_reasons: dict[str, int] = field(default_factory=dict)
     dpo_pairs: int = 0
     dpo_path: str = ""
+    # Per stage: what the judge, grounding, dedup and decontamination did (curate.py)
+    judged: bool = False
+    judge_method: str = ""  # logprobs | parsed | mixed: "parsed" means the endpoint gave no logprobs
+    judge_threshold: float = 0.0
+    best_of: int = 1
+    best_of_replaced: int = 0  # drafts whose answer lost to a sampled one
+    judge_passed: int = 0
+    judge_rejected: int = 0
+    judge_failed: int = 0
+    grounding_checked: int = 0
+    grounded: int = 0
+    ungrounded: int = 0
+    ungrounded_policy: str = ""
+    duplicates_removed: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)  # verdict -> pairs
+    verdict_examples: dict[str, str] = field(default_factory=dict)
+    pairs_generated: int = 0  # before curation (after refinement)
+    exported_per_perspective: dict[str, int] = field(default_factory=dict)
+    yield_per_perspective: dict[str, float] = field(default_factory=dict)  # exported pairs per call
+    chunks_without_pairs: int = 0
+    chunks_without_pairs_examples: list[str] = field(default_factory=list)
     contaminated_removed: int = 0
     contaminated_examples: list[str] = field(default_factory=list)
+    error: str = ""
+    report_path: str = ""
+    card_path: str = ""
     failure_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -106,7 +133,7 @@ def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> None:
     """Fail fast with a clear message when the endpoint cannot be reached at all."""
     request = urllib.request.Request(f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - user-configured endpoint
+        with urllib.request.urlopen(request, timeout=timeout):
             return
     except urllib.error.HTTPError:
         return  # it answered: some servers have no /models, and auth is checked per request
@@ -123,7 +150,20 @@ def chunker_settings(settings: Settings) -> ChunkerSettings:
 
 
 def make_llm(settings: Settings) -> tuple[LLM, str]:
-    """The generator backend and the model name that goes into request keys."""
+    """The generator backend and the model name that goes into request keys.
+
+    One endpoint: ``OpenAIHTTP``. Several (or ``adaptive``): ``Balanced`` over
+    them. ``backend="vllm"``: an in-process vLLM engine. Otherwise the embedded model.
+    """
+    if settings.backend == "vllm":
+        from .vllm_backend import VLLMBackend, VLLMMissing
+
+        if not settings.model:
+            raise IngestError("--model is required with --backend vllm (a local path or model name vLLM can load)")
+        try:
+            return VLLMBackend.from_settings(settings), settings.model
+        except VLLMMissing as exc:
+            raise IngestError(str(exc)) from None
     if settings.uses_embedded:
         llm = EmbeddedLLM(
             ServerConfig(
@@ -137,19 +177,51 @@ def make_llm(settings: Settings) -> tuple[LLM, str]:
             max_retries=settings.max_retries,
         )
         return llm, MODEL_NAME  # the server starts on the first cache miss
-    assert settings.base_url
+    endpoints = settings.endpoints
     if not settings.model:
         raise IngestError("--model is required with --base-url (the model name the server serves)")
-    check_endpoint(settings.base_url, settings.api_key_value())
-    llm = OpenAIHTTP(
-        settings.base_url,
+    if len(endpoints) == 1 and not settings.adaptive:
+        check_endpoint(endpoints[0], settings.api_key_value())
+        llm = OpenAIHTTP(
+            endpoints[0],
+            api_key=settings.api_key_value(),
+            concurrency=settings.concurrency,
+            timeout=settings.request_timeout,
+            max_retries=settings.max_retries,
+            system_role=settings.system_role,
+            transport_kind=settings.transport,
+        )
+        return llm, settings.model
+    return _balanced(settings, endpoints), settings.model
+
+
+def _balanced(settings: Settings, endpoints: list[str]) -> LLM:
+    """Several endpoints: those unreachable now start marked down (the health probe may bring them back)."""
+    from .balance import Balanced
+
+    down: list[str] = []
+    for url in endpoints:
+        try:
+            check_endpoint(url, settings.api_key_value())
+        except IngestError as exc:
+            log.warning("%s", exc)
+            down.append(url)
+    if len(down) == len(endpoints):
+        raise IngestError(f"cannot reach any of the LLM endpoints: {', '.join(endpoints)}")
+    llm = Balanced(
+        endpoints,
         api_key=settings.api_key_value(),
-        concurrency=settings.concurrency,
+        per_endpoint=settings.per_endpoint_concurrency or settings.concurrency,
+        max_per_endpoint=settings.max_concurrency,
+        adaptive=settings.adaptive,
+        transport_kind=settings.transport,
         timeout=settings.request_timeout,
         max_retries=settings.max_retries,
         system_role=settings.system_role,
     )
-    return llm, settings.model
+    for endpoint in llm.endpoints:
+        endpoint.healthy = endpoint.name not in down
+    return llm
 
 
 async def _generate(
@@ -235,7 +307,9 @@ def ingest(
         raise IngestError(f"documents folder not found: {docs_dir}")
     if not docs_dir.is_dir():
         raise IngestError(f"not a folder: {docs_dir}")
-    prompts = load_prompts(prompts_dir)
+    prompts = load_prompts(prompts_dir, settings.refine_style)
+    if settings.best_of > 1 and not settings.judge:
+        raise IngestError("--best-of needs the judge (it keeps the best-judged answer); drop --no-judge")
     if settings.decontaminate:
         from .quality import load_questions
 
@@ -250,11 +324,25 @@ def ingest(
         run_id = store.start_run("ingest", {**safe_settings, "docs_dir": str(docs_dir)})
         summary.backend, summary.model = llm.name, model
         generator = Generator(store, llm, prompts, model, run_id, progress)
+        generator.roles = make_role_llms(settings, llm)
+        if settings.fail_fast_after:
+            generator.alarms = {
+                "parse": Alarm("parse", settings.max_parse_failure_rate, settings.fail_fast_after),
+                "judge": Alarm("judge", settings.max_reject_rate, settings.fail_fast_after),
+            }
         if settings.refine:
-            generator.refiner = Refiner(generator, prompts, RefineSettings(settings.max_rounds, settings.min_rounds))
+            generator.refiner = Refiner(generator, prompts, RefineSettings(settings.rounds, settings.min_rounds))
+        if settings.judge:
+            generator.judge = Judge(generator, prompts, settings.judge_threshold, settings.best_of)
         max_pending = max(4 * settings.concurrency, 16)
         try:
-            asyncio.run(_run_and_close(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress, llm))
+            asyncio.run(_run_and_close(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress,
+                                       [llm, *(r[0] for r in generator.roles.values())]))
+        except FailFast as alarm:
+            summary.status, summary.error = "failed", str(alarm)
+            summary.seconds = round(time.perf_counter() - started, 2)
+            store.finish_run(run_id, "failed", summary.to_dict())
+            raise
         except KeyboardInterrupt:
             # Ctrl-C / SIGTERM: everything finished is already in the store;
             # write it out, then report the interruption.
@@ -264,7 +352,22 @@ def ingest(
             store.finish_run(run_id, "failed", summary.to_dict())
             raise
         _finish(store, prompts, settings, generator, llm, run_id, out_dir, summary, started, None)
+        if settings.report:
+            _write_report(store, run_id, out_dir, settings, summary)
     return summary
+
+
+def _write_report(store: Store, run_id: int, out_dir: Path, settings: Settings, summary: Summary) -> None:
+    """report.html and the dataset card. The dataset is already written: a failure here is reported, not fatal."""
+    from .card import write_card
+    from .report import write_report
+
+    try:
+        summary.report_path = str(write_report(store, run_id, out_dir))
+        summary.card_path = str(write_card(store, run_id, out_dir, license=settings.license))
+    except Exception as exc:  # noqa: BLE001 - any report bug must not cost the user their dataset
+        log.exception("writing the report failed")
+        summary.failure_examples.append(f"report: {type(exc).__name__}: {exc}")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -295,13 +398,9 @@ def _finish(
     pairs = Counter(stats.pairs)
     if doc_ids:
         pairs["identity"] += _add_identity(store, prompts, run_id, group_id)
-    contaminated = contaminated_pairs(store, run_id, [Path(f) for f in settings.decontaminate]) if settings.decontaminate else {}
-    summary.contaminated_removed = len(contaminated)
-    summary.contaminated_examples = [f"{store_question(store, pid)!r} ~ {hit!r}" for pid, hit in list(contaminated.items())[:3]]
-    result = export_run(
-        store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by,
-        exclude=frozenset(contaminated),
-    )
+    curated = curate(store, run_id, prompts, curate_settings(settings), judged=generator.judge is not None)
+    _curation_summary(summary, curated, store, run_id, stats.calls, settings)
+    result = export_run(store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by)
     summary.requests_sent, summary.requests_cached, summary.requests_failed = stats.sent, stats.cached, stats.failed
     summary.http_retries = int(getattr(llm, "retries", 0))
     summary.corrective_retries, summary.invalid_replies = stats.corrective_retries, stats.invalid
@@ -313,6 +412,8 @@ def _finish(
     summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
     summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
     summary.failure_examples = stats.failure_examples
+    if generator.judge is not None:
+        summary.best_of_replaced = generator.judge.stats.best_of_replaced
     refiner = generator.refiner
     if refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
@@ -325,7 +426,11 @@ def _finish(
     elif summary.documents_read == 0:
         summary.status = "failed"
         summary.failure_examples.append("no readable documents")
-    elif stats.failed or summary.pairs_total == 0:
+    elif summary.judged and summary.judge_passed == 0 and summary.judge_rejected > 0:
+        # A dataset the judge rejected entirely is an error, not a success.
+        summary.status = "failed"
+        summary.error = f"the judge rejected all {summary.judge_rejected} pairs (threshold {settings.judge_threshold})"
+    elif stats.failed or summary.pairs_total == 0 or summary.judge_failed:
         summary.status = "partial" if summary.pairs_total else "failed"
     summary.seconds = round(time.perf_counter() - started, 2)
     store.finish_run(run_id, summary.status, summary.to_dict())
@@ -340,7 +445,7 @@ async def _run_and_close(
     summary: Summary,
     max_pending: int,
     progress: IngestProgress,
-    llm: LLM,
+    llms: list[LLM],
 ) -> None:
     try:
         await _generate(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress)
@@ -349,7 +454,49 @@ async def _run_and_close(
         # request): surface the first one itself, not the task-group wrapper.
         raise _first_leaf(group) from None
     finally:
-        await llm.aclose()
+        for llm in {id(x): x for x in llms}.values():
+            await llm.aclose()
+
+
+def curate_settings(settings: Settings) -> CurateSettings:
+    return CurateSettings(
+        judge_threshold=settings.judge_threshold,
+        grounding_threshold=settings.grounding_threshold,
+        ungrounded=settings.ungrounded,
+        dedup=settings.dedup,
+        dedup_threshold=settings.dedup_threshold,
+        decontaminate=tuple(Path(f) for f in settings.decontaminate),
+    )
+
+
+def _curation_summary(
+    summary: Summary, curated: CurateResult, store: Store, run_id: int, calls: Counter[str], settings: Settings
+) -> None:
+    counts = curated.counts
+    summary.verdicts = dict(sorted(counts.items()))
+    summary.verdict_examples = dict(sorted(curated.examples.items()))
+    summary.pairs_generated = sum(counts.values())
+    summary.judge_rejected, summary.judge_failed = counts["judge_rejected"], counts["judge_failed"]
+    summary.judged = bool(curated.judge_methods) or bool(counts["judge_failed"])
+    summary.judge_method = "/".join(sorted(curated.judge_methods))
+    summary.judge_threshold = settings.judge_threshold
+    summary.best_of = settings.best_of
+    summary.judge_passed = curated.judge_passed
+    summary.grounding_checked, summary.grounded, summary.ungrounded = (
+        curated.grounding_checked, curated.grounded, curated.ungrounded)
+    summary.ungrounded_policy = settings.ungrounded
+    summary.duplicates_removed = counts["duplicate"]
+    summary.contaminated_removed = counts["contaminated"]
+    if "contaminated" in curated.examples:
+        summary.contaminated_examples = [curated.examples["contaminated"]]
+    exported = store.exported_per_perspective(run_id)
+    summary.exported_per_perspective = dict(sorted(exported.items()))
+    summary.yield_per_perspective = {
+        name: round(exported.get(name, 0) / n, 2) for name, n in sorted(calls.items()) if n
+    }
+    summary.chunks_without_pairs, empty = store.chunks_without_pairs(run_id)
+    summary.chunks_without_pairs_examples = [f"{path} part {idx + 1} ({section or 'no section'})"
+                                             for path, idx, section in empty]
 
 
 def store_question(store: Store, pair_id: str) -> str:

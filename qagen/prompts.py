@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -24,8 +25,10 @@ from . import ids
 
 log = logging.getLogger(__name__)
 
-Role = Literal["system", "context", "generator", "code", "critic", "regenerator", "judge"]
-Output = Literal["qa_pairs", "answers", "entities", "identity", "critique", "revision", "none"]
+Role = Literal["system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer"]
+Output = Literal[
+    "qa_pairs", "answers", "entities", "identity", "critique", "revision", "answer", "judge", "text", "none"
+]
 
 
 class PromptError(ValueError):
@@ -47,8 +50,16 @@ class _FrontMatter(BaseModel):
     max_question_chars: int = Field(default=200, ge=20, le=2000)
     max_answer_chars: int = Field(default=400, ge=20, le=8000)
     temperature: float = Field(default=0.3, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=512, ge=16, le=16384)
+    max_tokens: int = Field(default=512, ge=1, le=16384)
     questions: dict[str, str] = Field(default_factory=dict)
+    # "chat": system + context + task as chat messages; "completion": the body is
+    # the whole raw prompt, sent to /v1/completions (HelixNet's text format).
+    style: Literal["chat", "completion"] = "chat"
+    stop: list[str] = Field(default_factory=list)
+    # How a pair from this prompt is grounded: "quote" asks the model for a
+    # supporting quote (checked against the chunk); "none" for summaries and
+    # code-built pairs, whose answers are not a span of the passage.
+    grounding: Literal["quote", "none"] = "none"
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,9 @@ class Prompt:
     body: str
     source: str  # file path it was loaded from
     hash: str  # xxh128 of the whole file content
+    style: str = "chat"
+    stop: tuple[str, ...] = ()
+    grounding: str = "none"
 
     def render(self, **variables: object) -> str:
         return render_template(self.body, self.source, **variables)
@@ -82,9 +96,16 @@ _ENV = jinja2.Environment(
 )
 
 
+@lru_cache(maxsize=1024)
+def _compiled(template: str) -> jinja2.Template:
+    """Compile each distinct template once: compiling on every render was ~85% of the pipeline's
+    CPU at ~1,000 requests/s (benchmarks/overhead.py profile)."""
+    return _ENV.from_string(template)
+
+
 def render_template(template: str, source: str, **variables: object) -> str:
     try:
-        return _ENV.from_string(template).render(**variables).strip()
+        return _compiled(template).render(**variables).strip()
     except jinja2.UndefinedError as exc:
         raise PromptError(f"{source}: {exc} (available: {', '.join(sorted(variables))})") from exc
     except jinja2.TemplateError as exc:
@@ -135,6 +156,9 @@ def load_file(path: Path) -> Prompt:
         body=post.content.strip(),
         source=str(path),
         hash=ids.hash_str("prompt", raw),
+        style=fm.style,
+        stop=tuple(fm.stop),
+        grounding=fm.grounding,
     )
 
 
@@ -162,9 +186,20 @@ class PromptSet:
         raise KeyError(prompt_id)
 
 
-def load_prompts(user_dir: Path | None = None) -> PromptSet:
-    """The built-in prompts, overridden and extended by ``user_dir``."""
+REFINE_STYLES = ("chat", "helixnet")
+
+
+def load_prompts(user_dir: Path | None = None, refine_style: str = "chat") -> PromptSet:
+    """The built-in prompts, overridden and extended by ``user_dir``.
+
+    ``refine_style="helixnet"`` swaps in the built-in critic and regenerator
+    written in HelixNet's completion format (``prompts/helixnet/``).
+    """
+    if refine_style not in REFINE_STYLES:
+        raise PromptError(f"unknown refine style {refine_style!r} (choose from {', '.join(REFINE_STYLES)})")
     prompts = _load_dir(builtin_dir())
+    if refine_style != "chat":
+        prompts.update(_load_dir(builtin_dir() / refine_style))
     if user_dir is not None:
         if not user_dir.is_dir():
             raise PromptError(f"prompts folder not found: {user_dir}")

@@ -33,7 +33,7 @@ _WS = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]|_")
 _NOT = re.compile(r"n['\u2019]t\b")
 # Tokens that change what is asked; questions differing in them are never duplicates.
-_KEY_WORDS = frozenset("who whom whose what which when where why how not no never".split())
+_KEY_WORDS = frozenset(["who", "whom", "whose", "what", "which", "when", "where", "why", "how", "not", "no", "never"])
 
 
 def normalize_text(text: str) -> str:

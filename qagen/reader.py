@@ -46,7 +46,7 @@ FORMATS = {
     ".rst": "rst", ".html": "html", ".htm": "html", ".pdf": "pdf", ".docx": "docx",
 }
 TITLE_MAX = 120
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 _ATX_H1 = re.compile(r"^# +(.+?)(?:\s+#+)?\s*$")
 _PDF_DATE = re.compile(r"^(?:D:)?(\d{4})(\d{2})?(\d{2})?")
 _HTML_META = {"author": "author", "date": "date", "dc.date": "date", "dcterms.date": "date",

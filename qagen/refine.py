@@ -15,6 +15,7 @@ other request: changing the critic prompt re-runs refinement, not generation.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -65,40 +66,33 @@ class Refiner:
     async def refine(self, draft: QAPair, doc: Document, chunk: Chunk) -> RefineOutcome:
         self.stats.drafted += 1
         question, answer = draft.question, draft.answer
+        quote = dict(draft.extra).get("quote", "")
         rounds: list[RefineRound] = []
         stop = "max_rounds"
         for k in range(1, self.settings.max_rounds + 1):
             if k > 1:
                 self.gen.progress.requests_added(1)
-            critic_req = build_request(
-                self.prompts, self.critic, doc, chunk, self.gen.model, question=question, answer=answer
-            )
-            verdict = await self.gen.ask_structured(self.critic, critic_req, chunk)
-            if verdict is None:
+            v = await self._critique(doc, chunk, question, answer)
+            if v is None:
                 stop = "critic_failed"
                 break
-            v = verdict[0].model_dump()
             forced = not v["needs_revision"] and k <= self.settings.min_rounds
             if not v["needs_revision"] and not forced:
                 rounds.append(RefineRound(question, answer, v["critique"], list(v["problems"]), False))
                 stop = "no_revision_needed"
                 break
             self.gen.progress.requests_added(1)
-            regen_req = build_request(
-                self.prompts, self.regenerator, doc, chunk, self.gen.model,
-                question=question, answer=answer, critique=v["critique"],
-            )
-            revised = await self.gen.ask_structured(self.regenerator, regen_req, chunk)
-            if revised is None:
+            r = await self._regenerate(doc, chunk, question, answer, v["critique"], bool(quote))
+            if r is None:
                 rounds.append(RefineRound(question, answer, v["critique"], list(v["problems"]), v["needs_revision"], forced))
                 stop = "regenerator_failed"
                 break
-            r = revised[0].model_dump()
             rounds.append(
                 RefineRound(question, answer, v["critique"], list(v["problems"]), v["needs_revision"], forced,
                             r["question"].strip(), r["answer"].strip())
             )
             question, answer = r["question"].strip(), r["answer"].strip()
+            quote = r.get("quote", quote).strip()
         revisions = sum(1 for r in rounds if r.revised_answer is not None)
         # The refined pair gets its own id (even when unchanged): it records that the pair went through the loop.
         final = replace(
@@ -106,9 +100,49 @@ class Refiner:
             pair_id=ids.hash_str("refined", draft.pair_id, question, answer),
             question=question,
             answer=answer,
-            extra=(("revisions", str(revisions)), ("stop", stop)),
+            extra=((("quote", quote),) if quote else ()) + (("revisions", str(revisions)), ("stop", stop)),
         )
         self.gen.store.add_refinement(final.pair_id, draft.pair_id, rounds, stop)
         self.stats.revisions[revisions] += 1
         self.stats.stops[stop] += 1
         return RefineOutcome(final, revisions, stop)
+
+    async def _critique(self, doc: Document, chunk: Chunk, question: str, answer: str) -> dict[str, object] | None:
+        request = build_request(
+            self.prompts, self.critic, doc, chunk, self.gen.model_for("critic"), question=question, answer=answer
+        )
+        if self.critic.output == "text":  # HelixNet's critic writes free text
+            reply = await self.gen.ask(request, chunk)
+            if reply is None or not reply.content.strip():
+                return None
+            critique = reply.content.strip()
+            return {"critique": critique[:2000], "problems": [], "needs_revision": needs_revision(critique)}
+        verdict = await self.gen.ask_structured(self.critic, request, chunk)
+        return None if verdict is None else verdict[0].model_dump()
+
+    async def _regenerate(
+        self, doc: Document, chunk: Chunk, question: str, answer: str, critique: object, quote: bool
+    ) -> dict[str, str] | None:
+        request = build_request(
+            self.prompts, self.regenerator, doc, chunk, self.gen.model_for("regenerator"),
+            quote=quote, question=question, answer=answer, critique=critique,
+        )
+        if self.regenerator.output == "text":  # HelixNet's regenerator writes the new answer only
+            reply = await self.gen.ask(request, chunk)
+            if reply is None or not reply.content.strip():
+                return None
+            return {"question": question, "answer": reply.content.strip()[: self.regenerator.max_answer_chars]}
+        revised = await self.gen.ask_structured(self.regenerator, request, chunk, quote=quote)
+        return None if revised is None else revised[0].model_dump()
+
+
+_SATISFIED = re.compile(
+    r"\b(no (further )?(revision|changes?|improvements?|corrections?)s? (is |are )?(needed|required|necessary)"
+    r"|(is|looks) (correct|accurate|good) as (it is|is))\b",
+    re.IGNORECASE,
+)
+
+
+def needs_revision(critique: str) -> bool:
+    """Read a free-text critique: the loop stops only when it says nothing needs changing."""
+    return _SATISFIED.search(critique) is None

@@ -85,9 +85,21 @@ def _finish(name: str, model: type[BaseModel]) -> OutputSchema:
     return OutputSchema(name=name, model=model, json_schema=json.dumps(schema))
 
 
+QUOTE_CHARS = 300
+
+
+def _pair_fields(max_q: int, max_a: int, quote: bool) -> dict[str, object]:
+    """question, [quote,] answer - in that order: the model finds its evidence before it answers."""
+    fields: dict[str, object] = {"question": (_text(max_q, 5), ...)}
+    if quote:
+        fields["quote"] = (_text(QUOTE_CHARS, 8), ...)
+    fields["answer"] = (_text(max_a), ...)
+    return fields
+
+
 @lru_cache(maxsize=256)
-def _qa_pairs(n: int, max_q: int, max_a: int) -> OutputSchema:
-    pair = create_model("Pair", __config__=_STRICT, question=(_text(max_q, 5), ...), answer=(_text(max_a), ...))
+def _qa_pairs(n: int, max_q: int, max_a: int, quote: bool = False) -> OutputSchema:
+    pair = create_model("Pair", __config__=_STRICT, **_pair_fields(max_q, max_a, quote))  # type: ignore[call-overload]
     model = create_model(
         "QAPairs", __config__=_STRICT, pairs=(Annotated[list[pair], Field(min_length=1, max_length=n)], ...)  # type: ignore[valid-type]
     )
@@ -134,18 +146,32 @@ def _critique(max_chars: int) -> OutputSchema:
 
 
 @lru_cache(maxsize=16)
-def _revision(max_q: int, max_a: int) -> OutputSchema:
-    model = create_model("Revision", __config__=_STRICT, question=(_text(max_q, 5), ...), answer=(_text(max_a), ...))
+def _revision(max_q: int, max_a: int, quote: bool = False) -> OutputSchema:
+    model = create_model("Revision", __config__=_STRICT, **_pair_fields(max_q, max_a, quote))  # type: ignore[call-overload]
     return _finish("revision", model)
 
 
-def schema_for(prompt: Prompt) -> OutputSchema:
+@lru_cache(maxsize=16)
+def _answer(max_a: int, quote: bool) -> OutputSchema:
+    fields = _pair_fields(20, max_a, quote)
+    del fields["question"]
+    return _finish("answer", create_model("Answer", __config__=_STRICT, **fields))  # type: ignore[call-overload]
+
+
+FREE_TEXT = ("judge", "text")  # outputs read as plain text: no JSON schema is sent
+
+
+def schema_for(prompt: Prompt, *, quote: bool | None = None) -> OutputSchema:
+    """The prompt's output schema; ``quote`` overrides whether pairs carry a supporting quote."""
+    with_quote = prompt.grounding == "quote" if quote is None else quote
     if prompt.output == "critique":
         return _critique(prompt.max_answer_chars)
     if prompt.output == "revision":
-        return _revision(prompt.max_question_chars, prompt.max_answer_chars)
+        return _revision(prompt.max_question_chars, prompt.max_answer_chars, with_quote)
+    if prompt.output == "answer":
+        return _answer(prompt.max_answer_chars, with_quote)
     if prompt.output == "qa_pairs":
-        return _qa_pairs(prompt.n, prompt.max_question_chars, prompt.max_answer_chars)
+        return _qa_pairs(prompt.n, prompt.max_question_chars, prompt.max_answer_chars, with_quote)
     if prompt.output == "answers":
         fields = tuple(f for f, _ in prompt.questions)
         if not fields:

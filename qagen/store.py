@@ -5,25 +5,39 @@ the request hash), failures, pairs and runs. Resume after a crash, an
 incremental CI run and "I changed one prompt" are one code path: the
 pipeline asks the store before it asks the model.
 
-Each response is committed as soon as it arrives, so a kill -9 loses at most
-the requests in flight. One process at a time: a lock file next to the
-database makes a second process fail fast with a clear message.
+Writes are group-committed: they join one open transaction that is
+committed at most ``commit_window`` seconds (or ``commit_rows`` writes) after
+it began, so a thousand replies a second cost a few commits, not a thousand
+fsync'd ones. A kill -9 loses at most the requests in flight plus the
+replies of the last window (they are asked again on the next run; nothing is
+repeated that the database holds). Without a running event loop (plain
+synchronous use) every write commits at once, as before.
+
+One process at a time: a lock file next to the database makes a second
+process fail fast with a clear message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
 from .llm import ChatRequest, ChatResponse
 from .models import Chunk, Document, QAPair
+
+if TYPE_CHECKING:
+    from .judge import Judgement
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +94,30 @@ MIGRATIONS: tuple[str, ...] = (
         judge TEXT NOT NULL, judge_method TEXT NOT NULL, judge_score REAL, grounded INTEGER, grounding REAL,
         quote TEXT NOT NULL, duplicate_of TEXT, PRIMARY KEY(run_id, pair_id));
     """,
+    # 4: the train -> eval -> notify flow (issue 4). A stage is done for a given
+    # input key (a hash of what it consumed), so `qagen run` resumes where it stopped.
+    # Notifications are kept until sent: SMTP being down never loses one.
+    """
+    CREATE TABLE stages(
+        stage TEXT NOT NULL, key TEXT NOT NULL, run_id INTEGER NOT NULL, status TEXT NOT NULL,
+        started_at TEXT NOT NULL, finished_at TEXT, result TEXT NOT NULL, PRIMARY KEY(stage, key));
+    CREATE TABLE notifications(
+        id INTEGER PRIMARY KEY, run_id INTEGER, kind TEXT NOT NULL, recipient TEXT NOT NULL,
+        subject TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+        last_error TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT);
+    """,
 )
 
 
 class StoreError(RuntimeError):
     """The state database cannot be used (locked, corrupted, too new)."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _now() -> str:
@@ -106,15 +139,43 @@ class RefineRound:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What happened to one pair of a run after generation, and why."""
+
+    pair_id: str
+    verdict: str  # exported | judge_rejected | judge_failed | ungrounded | duplicate | contaminated
+    detail: str = ""
+    judge: dict[str, float] = field(default_factory=dict)
+    judge_method: str = "none"  # logprobs | parsed | mixed | none
+    judge_score: float | None = None
+    grounded: bool | None = None  # None: not checked (summaries, code-built pairs)
+    grounding: float | None = None  # 0-100
+    quote: str = ""
+    duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
 class RunPair:
     pair: QAPair
     path: str  # source path of the document in this run
     title: str
+    verdict: str | None = None  # from ``verdicts`` (None: not curated, e.g. an interrupted run)
+    notes: tuple[tuple[str, object], ...] = ()  # judge scores and grounding flag, for the export
+
+    @property
+    def exported(self) -> bool:
+        return self.verdict in (None, "exported")
 
 
 class Store:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, commit_window: float = 0.05, commit_rows: int = 2000):
         folder.mkdir(parents=True, exist_ok=True)
+        self.commit_window = commit_window
+        self.commit_rows = commit_rows
+        self._pending = 0  # writes in the open group transaction
+        self._opened = 0.0  # when it began (monotonic)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self.path = folder / DB_NAME
         self._lock = FileLock(str(folder / ".qagen.lock"))
         try:
@@ -156,6 +217,7 @@ class Store:
 
     def close(self) -> None:
         try:
+            self.flush()
             self.db.close()
         finally:
             self._lock.release()
@@ -163,28 +225,84 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
+    # --- group commit -----------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Atomic writes inside the group transaction (a savepoint), committed by the window rule.
+
+        Store methods that write go through here (or ``_execute`` for one
+        statement); code that needs its own atomic multi-statement write should
+        too (a bare ``BEGIN`` fails while a group transaction is open).
+        """
+        self._begin()
+        self.db.execute("SAVEPOINT qagen_write")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO qagen_write")
+            self.db.execute("RELEASE qagen_write")
+            raise
+        self.db.execute("RELEASE qagen_write")
+        self._written()
+
+    def _execute(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+        """One statement (atomic by itself, so no savepoint) inside the group transaction."""
+        self._begin()
+        cursor = self.db.execute(sql, params)
+        self._written()
+        return cursor
+
+    def _begin(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+            self._opened, self._pending = time.monotonic(), 0
+            self._arm_timer()
+
+    def _written(self) -> None:
+        self._pending += 1
+        timed = self._timer is not None and self._timer_loop is _running_loop()
+        if not timed or self._pending >= self.commit_rows or time.monotonic() - self._opened >= self.commit_window:
+            self.flush()
+
+    def _arm_timer(self) -> None:
+        """Inside an event loop, commit when the window closes even if no further write comes."""
+        self._timer_loop = _running_loop()
+        # synchronous use (no loop): no timer, every write commits at once
+        self._timer = self._timer_loop.call_later(self.commit_window, self.flush) if self._timer_loop else None
+
+    def flush(self) -> None:
+        """Commit the open group transaction, if any (idempotent)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+        self._pending = 0
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- runs -----------------------------------------------------------
     def start_run(self, command: str, settings: dict[str, object]) -> int:
-        cur = self.db.execute(
-            "INSERT INTO runs(command, started_at, status, settings) VALUES(?,?,?,?)",
-            (command, _now(), "running", json.dumps(settings, sort_keys=True, default=str)),
-        )
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO runs(command, started_at, status, settings) VALUES(?,?,?,?)",
+                (command, _now(), "running", json.dumps(settings, sort_keys=True, default=str)),
+            )
         return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, status: str, summary: dict[str, object]) -> None:
-        self.db.execute(
-            "UPDATE runs SET finished_at=?, status=?, summary=? WHERE run_id=?",
-            (_now(), status, json.dumps(summary, sort_keys=True, default=str), run_id),
-        )
+        with self.transaction():
+            self.db.execute(
+                "UPDATE runs SET finished_at=?, status=?, summary=? WHERE run_id=?",
+                (_now(), status, json.dumps(summary, sort_keys=True, default=str), run_id),
+            )
+        self.flush()  # the end of a run is always durable
 
     # --- documents and chunks --------------------------------------------
     def add_document(self, run_id: int, doc: Document, chunks: Iterable[Chunk]) -> None:
         now = _now()
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.transaction():
             self.db.execute(
                 "INSERT INTO documents VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO UPDATE SET "
                 "path=excluded.path, title=excluded.title, last_seen=excluded.last_seen",
@@ -219,7 +337,7 @@ class Store:
 
     def put_response(self, run_id: int, request: ChatRequest, response: ChatResponse) -> None:
         wire = request.wire()
-        self.db.execute(
+        self._execute(
             "INSERT OR IGNORE INTO requests VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 request.key, request.role, request.prompt_id, request.prompt_hash, request.model,
@@ -232,7 +350,7 @@ class Store:
     def record_failure(
         self, run_id: int, stage: str, request_key: str, prompt_id: str, chunk_id: str, error: str, retryable: bool
     ) -> None:
-        self.db.execute(
+        self._execute(
             "INSERT INTO failures(run_id, stage, request_key, prompt_id, chunk_id, error, retryable, created_at) "
             "VALUES(?,?,?,?,?,?,?,?)",
             (run_id, stage, request_key, prompt_id, chunk_id, error, int(retryable), _now()),
@@ -260,8 +378,7 @@ class Store:
     def add_pairs(self, run_id: int, pairs: Iterable[tuple[QAPair, str]]) -> None:
         """Store pairs (idempotent) and mark them as produced by this run, with a sort key."""
         rows = list(pairs)
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.transaction():
             self._insert_pairs(p for p, _ in rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO run_pairs VALUES(?,?,?)", [(run_id, p.pair_id, key) for p, key in rows]
@@ -269,13 +386,11 @@ class Store:
 
     def add_drafts(self, pairs: Iterable[QAPair]) -> None:
         """Keep draft pairs (the refinement loop's starting points) without exporting them."""
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.transaction():
             self._insert_pairs(pairs)
 
     def add_refinement(self, final_pair_id: str, draft_pair_id: str, rounds: list[RefineRound], stop: str) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO refinements VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -289,6 +404,68 @@ class Store:
                 "INSERT OR REPLACE INTO refined VALUES(?,?,?,?)", (final_pair_id, draft_pair_id, revisions, stop)
             )
 
+    # --- verdicts (schema 3) -----------------------------------------------
+    def put_judgements(self, run_id: int, judged: Iterable[tuple[str, Judgement]]) -> None:
+        """Judge scores for this run's pairs; the verdict is settled at the end of the run."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO verdicts VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (run_id, pid, "pending", "", json.dumps(j.scores, sort_keys=True), j.method, j.score,
+                     None, None, "", None)
+                    for pid, j in judged
+                ],
+            )
+
+    def judgements(self, run_id: int) -> dict[str, tuple[dict[str, float], str, float | None]]:
+        """pair_id -> (scores, method, mean score) for this run's judged pairs."""
+        rows = self.db.execute("SELECT pair_id, judge, judge_method, judge_score FROM verdicts WHERE run_id=?", (run_id,))
+        return {r[0]: (json.loads(r[1]), r[2], r[3]) for r in rows}
+
+    def put_verdicts(self, run_id: int, rows: Iterable[Verdict]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO verdicts VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (run_id, v.pair_id, v.verdict, v.detail, json.dumps(v.judge, sort_keys=True), v.judge_method,
+                     v.judge_score, v.grounded, v.grounding, v.quote, v.duplicate_of)
+                    for v in rows
+                ],
+            )
+
+    def exported_per_perspective(self, run_id: int) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT p.perspective, count(*) FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
+            "LEFT JOIN verdicts v ON v.run_id=r.run_id AND v.pair_id=r.pair_id "
+            "WHERE r.run_id=? AND coalesce(v.verdict, 'exported')='exported' GROUP BY p.perspective",
+            (run_id,),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def chunks_without_pairs(self, run_id: int) -> tuple[int, list[tuple[str, int, str]]]:
+        """How many of this run's chunks ended with no exported pair, and the first few (path, index, section)."""
+        rows = self.db.execute(
+            "SELECT d.path, c.idx, c.section FROM run_docs d JOIN chunks c ON c.doc_id=d.doc_id WHERE d.run_id=? "
+            "AND NOT EXISTS (SELECT 1 FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
+            "LEFT JOIN verdicts v ON v.run_id=r.run_id AND v.pair_id=r.pair_id "
+            "WHERE r.run_id=d.run_id AND p.chunk_id=c.chunk_id AND coalesce(v.verdict, 'exported')='exported') "
+            "ORDER BY d.path, c.idx",
+            (run_id,),
+        ).fetchall()
+        return len(rows), [(r[0], int(r[1]), r[2]) for r in rows[:5]]
+
+    def mark_duplicates(self, run_id: int, dupes: Iterable[tuple[str, str, str]]) -> None:
+        """(pair_id, kept pair_id, detail): turn exported verdicts into ``duplicate``."""
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE verdicts SET verdict='duplicate', duplicate_of=?, detail=? WHERE run_id=? AND pair_id=?",
+                [(kept, detail, run_id, pid) for pid, kept, detail in dupes],
+            )
+
+    def verdict_counts(self, run_id: int) -> dict[str, int]:
+        rows = self.db.execute("SELECT verdict, count(*) FROM verdicts WHERE run_id=? GROUP BY verdict", (run_id,))
+        return {r[0]: int(r[1]) for r in rows}
+
     def run_revisions(self, run_id: int) -> Iterator[tuple[RunPair, str, int, str]]:
         """This run's refined pairs with their first draft's answer, revisions and stop reason."""
         yield from self._run_pairs(run_id, None, refined=True)  # type: ignore[misc]
@@ -297,13 +474,17 @@ class Store:
         yield from self._run_pairs(run_id, perspective, refined=False)  # type: ignore[misc]
 
     def _run_pairs(self, run_id: int, perspective: str | None, *, refined: bool) -> Iterator[object]:
-        """One query, in export order; with ``refined`` joined to each pair's refinement record."""
+        """One query, in export order, with each pair's verdict; ``refined`` joins its refinement record.
+
+        Streams rows (never the whole run in memory), so export stays flat in memory.
+        """
         sql = (
             "SELECT p.pair_id, p.chunk_id, p.doc_id, p.perspective, p.question, p.answer, p.request_key, p.model, "
-            "p.extra, d.path, docs.title"
+            "p.extra, d.path, docs.title, v.verdict, v.judge, v.judge_method, v.judge_score, v.grounded"
             + (", draft.answer, rf.revisions, rf.stop_reason" if refined else "")
             + " FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
             "JOIN run_docs d ON d.run_id=r.run_id AND d.doc_id=p.doc_id JOIN documents docs ON docs.doc_id=p.doc_id "
+            "LEFT JOIN verdicts v ON v.run_id=r.run_id AND v.pair_id=p.pair_id "
             + ("JOIN refined rf ON rf.final_pair_id=p.pair_id JOIN pairs draft ON draft.pair_id=rf.draft_pair_id "
                if refined else "")
             + "WHERE r.run_id=?"
@@ -315,5 +496,54 @@ class Store:
         for row in self.db.execute(sql + " ORDER BY r.sort_key", args):
             extra = tuple((str(k), str(v)) for k, v in json.loads(row[8]))
             pair = QAPair(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], extra)
-            rp = RunPair(pair, row[9], row[10])
-            yield (rp, row[11], int(row[12]), row[13]) if refined else rp
+            notes: list[tuple[str, object]] = []
+            if row[13] not in (None, "none"):
+                notes += [("judge", json.loads(row[12])), ("judge_score", row[14])]
+            if row[15] is not None:
+                notes.append(("grounded", bool(row[15])))
+            rp = RunPair(pair, row[9], row[10], row[11], tuple(notes))
+            yield (rp, row[16], int(row[17]), row[18]) if refined else rp
+
+    # --- flow stages and notifications (issue 4) ---------------------------
+    def stage_result(self, stage: str, key: str) -> dict[str, object] | None:
+        """The result of ``stage`` finished for input ``key``, or None if it must (re)run."""
+        row = self.db.execute(
+            "SELECT result FROM stages WHERE stage=? AND key=? AND status='done'", (stage, key)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def record_stage(self, run_id: int, stage: str, key: str, status: str, result: dict[str, object]) -> None:
+        self.db.execute(
+            "INSERT INTO stages VALUES(?,?,?,?,?,?,?) ON CONFLICT(stage, key) DO UPDATE SET run_id=excluded.run_id, "
+            "status=excluded.status, finished_at=excluded.finished_at, result=excluded.result",
+            (stage, key, run_id, status, _now(), _now(), json.dumps(result, sort_keys=True, default=str)),
+        )
+
+    def add_notification(self, run_id: int | None, kind: str, recipient: str, subject: str, body: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO notifications(run_id, kind, recipient, subject, body, status, attempts, last_error, "
+            "created_at) VALUES(?,?,?,?,?,'pending',0,'',?)",
+            (run_id, kind, recipient, subject, body, _now()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def mark_notification(self, notification_id: int, *, sent: bool, error: str = "") -> None:
+        self.db.execute(
+            "UPDATE notifications SET status=?, attempts=attempts+1, last_error=?, sent_at=? WHERE id=?",
+            ("sent" if sent else "pending", error, _now() if sent else None, notification_id),
+        )
+
+    def pending_notifications(self) -> list[tuple[int, str, str, str, str]]:
+        """(id, kind, recipient, subject, body) of every notification not yet delivered, oldest first."""
+        return list(
+            self.db.execute(
+                "SELECT id, kind, recipient, subject, body FROM notifications WHERE status='pending' ORDER BY id"
+            )
+        )
+
+    def last_run_summary(self, command: str, status: str = "ok") -> dict[str, object] | None:
+        """The summary of the newest ``command`` run that ended with ``status`` (e.g. the last adapter trained)."""
+        row = self.db.execute(
+            "SELECT summary FROM runs WHERE command=? AND status=? ORDER BY run_id DESC LIMIT 1", (command, status)
+        ).fetchone()
+        return json.loads(row[0]) if row and row[0] else None

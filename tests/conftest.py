@@ -12,30 +12,51 @@ from qagen.config import Settings, load_settings
 from qagen.testing import StubReply, StubServer
 
 
-def fill(schema: dict, seed: str, path: str = "") -> object:
-    """A schema-valid instance whose strings depend on the request (distinct per chunk/prompt)."""
+def fill(schema: dict, seed: str, path: str = "", passage: str = "") -> object:
+    """A schema-valid instance whose strings depend on the request (distinct per chunk/prompt).
+
+    A ``quote`` is a real span of the passage, so grounding accepts it.
+    """
     kind = schema.get("type")
     if kind == "object":
-        return {k: fill(v, seed, f"{path}.{k}") for k, v in schema["properties"].items()}
+        return {k: fill(v, seed, f"{path}.{k}", passage) for k, v in schema["properties"].items()}
     if kind == "array":
         n = max(1, min(schema.get("maxItems", 2), 2))
-        return [fill(schema["items"], seed, f"{path}[{i}]") for i in range(n)]
+        return [fill(schema["items"], seed, f"{path}[{i}]", passage) for i in range(n)]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "boolean":
+        return False  # e.g. the critic's needs_revision: satisfied
     if kind == "string":
         text = f"{path.strip('.')} {seed} about the passage"
         if path.endswith("question"):
             text = f"What does item {path} say in {seed}?"
+        if path.endswith("quote") and len(passage.strip()) >= 8:
+            text = passage.strip()[:60]
         return text[: schema.get("maxLength", 200)]
     return None
 
 
+def passage_of(req: dict) -> str:
+    text = " ".join(str(m.get("content", "")) for m in req.get("messages") or [])
+    if "--- BEGIN PASSAGE ---" in text:
+        return text.split("--- BEGIN PASSAGE ---", 1)[1].split("--- END PASSAGE ---", 1)[0]
+    return ""
+
+
+YES = [("Yes", -0.05), ("No", -3.0)]  # P(yes) ~ 0.95 for the judge's first token
+
+
 def passage_reply(req: dict) -> StubReply:
-    """Answer any json_schema request with distinct, valid content."""
+    """Answer any json_schema request with distinct, valid content; judge checks get a logprob 'Yes'."""
     seed = hashlib.sha1(json.dumps(req.get("messages"), sort_keys=True).encode()).hexdigest()[:8]
     fmt = req.get("response_format") or {}
     schema = (fmt.get("json_schema") or {}).get("schema")
+    if schema is None and "yes or no" in json.dumps(req.get("messages")):
+        return StubReply(content="Yes", logprobs=YES, finish_reason="length", completion_tokens=1)
     if schema is None:
         return StubReply(content=f"plain reply {seed}")
-    return StubReply(content=json.dumps(fill(schema, seed)), prompt_tokens=100, completion_tokens=40)
+    return StubReply(content=json.dumps(fill(schema, seed, passage=passage_of(req))), prompt_tokens=100, completion_tokens=40)
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +77,10 @@ def stub() -> StubServer:
 @pytest.fixture
 def settings_for(stub: StubServer):
     def make(**overrides: object) -> Settings:
-        base = {"base_url": stub.base_url, "model": "stub-model", "max_retries": 2, "concurrency": 4}
+        # Generation-only unless a test asks for the critic loop / judge / dedup / report
+        # (test_refine.py, test_curate.py run them with their defaults).
+        base = {"base_url": stub.base_url, "model": "stub-model", "max_retries": 2, "concurrency": 4,
+                "refine": False, "judge": False, "dedup": False, "report": False}
         base.update(overrides)
         return load_settings(**base)
 

@@ -184,6 +184,7 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
     from qagen.chunker import Chunker
     from qagen.config import load_settings
     from qagen.generate import Generator
+    from qagen.judge import Judge
     from qagen.models import QAPair
     from qagen.pipeline import chunker_settings
     from qagen.prompts import load_prompts
@@ -206,14 +207,17 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
         store.add_drafts([draft])
         gen = Generator(store, llm, prompts, MODEL_NAME, run_id)
         refiner = Refiner(gen, prompts, RefineSettings(max_rounds=2, min_rounds=1))
+        judge = Judge(gen, prompts, threshold=0.5)
 
         async def go():
             try:
-                return await refiner.refine(draft, doc, chunk)
+                outcome = await refiner.refine(draft, doc, chunk)
+                return outcome, (await judge.judge_pairs([outcome.final], doc, chunk))[0]
             finally:
                 await llm.aclose()
 
-        outcome = asyncio.run(go())
+        outcome, judgement = asyncio.run(go())
+        stored = store.judgements(run_id)[outcome.final.pair_id]
         rows = store.db.execute(
             "SELECT round, critique, revised_question, revised_answer FROM refinements WHERE final_pair_id=?",
             (outcome.final.pair_id,),
@@ -226,3 +230,8 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
     assert rows[0][3] and rows[0][3].strip()  # the regenerator wrote a revised answer
     assert outcome.final.answer == [r for r in rows if r[3]][-1][3]
     assert refined == (outcome.revisions, outcome.stop)
+    # the real judge: three yes/no checks, P(yes) read from llama.cpp's first-token logprobs
+    assert judgement.method == "logprobs" and not judgement.missing
+    assert set(judgement.scores) == {"supported", "self_contained", "useful"}
+    assert all(0.0 <= p <= 1.0 for p in judgement.scores.values())
+    assert stored == (judgement.scores, "logprobs", judgement.score)

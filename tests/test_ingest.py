@@ -250,7 +250,7 @@ def test_entity_self_relations_are_dropped_and_short_about_falls_back_to_title()
         ],
     }))
     qa = outputs_to_qa(entities, obj, {"title": "Message", "section": "", "short_id": "x", "meta": [], "text": "", "part": 1})
-    assert [a for _, a in qa] == ["The legislature.", "Congress was asked to fund the militia."]
+    assert [a for _, a, _ in qa] == ["The legislature.", "Congress was asked to fund the militia."]
 
     pairs = identity_pairs(prompts.by_id("identity"), doc_id="a" * 32, chunk_id="b" * 32, title="Bridge vote",
                            about="jscs", group_id="c" * 32)

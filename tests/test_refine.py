@@ -11,7 +11,7 @@ import pytest
 from qagen.pipeline import ingest
 from qagen.prompts import load_prompts
 from qagen.testing import StubReply
-from tests.conftest import passage_reply
+from tests.conftest import passage_of, passage_reply
 
 
 def scripted(needs_revision) -> callable:
@@ -28,7 +28,10 @@ def scripted(needs_revision) -> callable:
         if fmt.get("name") == "revision":
             question = task.split("Question: ", 1)[1].split("\n", 1)[0]
             answer = task.split("Answer: ", 1)[1].split("\n", 1)[0]
-            return StubReply(content=json.dumps({"question": question, "answer": answer + " (revised)"}))
+            revised = {"question": question, "answer": answer + " (revised)"}
+            if "quote" in fmt["schema"]["properties"]:  # drafts that carry a quote keep one
+                revised["quote"] = passage_of(req).strip()[:60]
+            return StubReply(content=json.dumps(revised))
         return passage_reply(req)
 
     return handler

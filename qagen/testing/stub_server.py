@@ -22,8 +22,9 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -64,7 +65,7 @@ class StubReply:
 
 
 # gets the request body plus "_path"; may also be async (return an awaitable)
-Handler = Callable[[dict], Union[StubReply, str, Awaitable[Union[StubReply, str]]]]
+Handler = Callable[[dict], StubReply | str | Awaitable[StubReply | str]]
 
 
 def schema_instance(schema: dict) -> Any:
@@ -259,7 +260,7 @@ class StubServer:
         self._seq = 0
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "StubServer":
+    def start(self) -> StubServer:
         if self._thread is not None:
             raise RuntimeError("StubServer already started")
         ready, err = threading.Event(), []
@@ -313,10 +314,10 @@ class StubServer:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def __enter__(self) -> "StubServer":
+    def __enter__(self) -> StubServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def count(self, path: str = CHAT_PATH) -> int:
@@ -385,7 +386,7 @@ class StubServer:
             try:  # stop() sets _stopping: drop the connection instead of waiting it out
                 await asyncio.wait_for(self._stopping.wait(), reply.delay)
                 return self._reset(request)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if reply.fault == "reset":
             return self._reset(request)
