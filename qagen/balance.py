@@ -26,6 +26,8 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 
+import openai
+
 from . import transport
 from .llm import ChatRequest, ChatResponse, LLMError, OpenAIHTTP
 
@@ -206,12 +208,14 @@ class Balanced:
     async def _after_failure(self, endpoint: Endpoint, exc: LLMError, attempt: int) -> None:
         """Classify a retryable failure: overload -> cut the limit and back off; dead -> fail over at once."""
         cause = exc.__cause__
-        if isinstance(cause, transport.APIConnectionError):  # refused, reset, timed out
+        # Both transports' error types: the openai SDK's (default) and the lean one's.
+        if isinstance(cause, (transport.APIConnectionError, openai.APIConnectionError)):  # refused, reset, timeout
             await self._set_health(endpoint, False)
             if any(e.healthy for e in self.endpoints):
                 self.failovers += 1
                 return  # another endpoint takes it now
-        elif isinstance(cause, transport.APIStatusError) and cause.status_code in OVERLOAD:
+        elif (isinstance(cause, (transport.APIStatusError, openai.APIStatusError))
+              and cause.status_code in OVERLOAD):
             endpoint.limit.on_overload()
         delay = random.uniform(0, min(self._backoff_max, 0.5 * 2 ** (attempt - 1)))
         await asyncio.sleep(delay)
