@@ -31,7 +31,7 @@ def judged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
 @pytest.fixture
 def sample_out(tmp_path: Path) -> Path:
-    """A copy of the committed sample run (a real embedded-model run, schema 1, no verdicts)."""
+    """A copy of the committed sample run (a real embedded-model run with the full loop)."""
     out = tmp_path / "sample"
     shutil.copytree(SAMPLE, out, ignore=shutil.ignore_patterns("*-wal", "*-shm", "report.html", "README.md"))
     return out
@@ -129,17 +129,32 @@ def test_report_escapes_document_text_and_fetches_nothing(judged_run):
     assert "FAILCHUNK: every generator call" in page
 
 
-def test_run_without_verdicts_counts_every_pair_as_exported(sample_out):
+SAMPLE_RUN = 2  # samples/output: run 2 is the full-loop run whose outputs are committed (3 and 4 were interrupted re-runs)
+
+
+def test_sample_run_report_matches_its_summary_and_files(sample_out):
     with Store(sample_out) as store:
-        run_id = latest_run(store)
-        data = build_report(store, run_id, sample_out)
-        page = write_report(store, run_id, sample_out).read_text()
+        data = build_report(store, SAMPLE_RUN, sample_out)
+        page = write_report(store, SAMPLE_RUN, sample_out).read_text()
     summary = json.loads((sample_out / "summary.json").read_text())
     lines = {n: len((sample_out / f"{n}.jsonl").read_text().splitlines()) for n in ("train", "eval")}
-    assert not data.has_verdicts and len(data.exported) == len(data.pairs) == summary["pairs_total"]
-    assert {p.name: p.exported for p in data.perspectives} == summary["pairs_per_perspective"]
+    assert data.has_verdicts and len(data.exported) == summary["pairs_total"] == sum(lines.values())
+    assert len(data.pairs) == summary["pairs_generated"]
+    assert {p.name: p.exported for p in data.perspectives if p.exported} == summary["exported_per_perspective"]
     assert {p.name: p.calls for p in data.perspectives if p.calls} == summary["calls_per_perspective"]
-    assert {s: sum(p.split == s for p in data.pairs) for s in lines} == lines
+    assert {s: sum(p.split == s for p in data.exported) for s in lines} == lines
+    assert stats(page, "k")["thrown_away"] == summary["pairs_generated"] - summary["pairs_total"]
+
+
+def test_run_without_verdicts_counts_every_pair_as_exported(sample_out):
+    db = sample_out / "qagen.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM verdicts WHERE run_id=?", (SAMPLE_RUN,))
+    with Store(sample_out) as store:
+        data = build_report(store, SAMPLE_RUN, sample_out)
+        page = write_report(store, SAMPLE_RUN, sample_out).read_text()
+    generated = q(db, "SELECT count(*) FROM run_pairs WHERE run_id=?", SAMPLE_RUN)[0][0]
+    assert not data.has_verdicts and len(data.exported) == len(data.pairs) == generated
     assert 'id="no-judge"' in page and stats(page, "k")["thrown_away"] == 0
 
 
@@ -197,7 +212,8 @@ def test_cli_report_and_hf_export(sample_out, tmp_path):
 
     ds = load_from_disk(str(hf))
     train = [json.loads(x) for x in (sample_out / "train.jsonl").read_text().splitlines()]
-    assert ds["train"].num_rows == len(train) and ds["eval"].num_rows == 11
+    evals = (sample_out / "eval.jsonl").read_text().splitlines()
+    assert ds["train"].num_rows == len(train) and ds["eval"].num_rows == len(evals) > 0
     assert ds["train"][0]["messages"] == train[0]["messages"] and ds["train"][0]["pair_id"] == train[0]["pair_id"]
     assert (hf / "README.md").read_text().count("data/train-*") == 1
 
