@@ -189,7 +189,10 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     again_s = time.monotonic() - started
     assert again.returncode == 0, again.stderr.decode()[-4000:]
     second = json.loads(again.stdout)
-    assert second["ingest"]["requests_sent"] == 0 and second["train"]["cached"] is True
+    # Only chains the first run could not finish (a reply cut off and still invalid after the corrective
+    # retry is not cached, by design) are asked again; everything else comes from the store.
+    assert second["ingest"]["requests_sent"] <= 2 * summary["ingest"]["invalid_replies"]
+    assert second["train"]["cached"] is True
     assert second["train"]["adapter_dir"] == train["adapter_dir"]
     assert second["eval"]["overall"] == summary["eval"]["overall"]
     assert inbox.messages[-1]["Subject"].startswith("qagen run finished")

@@ -11,7 +11,6 @@ import json
 import os
 import pwd
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -258,12 +257,13 @@ def test_cli_exit_codes_and_peak_memory(tmp_path, stub, capsys):
     check_skips({s["path"]: s["reason"] for s in summary["documents_skipped"]}, set(doc_ids))
     check_records(out, doc_ids, summary["pairs_total"])
     # the 200 MB file is skipped from stat alone: the whole run stays small
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with capsys.disabled():
         print(f"\n[hostile inputs] CLI ingest peak RSS: {rss_kb / 1024:.0f} MiB")
     # (~230 MiB here, the same as without the huge file: imports dominate. The
     # byte-exact check that the file is never read is the tracemalloc test below.)
-    assert rss_kb < 1024 * 1024 and children_kb < 1024 * 1024
+    # rss_kb is exactly this process (wait4). RUSAGE_CHILDREN is not used: it is the max over every child
+    # the test process ever reaped, e.g. an earlier test's axolotl training (3 GB in CI).
+    assert rss_kb < 1024 * 1024
 
     strict, stdout, stderr, _ = _run_cli([*args, "--fail-on-skip"], tmp_path, "strict")
     assert strict == 1, stderr
