@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from . import ids
 from .generate import Generator, build_request, prompt_variables
@@ -71,12 +70,7 @@ class Judgement:
 
 @dataclass
 class JudgeStats:
-    judged: int = 0
-    passed: int = 0
-    rejected: int = 0
-    failed: int = 0  # pairs with a check whose request failed
     best_of_replaced: int = 0  # drafts whose answer lost to a sampled one (--best-of)
-    methods: Counter[str] = field(default_factory=Counter)  # per check: logprobs | parsed
 
 
 class Judge:
@@ -165,15 +159,11 @@ class Judge:
         self.gen.progress.requests_added(len(pairs) * len(self.prompt.questions))
         judgements = await asyncio.gather(*(self.judge(p, doc, chunk) for p in pairs))
         self.gen.store.put_judgements(self.gen.run_id, [(p.pair_id, j) for p, j in zip(pairs, judgements, strict=True)])
+        # Pass/reject counts for the summary come from the stored verdicts (curate.py); here only the alarm.
         for pair, j in zip(pairs, judgements, strict=True):
-            self.stats.judged += 1
-            self.stats.methods.update(j.methods)
             if j.missing:
-                self.stats.failed += 1
                 continue
             ok = self.passes(j)
-            self.stats.passed += ok
-            self.stats.rejected += not ok
             self.gen.alarm(
                 "judge", not ok, f"{pair.perspective} pair {pair.question!r} -> {pair.answer[:120]!r}: scores {j.scores}"
             )

@@ -80,6 +80,15 @@ class ChatRequest:
         """Hash of the full request: model, messages, schema, params, prompt hash (computed once)."""
         return ids.hash_json({**self.wire(), "schema_name": self.schema_name, "prompt_hash": self.prompt_hash})
 
+    def sampling_options(self) -> dict[str, object]:
+        """``seed`` and ``stop`` when set: the same keys for chat, completions and vLLM's SamplingParams."""
+        options: dict[str, object] = {}
+        if self.seed is not None:
+            options["seed"] = self.seed
+        if self.stop:
+            options["stop"] = list(self.stop)
+        return options
+
     def with_messages(self, *extra: Message) -> ChatRequest:
         return replace(self, messages=self.messages + extra)
 
@@ -282,10 +291,7 @@ class OpenAIHTTP:
         if request.top_logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = request.top_logprobs
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.stop:
-            kwargs["stop"] = list(request.stop)
+        kwargs.update(request.sampling_options())
         started = time.perf_counter()
         if self._lean:
             body = await self._http.post("/chat/completions", kwargs)
@@ -304,10 +310,7 @@ class OpenAIHTTP:
         }
         if request.top_logprobs:
             kwargs["logprobs"] = request.top_logprobs
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.stop:
-            kwargs["stop"] = list(request.stop)
+        kwargs.update(request.sampling_options())
         started = time.perf_counter()
         result = await self._client.completions.create(**kwargs)  # type: ignore[call-overload]
         latency = time.perf_counter() - started

@@ -70,10 +70,7 @@ def sampling_params(api: Any, request: ChatRequest) -> Any:
             kwargs["guided_decoding"] = api.GuidedDecodingParams(json=schema)
     if request.top_logprobs:
         kwargs["logprobs"] = request.top_logprobs
-    if request.seed is not None:
-        kwargs["seed"] = request.seed
-    if request.stop:
-        kwargs["stop"] = list(request.stop)
+    kwargs.update(request.sampling_options())
     return api.SamplingParams(**kwargs)
 
 
