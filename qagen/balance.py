@@ -26,10 +26,8 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 
-import openai
-
 from . import transport
-from .llm import ChatRequest, ChatResponse, LLMError, OpenAIHTTP
+from .llm import ChatRequest, ChatResponse, LLMError, OpenAIHTTP, sdk_errors
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +207,13 @@ class Balanced:
         """Classify a retryable failure: overload -> cut the limit and back off; dead -> fail over at once."""
         cause = exc.__cause__
         # Both transports' error types: the openai SDK's (default) and the lean one's.
-        if isinstance(cause, (transport.APIConnectionError, openai.APIConnectionError)):  # refused, reset, timeout
+        connection = (transport.APIConnectionError, *sdk_errors("APIConnectionError"))
+        if isinstance(cause, connection):  # refused, reset, timeout
             await self._set_health(endpoint, False)
             if any(e.healthy for e in self.endpoints):
                 self.failovers += 1
                 return  # another endpoint takes it now
-        elif (isinstance(cause, (transport.APIStatusError, openai.APIStatusError))
+        elif (isinstance(cause, (transport.APIStatusError, *sdk_errors("APIStatusError")))
               and cause.status_code in OVERLOAD):
             endpoint.limit.on_overload()
         delay = random.uniform(0, min(self._backoff_max, 0.5 * 2 ** (attempt - 1)))

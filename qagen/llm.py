@@ -11,12 +11,12 @@ import asyncio
 import json
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
-import openai
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -126,15 +126,23 @@ class BadReply(Exception):
     """The server answered 200 with something unusable (no choices)."""
 
 
+def sdk_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """The ``openai`` SDK's exception classes of these names, if the SDK is loaded (imported lazily: ~2 s).
+
+    No SDK loaded means no SDK client was made, so none of its errors can occur.
+    """
+    sdk = sys.modules.get("openai")
+    return tuple(getattr(sdk, n) for n in names) if sdk is not None else ()
+
+
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(
-        exc, (openai.APIConnectionError, openai.APITimeoutError, asyncio.TimeoutError, transport.APIConnectionError)
-    ):
+    connection = sdk_errors("APIConnectionError", "APITimeoutError")
+    if isinstance(exc, (*connection, asyncio.TimeoutError, transport.APIConnectionError)):
         return True
-    if isinstance(exc, (openai.APIStatusError, transport.APIStatusError)):
-        return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
+    if isinstance(exc, (*sdk_errors("APIStatusError"), transport.APIStatusError)):
+        return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500  # type: ignore[attr-defined]
     # A 200 whose body is not JSON (a proxy hiccup) is worth another try.
-    return isinstance(exc, (BadReply, json.JSONDecodeError, openai.APIResponseValidationError))
+    return isinstance(exc, (BadReply, json.JSONDecodeError, *sdk_errors("APIResponseValidationError")))
 
 
 def wants_system_fold(model: str, setting: str) -> bool:
@@ -159,8 +167,8 @@ def fold_system(messages: tuple[Message, ...]) -> tuple[Message, ...]:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (openai.APIStatusError, transport.APIStatusError)):
-        return f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
+    if isinstance(exc, (*sdk_errors("APIStatusError"), transport.APIStatusError)):
+        return f"HTTP {exc.status_code}: {str(exc.message)[:200]}"  # type: ignore[attr-defined]
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
@@ -218,7 +226,6 @@ class OpenAIHTTP:
     ):
         self.name = base_url
         self.base_url = base_url
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
         # "openai": chat calls go through the openai SDK (the default, ~130 requests/s of
         # client CPU on 2 cores: more than one vLLM GPU serving a 7B model absorbs).
         # "aiohttp": a lean transport speaking the same JSON (~850 requests/s), for many
@@ -232,6 +239,14 @@ class OpenAIHTTP:
         self._system_role = system_role
         self._backoff_max = backoff_max
         self.retries = 0  # total retried attempts, for the run summary
+        self._sdk_args = {"base_url": base_url, "api_key": api_key, "timeout": timeout, "max_retries": 0}
+
+    @cached_property
+    def _client(self) -> Any:
+        """The ``openai`` SDK client, made (and the SDK imported) on the first call that needs it."""
+        import openai
+
+        return openai.AsyncOpenAI(**self._sdk_args)
 
     async def ping(self) -> bool:
         """Health check: does the endpoint answer ``GET /models`` (any status below 500)?"""
@@ -334,4 +349,5 @@ class OpenAIHTTP:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        await self._client.close()
+        if "_client" in self.__dict__:
+            await self._client.close()

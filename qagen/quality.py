@@ -21,7 +21,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import xxhash
-from datasketch import MinHash, MinHashLSH
 from rapidfuzz import fuzz
 
 MIN_QUOTE_CHARS = 8
@@ -91,6 +90,8 @@ class _Index:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         # A pre-filter only: the shingle Jaccard of a paraphrase runs below its rapidfuzz
         # score, so index at a lower threshold (0.4: 32 bands x 4 rows, 97% recall at J=0.57).
+        from datasketch import MinHash, MinHashLSH  # here: it pulls in scipy (~1.5 s), needed only to dedup
+
         self.lsh = MinHashLSH(threshold=min(0.9, max(0.4, threshold - 0.4)), num_perm=num_perm)
         self.m = MinHash(num_perm=num_perm, seed=seed, hashfunc=xxhash.xxh32_intdigest)
 
