@@ -203,6 +203,9 @@ def ingest_cmd(
     regenerator_model: Annotated[str | None, typer.Option(help="Model for the regenerator role.")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="Endpoint for the judge role.")] = None,
     judge_model: Annotated[str | None, typer.Option(help="Model for the judge role.")] = None,
+    executor: Annotated[str | None, typer.Option(help="local (one process) or ray (Ray Data over a Ray cluster; needs qagen[ray]). Documents are sharded by content ID; each worker keeps a state shard, merged at the end.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a local Ray on this machine).")] = None,
+    workers: Annotated[int | None, typer.Option(help="With --executor ray: workers calling the endpoint(s), --concurrency requests each (default: the cluster's CPUs).")] = None,
     transport: Annotated[str | None, typer.Option(help="HTTP client for chat calls: openai (the SDK, default) or aiohttp (lean: for many endpoints at scale).")] = None,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
     license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
@@ -230,7 +233,8 @@ def ingest_cmd(
             ungrounded=ungrounded, dedup=dedup, fail_fast_after=fail_fast_after,
             critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
             regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
-            report=report, license=license, transport=transport,
+            report=report, license=license, transport=transport, executor=executor, ray_address=ray_address,
+            workers=workers,
             decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
         )
         if settings.min_rounds > settings.rounds:
@@ -273,6 +277,8 @@ def ingest_cmd(
         print(json.dumps(summary.to_dict(), ensure_ascii=False))
     else:
         err.print(_summary_table(summary))
+        if summary.unchanged:
+            err.print("nothing changed since the last run (documents, settings, prompts): the dataset was kept")
         err.print(f"dataset written to [bold]{summary.train_path}[/bold] and [bold]{summary.eval_path}[/bold]")
     if summary.status != "ok" or (fail_on_skip and summary.documents_skipped):
         raise typer.Exit(1)

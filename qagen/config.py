@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # "http": any OpenAI-compatible endpoint (or the embedded model); "vllm": in-process vllm.LLM (qagen[vllm]).
     backend: str = Field(default="http", pattern="^(http|vllm)$")
 
+    # "local": one process (asyncio). "ray": Ray Data over a Ray cluster (qagen[ray]); documents are
+    # sharded by content ID, each worker keeps its own state shard, merged into the store at the end.
+    executor: str = Field(default="local", pattern="^(local|ray)$")
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray instance on this machine
+    workers: int | None = Field(default=None, ge=1, le=4096)  # Ray workers (default: the cluster's CPUs)
+    shards: int | None = Field(default=None, ge=1, le=65536)  # state shards (default: 4 x workers)
+
     chunk_size: int | None = Field(default=None, gt=0)
     chunk_overlap: int | None = Field(default=None, ge=0)
     tokenizer: str | None = None

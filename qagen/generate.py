@@ -215,6 +215,11 @@ class Generator:
         self.judge: Judge | None = None  # set by the pipeline when the judge is on
         self.roles: dict[str, tuple[LLM, str]] = {}  # role -> (backend, model) where it has its own
         self.alarms: dict[str, Alarm] = {}  # stage -> fail-fast alarm (parse, judge)
+        self._inflight: dict[str, asyncio.Future[ChatResponse | None]] = {}  # request key -> the call under way
+
+    def backends(self) -> list[LLM]:
+        """Every distinct backend this generator calls (to close them at the end)."""
+        return list({id(x): x for x in [self.llm, *(r[0] for r in self.roles.values())]}.values())
 
     def llm_for(self, role: str) -> LLM:
         return self.roles[role][0] if role in self.roles else self.llm
@@ -235,12 +240,32 @@ class Generator:
         ]
 
     async def ask(self, request: ChatRequest, chunk: Chunk, *, final_at_length: bool = False) -> ChatResponse | None:
-        """Cache-first call. ``final_at_length``: a reply cut at max_tokens is complete (a 1-token judge reply)."""
+        """Cache-first call. ``final_at_length``: a reply cut at max_tokens is complete (a 1-token judge reply).
+
+        The same request already in flight (duplicate documents, identical
+        pairs) waits for that call instead of paying for a second one.
+        """
         cached = self.store.get_response(request.key)
+        if cached is None and request.key in self._inflight:
+            cached = await asyncio.shield(self._inflight[request.key])
+            if cached is None:  # that call failed, and recorded why
+                self.progress.request_done(cached=False, failed=True)
+                return None
         if cached is not None:
             self.stats.cached += 1
             self.progress.request_done(cached=True, failed=False)
             return cached
+        waiting: asyncio.Future[ChatResponse | None] = asyncio.get_running_loop().create_future()
+        self._inflight[request.key] = waiting
+        reply = None
+        try:
+            reply = await self._call(request, chunk, final_at_length)
+            return reply
+        finally:
+            del self._inflight[request.key]
+            waiting.set_result(reply)
+
+    async def _call(self, request: ChatRequest, chunk: Chunk, final_at_length: bool) -> ChatResponse | None:
         try:
             reply = await self.llm_for(request.role).complete(request)
         except LLMError as exc:

@@ -8,13 +8,17 @@ concurrently, bounded so memory stays flat.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import xxhash
 
 from . import ids
 from .chunker import Chunker, ChunkerSettings
@@ -34,7 +38,7 @@ from .judge import Judge
 from .llm import LLM, OpenAIHTTP
 from .models import Document, SkippedFile
 from .prompts import PromptSet, load_prompts
-from .reader import iter_documents
+from .reader import iter_documents, iter_entries
 from .refine import Refiner, RefineSettings
 from .roles import make_role_llms
 from .store import Store
@@ -120,6 +124,9 @@ class Summary:
     contaminated_removed: int = 0
     contaminated_examples: list[str] = field(default_factory=list)
     error: str = ""
+    unchanged: bool = False  # nothing changed since the last run: its dataset was kept as it is
+    input_fingerprint: str = ""  # hash of the corpus bytes, settings and prompts (the unchanged check)
+    outputs: dict[str, str] = field(default_factory=dict)  # output file -> hash, as this run left them
     report_path: str = ""
     card_path: str = ""
     failure_examples: list[str] = field(default_factory=list)
@@ -225,7 +232,7 @@ def _balanced(settings: Settings, endpoints: list[str]) -> LLM:
 
 
 async def _generate(
-    docs_dir: Path,
+    documents: Iterator[Document | SkippedFile],
     chunker: Chunker,
     generator: Generator,
     store: Store,
@@ -242,7 +249,6 @@ async def _generate(
         finally:
             gate.release()
 
-    documents = iter_documents(docs_dir)
     async with asyncio.TaskGroup() as tg:
         while True:
             item = await asyncio.to_thread(next, documents, None)  # reading may block (PDF conversion)
@@ -264,6 +270,29 @@ async def _generate(
                 for prompt in planned:
                     await gate.acquire()
                     tg.create_task(one(generator.run_prompt(prompt, doc, chunk)))
+
+
+def build_generator(
+    store: Store, llm: LLM, model: str, prompts: PromptSet, settings: Settings, run_id: int, progress: Progress
+) -> Generator:
+    """The generator with the stages the settings turn on (roles, fail-fast alarms, refiner, judge)."""
+    generator = Generator(store, llm, prompts, model, run_id, progress)
+    generator.roles = make_role_llms(settings, llm)
+    if settings.fail_fast_after:
+        generator.alarms = {
+            "parse": Alarm("parse", settings.max_parse_failure_rate, settings.fail_fast_after),
+            "judge": Alarm("judge", settings.max_reject_rate, settings.fail_fast_after),
+        }
+    if settings.refine:
+        generator.refiner = Refiner(generator, prompts, RefineSettings(settings.rounds, settings.min_rounds))
+    if settings.judge:
+        generator.judge = Judge(generator, prompts, settings.judge_threshold, settings.best_of)
+    return generator
+
+
+def max_pending(settings: Settings) -> int:
+    """Queued perspective calls at most (bounds memory; several times what is in flight)."""
+    return max(4 * settings.concurrency, 16)
 
 
 def _add_identity(store: Store, prompts: PromptSet, run_id: int, group_id: str) -> int:
@@ -319,25 +348,23 @@ def ingest(
 
     with Store(out_dir) as store:
         summary.state_db = str(store.path)
+        inputs = input_fingerprint(docs_dir, settings, prompts)
+        if _unchanged(store, out_dir, inputs, settings, summary, started):
+            return summary  # nothing new since the last run: no model, no replay, the dataset stays
+        summary.input_fingerprint = inputs
         llm, model = make_llm(settings)  # an unreachable endpoint fails here, before a run is recorded
         safe_settings = settings.model_dump(exclude={"api_key"})
         run_id = store.start_run("ingest", {**safe_settings, "docs_dir": str(docs_dir)})
         summary.backend, summary.model = llm.name, model
-        generator = Generator(store, llm, prompts, model, run_id, progress)
-        generator.roles = make_role_llms(settings, llm)
-        if settings.fail_fast_after:
-            generator.alarms = {
-                "parse": Alarm("parse", settings.max_parse_failure_rate, settings.fail_fast_after),
-                "judge": Alarm("judge", settings.max_reject_rate, settings.fail_fast_after),
-            }
-        if settings.refine:
-            generator.refiner = Refiner(generator, prompts, RefineSettings(settings.rounds, settings.min_rounds))
-        if settings.judge:
-            generator.judge = Judge(generator, prompts, settings.judge_threshold, settings.best_of)
-        max_pending = max(4 * settings.concurrency, 16)
+        generator = build_generator(store, llm, model, prompts, settings, run_id, progress)
         try:
-            asyncio.run(_run_and_close(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress,
-                                       [llm, *(r[0] for r in generator.roles.values())]))
+            if settings.executor == "ray":
+                from .distributed import run_distributed
+
+                run_distributed(docs_dir, settings, prompts_dir, store, run_id, generator, summary, progress)
+            else:
+                asyncio.run(_run_and_close(iter_documents(docs_dir), chunker, generator, store, run_id, summary,
+                                           max_pending(settings), progress, generator.backends()))
         except FailFast as alarm:
             summary.status, summary.error = "failed", str(alarm)
             summary.seconds = round(time.perf_counter() - started, 2)
@@ -354,7 +381,86 @@ def ingest(
         _finish(store, prompts, settings, generator, llm, run_id, out_dir, summary, started, None)
         if settings.report:
             _write_report(store, run_id, out_dir, settings, summary)
+        if summary.status == "ok":  # what the next run's unchanged check compares with
+            summary.outputs = _outputs(out_dir)
+            store.finish_run(run_id, summary.status, summary.to_dict())
     return summary
+
+
+# Settings that change how fast a run goes, never what it produces.
+_SPEED_ONLY = {
+    "api_key", "base_url", "extra_base_urls", "concurrency", "transport", "request_timeout", "max_retries",
+    "per_endpoint_concurrency", "adaptive", "max_concurrency", "executor", "ray_address", "workers", "shards",
+    "embedded_threads", "embedded_parallel", "embedded_ctx_per_slot", "fail_fast_after",
+    "critic_base_url", "regenerator_base_url", "judge_base_url",
+}
+OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "dpo.jsonl", "report.html", "README.md")
+
+
+def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet) -> str:
+    """One hash of everything a run's dataset depends on: every file's bytes and path, settings, prompts, qagen.
+
+    Raw bytes are hashed (xxh3, GB/s), not parsed: deciding that nothing
+    changed costs one read of the corpus, never a PDF conversion.
+    """
+    from . import __version__
+
+    h = xxhash.xxh3_128()
+    what = settings.model_dump(mode="json", exclude=_SPEED_ONLY)
+    what.update(rounds=settings.rounds, embedded=settings.uses_embedded, qagen=__version__,
+                prompts=sorted((p.id, p.hash) for p in (prompts.system, prompts.context, *prompts.all)))
+    for name in ("decontaminate",):  # files the run reads besides the corpus
+        what[name] = [(f, _file_hash(Path(f))) for f in settings.decontaminate]
+    h.update(json.dumps(what, sort_keys=True, default=str).encode())
+    for entry in iter_entries(docs_dir):
+        if isinstance(entry, SkippedFile):
+            h.update(f"\x00skip\x00{entry.path}\x00{entry.reason}".encode("utf-8", "backslashreplace"))
+        else:
+            h.update(f"\x00file\x00{entry[0]}\x00{_file_hash(entry[1])}".encode("utf-8", "backslashreplace"))
+    return h.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    h = xxhash.xxh3_128()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    return h.hexdigest()
+
+
+def _outputs(out_dir: Path) -> dict[str, str]:
+    return {name: _file_hash(out_dir / name) for name in OUTPUT_FILES if (out_dir / name).exists()}
+
+
+def _unchanged(store: Store, out_dir: Path, inputs: str, settings: Settings, summary: Summary, started: float) -> bool:
+    """True (and a run recorded) when the last finished run had these very inputs and its files are intact."""
+    last = store.last_clean_run("ingest")
+    if not last or last.get("input_fingerprint") != inputs:
+        return False
+    written = last.get("outputs") or {}
+    if not written or _outputs(out_dir) != written or (settings.report and "report.html" not in written):
+        return False  # a file was deleted or edited: write them again (from the cache)
+    here = {"docs_dir": summary.docs_dir, "out_dir": summary.out_dir, "state_db": summary.state_db}
+    for name, value in last.items():
+        if hasattr(summary, name):
+            setattr(summary, name, value)
+    for name, value in here.items():
+        setattr(summary, name, value)
+    for name, file in (("train_path", "train.jsonl"), ("eval_path", "eval.jsonl"), ("dpo_path", "dpo.jsonl"),
+                       ("report_path", "report.html"), ("card_path", "README.md")):
+        if getattr(summary, name):  # the folder may have moved since (a CI cache restored elsewhere)
+            setattr(summary, name, str(out_dir / file))
+    summary.requests_cached = int(last.get("requests_sent", 0)) + int(last.get("requests_cached", 0))
+    summary.requests_sent = summary.requests_failed = summary.http_retries = 0
+    summary.prompt_tokens = summary.completion_tokens = 0
+    summary.unchanged = True
+    summary.seconds = round(time.perf_counter() - started, 2)
+    run_id = store.start_run("ingest", {**settings.model_dump(exclude={"api_key"}), "docs_dir": str(summary.docs_dir)})
+    store.finish_run(run_id, "ok", summary.to_dict())
+    return True
 
 
 def _write_report(store: Store, run_id: int, out_dir: Path, settings: Settings, summary: Summary) -> None:
@@ -437,7 +543,7 @@ def _finish(
 
 
 async def _run_and_close(
-    docs_dir: Path,
+    documents: Iterator[Document | SkippedFile],
     chunker: Chunker,
     generator: Generator,
     store: Store,
@@ -448,7 +554,7 @@ async def _run_and_close(
     llms: list[LLM],
 ) -> None:
     try:
-        await _generate(docs_dir, chunker, generator, store, run_id, summary, max_pending, progress)
+        await _generate(documents, chunker, generator, store, run_id, summary, max_pending, progress)
     except BaseExceptionGroup as group:
         # A task failed with an unexpected error (LLM errors are handled per
         # request): surface the first one itself, not the task-group wrapper.

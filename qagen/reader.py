@@ -70,9 +70,18 @@ def iter_documents(root: Path, *, max_bytes: int = 50_000_000) -> Iterator[Docum
     See the module docstring for the full skip policy. If ``root`` is a file,
     that one file is read. A missing ``root`` raises FileNotFoundError.
     """
+    for entry in iter_entries(root):
+        yield entry if isinstance(entry, SkippedFile) else read_file(entry[1], entry[0], max_bytes)
+
+
+def iter_entries(root: Path) -> Iterator[tuple[str, Path] | SkippedFile]:
+    """The walk of :func:`iter_documents` without reading: ``(rel, path)`` per file, or a SkippedFile.
+
+    The distributed executor lists on the driver and reads on the workers.
+    """
     root = Path(root)
     if root.is_file():
-        yield _read_one(root, root.name, max_bytes)
+        yield root.name, root
         return
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
@@ -86,7 +95,7 @@ def iter_documents(root: Path, *, max_bytes: int = 50_000_000) -> Iterator[Docum
         if kind == "dir":
             stack.append(iter(_list_dir(path, rel + "/")))
         elif kind == "file":
-            yield _read_one(path, rel, max_bytes)
+            yield rel, path
         else:
             yield SkippedFile(rel, reason)
 
@@ -132,7 +141,8 @@ def _list_dir(folder: Path, prefix: str) -> list[tuple[str, str, Path, str]]:
     return rows
 
 
-def _read_one(path: Path, rel: str, max_bytes: int) -> Document | SkippedFile:
+def read_file(path: Path, rel: str, max_bytes: int = 50_000_000) -> Document | SkippedFile:
+    """One file as a Document, or a SkippedFile saying why not (never raises for a bad file)."""
     try:
         return _read(path, rel, max_bytes)
     except _Skip as s:

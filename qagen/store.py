@@ -279,6 +279,23 @@ class Store:
             self.db.execute("COMMIT")
         self._pending = 0
 
+    def merge_shard(self, shard_db: Path) -> int:
+        """Copy a worker's state shard into this store in one transaction; returns the replies it held."""
+        self.flush()  # ATTACH cannot run inside a transaction
+        self.db.execute("ATTACH DATABASE ? AS shard", (f"{shard_db.resolve().as_uri()}?mode=ro",))
+        try:
+            version = self.db.execute("PRAGMA shard.user_version").fetchone()[0]
+            if version != len(MIGRATIONS):
+                raise StoreError(f"state shard {shard_db} has schema {version}, expected {len(MIGRATIONS)}")
+            replies = int(self.db.execute("SELECT count(*) FROM shard.requests").fetchone()[0])
+            with self.transaction():
+                for sql in _MERGE:
+                    self.db.execute(sql)
+            self.flush()
+        finally:
+            self.db.execute("DETACH DATABASE shard")
+        return replies
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -325,7 +342,11 @@ class Store:
 
     # --- requests --------------------------------------------------------
     def get_response(self, key: str) -> ChatResponse | None:
-        row = self.db.execute(
+        return self._response_from(self.db, key)
+
+    @staticmethod
+    def _response_from(db: sqlite3.Connection, key: str) -> ChatResponse | None:
+        row = db.execute(
             "SELECT content, finish_reason, model, prompt_tokens, completion_tokens, latency_s, attempts, "
             "top_logprobs FROM requests WHERE key=?",
             (key,),
@@ -541,9 +562,67 @@ class Store:
             )
         )
 
+    def last_clean_run(self, command: str) -> dict[str, object] | None:
+        """The summary of the newest finished ``command`` run, if it ended ok with nothing left to retry."""
+        row = self.db.execute(
+            "SELECT run_id, status, summary FROM runs WHERE command=? AND finished_at IS NOT NULL "
+            "ORDER BY run_id DESC LIMIT 1", (command,)
+        ).fetchone()
+        if not row or row[1] != "ok" or not row[2]:
+            return None
+        retry = self.db.execute("SELECT 1 FROM failures WHERE run_id=? AND retryable=1 LIMIT 1", (row[0],)).fetchone()
+        return None if retry else json.loads(row[2])
+
     def last_run_summary(self, command: str, status: str = "ok") -> dict[str, object] | None:
         """The summary of the newest ``command`` run that ended with ``status`` (e.g. the last adapter trained)."""
         row = self.db.execute(
             "SELECT summary FROM runs WHERE command=? AND status=? ORDER BY run_id DESC LIMIT 1", (command, status)
         ).fetchone()
         return json.loads(row[0]) if row and row[0] else None
+
+
+class ShardStore(Store):
+    """A worker's own state shard (``--executor ray``): writes go here, cached replies also come from ``base``.
+
+    ``base`` is the main store's database, opened read-only, so a worker pays
+    only for requests neither its shard nor the main store has seen. The
+    driver merges every shard into the main store at the end
+    (:meth:`Store.merge_shard`).
+    """
+
+    def __init__(self, folder: Path, base: Path | None, **kwargs: object):
+        super().__init__(folder, **kwargs)  # type: ignore[arg-type]
+        self.base: sqlite3.Connection | None = None
+        if base is not None and base.exists():
+            self.base = sqlite3.connect(f"{base.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+
+    def get_response(self, key: str) -> ChatResponse | None:
+        found = super().get_response(key)
+        if found is None and self.base is not None:
+            found = self._response_from(self.base, key)
+        return found
+
+    def close(self) -> None:
+        if self.base is not None:
+            self.base.close()
+        super().close()
+
+
+# Per table: how a shard's rows join the main store. Content-keyed rows are
+# immutable (OR IGNORE); per-run rows take the shard's (OR REPLACE);
+# failures get new ids.
+_MERGE = (
+    "INSERT OR IGNORE INTO main.requests SELECT * FROM shard.requests",
+    "INSERT INTO main.documents SELECT * FROM shard.documents WHERE true ON CONFLICT(doc_id) DO UPDATE SET "
+    "path=excluded.path, title=excluded.title, last_seen=excluded.last_seen",
+    "INSERT OR IGNORE INTO main.chunks SELECT * FROM shard.chunks",
+    "INSERT INTO main.failures(run_id, stage, request_key, prompt_id, chunk_id, error, retryable, created_at) "
+    "SELECT run_id, stage, request_key, prompt_id, chunk_id, error, retryable, created_at FROM shard.failures "
+    "ORDER BY id",
+    "INSERT OR IGNORE INTO main.pairs SELECT * FROM shard.pairs",
+    "INSERT OR REPLACE INTO main.run_pairs SELECT * FROM shard.run_pairs",
+    "INSERT OR REPLACE INTO main.run_docs SELECT * FROM shard.run_docs",
+    "INSERT OR REPLACE INTO main.refinements SELECT * FROM shard.refinements",
+    "INSERT OR REPLACE INTO main.refined SELECT * FROM shard.refined",
+    "INSERT OR REPLACE INTO main.verdicts SELECT * FROM shard.verdicts",
+)

@@ -93,6 +93,45 @@ def test_second_run_makes_zero_calls_and_same_output(corpus, tmp_path, stub, set
     assert ((out / "train.jsonl").read_bytes(), (out / "eval.jsonl").read_bytes()) == before
 
 
+def test_unchanged_corpus_is_not_even_replayed(corpus, tmp_path, stub, settings_for, monkeypatch):
+    """Same bytes, settings and prompts as the last finished run, files intact: the run is a no-op."""
+    import os
+
+    import qagen.generate as generate
+
+    out = tmp_path / "out"
+    first = ingest(corpus, out, settings_for(report=True))
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".jsonl", ".html", ".md")}
+    calls = stub.count()
+    os.utime(corpus / "copy.md", (1, 1))  # a fresh checkout changes mtimes, never bytes
+    replays = []
+    monkeypatch.setattr(generate.Generator, "ask", lambda *a, **k: replays.append(a))
+    again = ingest(corpus, out, settings_for(report=True, concurrency=32, transport="aiohttp"))  # speed-only knobs
+    assert again.unchanged and again.status == "ok" and replays == [] and stub.count() == calls
+    assert again.requests_sent == 0 and again.requests_cached == first.requests_sent + first.requests_cached
+    assert again.pairs_total == first.pairs_total and again.train_path == first.train_path
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in files} == files
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        runs = db.execute("SELECT status, json_extract(summary, '$.unchanged') FROM runs ORDER BY run_id").fetchall()
+    assert runs == [("ok", 0), ("ok", 1)]
+
+
+def test_what_defeats_the_unchanged_check(corpus, tmp_path, stub, settings_for):
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    calls = stub.count()
+    (out / "eval.jsonl").unlink()  # an output file is gone: rewritten from the cache, still no call
+    rewritten = ingest(corpus, out, settings_for())
+    assert not rewritten.unchanged and (out / "eval.jsonl").exists() and stub.count() == calls
+    assert not ingest(corpus, out, settings_for(eval_fraction=0.3)).unchanged  # a setting that shapes the output
+    assert stub.count() == calls
+    with (corpus / "copy.md").open("a") as f:
+        f.write("\nOne more sentence about copies.\n")
+    edited = ingest(corpus, out, settings_for(eval_fraction=0.3))
+    assert not edited.unchanged and edited.requests_sent > 0
+    assert ingest(corpus, out, settings_for(eval_fraction=0.3)).unchanged
+
+
 def test_adding_a_document_processes_only_its_chunks(corpus, tmp_path, stub, settings_for, notes_text):
     out = tmp_path / "out"
     ingest(corpus, out, settings_for())

@@ -209,8 +209,8 @@ def test_stable_sorted_order(corpus):
 
 def test_is_a_lazy_generator(corpus, monkeypatch):
     calls = []
-    real = reader._read_one
-    monkeypatch.setattr(reader, "_read_one", lambda *a: calls.append(a[1]) or real(*a))
+    real = reader.read_file
+    monkeypatch.setattr(reader, "read_file", lambda *a: calls.append(a[1]) or real(*a))
     it = iter_documents(corpus)
     assert next(it).path == "Makefile"
     assert calls == ["Makefile"]  # nothing else has been read yet

@@ -1,0 +1,314 @@
+"""``qagen ingest --executor ray``: the same pipeline over a Ray cluster, with Ray Data.
+
+Driver (this process)
+    lists the files (the reader's walk, no reading), starts the embedded model
+    if no endpoint is given, and hands Ray Data one row per file.
+Ray Data
+    ``map``: read and normalise each file on any worker (PDF/DOCX conversion
+    included), which gives its content ID; ``groupby(shard)``, where
+    ``shard = doc_id mod shards``, so a document always lands in the same
+    shard whatever the cluster; ``map_groups(ShardWorker)``: each worker
+    chunks its shard's documents and runs the perspective suite (refinement
+    and judge included) against the endpoint(s), cache-first, writing to its
+    own state shard (``OUT/.qagen-shards/run-N/shard-K/qagen.sqlite``).
+Driver again
+    merges every shard into the main store, then identity pairs, curation
+    (dedup needs the whole corpus), export and the report run exactly as in a
+    local run. Request keys, pair IDs and sort keys depend on content only, so
+    the dataset is the one a local run writes from the same corpus and cache.
+
+A worker reads cached replies from the main store (read-only) and from its
+shard, so a re-run pays only for what is new. Shards left by a run that
+died are merged at the start of the next one: paid replies are never lost.
+Workers need the documents folder and OUT at the same paths (one machine, or
+a shared filesystem) and qagen installed (or a ``runtime_env``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .models import Document, SkippedFile
+from .reader import iter_entries, read_file
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .generate import Generator
+    from .pipeline import IngestProgress, Summary
+    from .store import Store
+
+log = logging.getLogger(__name__)
+
+SHARDS_DIR = ".qagen-shards"
+NO_SHARD = -1  # rows for files the reader skipped: they only report why
+
+
+class RayMissing(ImportError):
+    pass
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayMissing(
+            "--executor ray needs Ray Data, which is not installed: pip install 'qagen[ray]'"
+        ) from None
+    return ray
+
+
+def shard_of(doc_id: str, shards: int) -> int:
+    """The shard of a document: from its content ID alone (the same on every cluster)."""
+    return int(doc_id[:16], 16) % shards
+
+
+@dataclass
+class ShardResult:
+    """What one worker did with one shard (sent back to the driver as JSON)."""
+
+    shard: int
+    docs: list[tuple[str, int]] = field(default_factory=list)  # (path, chunks) in path order
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)  # GenStats
+    drafted: int = 0
+    revisions: dict[int, int] = field(default_factory=dict)
+    stops: dict[str, int] = field(default_factory=dict)
+    best_of_replaced: int = 0
+    fail_fast: list[Any] = field(default_factory=list)  # FailFast's (stage, rate, seen, limit, example)
+    error: str = ""
+
+
+def _read_row(row: dict[str, Any], shards: int, max_bytes: int) -> dict[str, Any]:
+    item = read_file(Path(row["path"]), row["rel"], max_bytes)
+    if isinstance(item, SkippedFile):
+        return {"shard": NO_SHARD, "rel": item.path, "doc": json.dumps({"reason": item.reason})}
+    doc = {"doc_id": item.doc_id, "path": item.path, "title": item.title, "text": item.text, "fmt": item.fmt,
+           "meta": [list(m) for m in item.meta]}
+    return {"shard": shard_of(item.doc_id, shards), "rel": item.path, "doc": json.dumps(doc, ensure_ascii=False)}
+
+
+class ShardWorker:
+    """Ray Data ``map_groups`` callable: one call per shard, run on a Ray worker."""
+
+    def __init__(self, settings_json: str, api_key: str | None, prompts_dir: str | None, out_dir: str,
+                 run_id: int, shard_root: str) -> None:
+        from .config import Settings
+
+        self.settings = Settings.model_validate_json(settings_json)
+        if api_key:
+            self.settings = self.settings.model_copy(update={"api_key": api_key})
+        self.prompts_dir = Path(prompts_dir) if prompts_dir else None
+        self.out_dir = Path(out_dir)
+        self.run_id = run_id
+        self.shard_root = Path(shard_root)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        rows = sorted(zip(batch["rel"], batch["doc"], batch["shard"], strict=True), key=lambda r: str(r[0]))
+        shard = int(rows[0][2])
+        result = ShardResult(shard)
+        if shard == NO_SHARD:
+            result.skipped = [(str(rel), json.loads(doc)["reason"]) for rel, doc, _ in rows]
+        else:
+            documents = [_document(json.loads(doc)) for _, doc, _ in rows]
+            try:
+                self._generate(shard, documents, result)
+            except Exception as exc:  # noqa: BLE001 - reported to the driver with the shard it hit
+                log.exception("shard %d failed", shard)
+                result.error = f"{type(exc).__name__}: {exc}"
+        return {"result": [json.dumps(asdict(result), ensure_ascii=False)]}
+
+    def _generate(self, shard: int, documents: list[Document], result: ShardResult) -> None:
+        from .chunker import Chunker
+        from .generate import FailFast
+        from .pipeline import Summary, _run_and_close, build_generator, chunker_settings, make_llm, max_pending
+        from .prompts import load_prompts
+        from .store import DB_NAME, ShardStore
+
+        settings = self.settings
+        prompts = load_prompts(self.prompts_dir, settings.refine_style)
+        chunker = Chunker(chunker_settings(settings))
+        summary = Summary()
+        with ShardStore(self.shard_root / f"shard-{shard:05d}", self.out_dir / DB_NAME) as store:
+            llm, model = make_llm(settings)
+            generator = build_generator(store, llm, model, prompts, settings, self.run_id, _ShardProgress(result))
+            try:
+                asyncio.run(_run_and_close(iter(documents), chunker, generator, store, self.run_id, summary,
+                                           max_pending(settings), generator.progress, generator.backends()))
+            except FailFast as alarm:
+                result.fail_fast = [alarm.stage, alarm.rate, alarm.seen, alarm.limit, alarm.example]
+            # not asdict(): it rebuilds a Counter from (key, value) tuples, counting the tuples
+            result.stats = {k: (dict(v) if isinstance(v, Counter) else v) for k, v in vars(generator.stats).items()}
+            if generator.refiner is not None:
+                rs = generator.refiner.stats
+                result.drafted, result.revisions, result.stops = rs.drafted, dict(rs.revisions), dict(rs.stops)
+            if generator.judge is not None:
+                result.best_of_replaced = generator.judge.stats.best_of_replaced
+
+
+class _ShardProgress:
+    """Records each document as the worker finishes reading and chunking it."""
+
+    def __init__(self, result: ShardResult) -> None:
+        self.result = result
+
+    def doc_read(self, path: str, n_chunks: int) -> None:
+        self.result.docs.append((path, n_chunks))
+
+    def doc_skipped(self, path: str, reason: str) -> None:
+        self.result.skipped.append((path, reason))
+
+    def requests_added(self, n: int) -> None:
+        pass
+
+    def request_done(self, *, cached: bool, failed: bool) -> None:
+        pass
+
+    def pairs_added(self, n: int) -> None:
+        pass
+
+
+def _document(d: dict[str, Any]) -> Document:
+    return Document(d["doc_id"], d["path"], d["title"], d["text"], d["fmt"], tuple(tuple(m) for m in d["meta"]))
+
+
+def recover_shards(store: Store, out_dir: Path) -> int:
+    """Merge shards a killed distributed run left behind (their replies are paid for); returns replies merged."""
+    root = out_dir / SHARDS_DIR
+    merged = 0
+    if not root.is_dir():
+        return 0
+    from .store import DB_NAME
+
+    for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for db in sorted(run_dir.glob(f"shard-*/{DB_NAME}")):
+            merged += store.merge_shard(db)
+        shutil.rmtree(run_dir)
+    if merged:
+        log.warning("merged %d cached replies from an interrupted distributed run", merged)
+    return merged
+
+
+def run_distributed(
+    docs_dir: Path,
+    settings: Settings,
+    prompts_dir: Path | None,
+    store: Store,
+    run_id: int,
+    generator: Generator,
+    summary: Summary,
+    progress: IngestProgress,
+) -> None:
+    """Generation for ``ingest`` on Ray; leaves the main store as a local run's generation would."""
+    from .embedded import MODEL_NAME, EmbeddedLLM
+    from .generate import FailFast
+    from .pipeline import IngestError, chunker_settings
+
+    if settings.backend == "vllm":
+        raise IngestError("--executor ray calls HTTP endpoints: serve the model with `vllm serve` and pass --base-url")
+    try:
+        ray = require_ray()
+    except RayMissing as exc:
+        raise IngestError(str(exc)) from None
+    out_dir = store.path.parent
+    recover_shards(store, out_dir)
+    store.flush()  # workers read the main store's cache
+
+    # Workers must chunk and refine exactly as a local run would: pin what depends on the backend.
+    chunking = chunker_settings(settings)
+    update: dict[str, Any] = {"executor": "local", "chunk_size": chunking.chunk_size,
+                              "chunk_overlap": chunking.chunk_overlap, "max_rounds": settings.rounds}
+    llm = generator.llm
+    if isinstance(llm, EmbeddedLLM):  # one embedded server on the driver, shared by every worker
+        update.update(base_url=llm.server.start(), model=MODEL_NAME, extra_base_urls=[])
+    worker_settings = settings.model_copy(update=update)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+
+    try:
+        if not ray.is_initialized():
+            ray.init(address=settings.ray_address, ignore_reinit_error=True, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        workers = settings.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        shards = settings.shards or 4 * workers
+        shard_root = out_dir / SHARDS_DIR / f"run-{run_id}"
+        shard_root.mkdir(parents=True, exist_ok=True)
+        entries: list[dict[str, str]] = []
+        for entry in iter_entries(docs_dir):
+            if isinstance(entry, SkippedFile):
+                summary.documents_skipped.append({"path": entry.path, "reason": entry.reason})
+                progress.doc_skipped(entry.path, entry.reason)
+            else:
+                entries.append({"rel": entry[0], "path": str(entry[1].resolve())})
+        log.info("ray: %d files over %d shards on %d workers", len(entries), shards, workers)
+        results: list[ShardResult] = []
+        if entries:
+            ds = ray.data.from_items(entries).map(_read_row, fn_kwargs={"shards": shards, "max_bytes": 50_000_000})
+            ds = ds.groupby("shard", num_partitions=min(shards + 1, 200)).map_groups(
+                ShardWorker,
+                concurrency=workers,
+                # Workers mostly wait on the endpoint: half a CPU each leaves room for the readers.
+                num_cpus=0.5,
+                batch_format="numpy",
+                fn_constructor_kwargs={
+                    "settings_json": worker_settings.model_dump_json(exclude={"api_key"}),
+                    "api_key": api_key,
+                    "prompts_dir": str(prompts_dir) if prompts_dir else None,
+                    "out_dir": str(out_dir),
+                    "run_id": run_id,
+                    "shard_root": str(shard_root),
+                },
+            )
+            for row in ds.iter_rows():
+                result = ShardResult(**json.loads(row["result"]))
+                results.append(result)
+                for path, n_chunks in result.docs:
+                    progress.doc_read(path, n_chunks)
+                for path, reason in result.skipped:
+                    progress.doc_skipped(path, reason)
+        _merge_results(store, shard_root, results, generator, summary)
+    finally:
+        if isinstance(llm, EmbeddedLLM):
+            llm.server.stop()
+    failed = [r for r in results if r.error]
+    if failed:
+        raise IngestError(f"{len(failed)} shard(s) failed on Ray; first: shard {failed[0].shard}: {failed[0].error}. "
+                          "Finished work is merged; run the same command again to continue.")
+    tripped = next((r for r in results if r.fail_fast), None)
+    if tripped is not None:  # each worker watches its own first items
+        raise FailFast(*tripped.fail_fast)
+
+
+def _merge_results(store: Store, shard_root: Path, results: list[ShardResult], generator: Generator,
+                   summary: Summary) -> None:
+    """Shards into the main store, and the workers' counters into the driver's generator and summary."""
+    from .store import DB_NAME
+
+    for db in sorted(shard_root.glob(f"shard-*/{DB_NAME}")):
+        store.merge_shard(db)
+    shutil.rmtree(shard_root, ignore_errors=True)
+    stats = generator.stats
+    for r in results:
+        summary.documents_read += len(r.docs)
+        summary.chunks += sum(n for _, n in r.docs)
+        summary.documents_skipped += [{"path": p, "reason": why} for p, why in r.skipped]
+        for name, value in r.stats.items():
+            if isinstance(value, int):
+                setattr(stats, name, getattr(stats, name) + value)
+        stats.pairs.update(r.stats.get("pairs", {}))
+        stats.calls.update(r.stats.get("calls", {}))
+        stats.failure_examples += r.stats.get("failure_examples", [])[: 5 - len(stats.failure_examples)]
+        if generator.refiner is not None:
+            rs = generator.refiner.stats
+            rs.drafted += r.drafted
+            rs.revisions.update({int(k): v for k, v in r.revisions.items()})
+            rs.stops.update(r.stops)
+        if generator.judge is not None:
+            generator.judge.stats.best_of_replaced += r.best_of_replaced
+    summary.documents_skipped.sort(key=lambda s: s["path"])
