@@ -99,8 +99,32 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
     second = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine")
     again = json.loads(second.stdout)
     assert again["requests_sent"] == 0
-    assert again["requests_cached"] == summary["requests_sent"]
+    assert again["requests_cached"] == summary["requests_sent"] + summary["requests_cached"]
     assert again["pairs_total"] == summary["pairs_total"]
+
+
+def test_ray_executor_on_the_real_embedded_model(tmp_path: Path):
+    """--executor ray: one embedded server on the driver, a Ray worker calls it; a local run agrees for free."""
+    pytest.importorskip("ray")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bridge.md").write_text(DOC)
+    out = tmp_path / "out"
+    flags = ["--out", str(out), "--json", "--no-refine", "--no-judge", "--no-report"]
+    first = qagen("ingest", str(docs), *flags, "--executor", "ray", "--workers", "1")
+    assert first.returncode in (0, 1), first.stderr[-2000:]
+    summary = json.loads(first.stdout)
+    assert summary["model"] == MODEL_NAME and summary["documents_read"] == 1 and summary["chunks"] == 1
+    assert summary["requests_sent"] >= 7 and summary["requests_failed"] == 0, summary["failure_examples"]
+    assert summary["pairs_total"] > 0
+    dataset = {n: (out / n).read_text() for n in ("train.jsonl", "eval.jsonl")}
+    assert not list((out / ".qagen-shards").glob("run-*"))  # merged into the main store
+
+    (out / "train.jsonl").unlink()  # so the local run replays instead of finding nothing changed
+    local = qagen("ingest", str(docs), *flags)
+    again = json.loads(local.stdout)
+    assert again["requests_sent"] == 0 and again["requests_cached"] >= summary["requests_sent"]
+    assert {n: (out / n).read_text() for n in dataset} == dataset
 
 
 def test_embedded_server_restarts_once_after_dying():
