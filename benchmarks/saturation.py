@@ -9,9 +9,19 @@ One embedded llama.cpp server (SmolLM2-135M, ``--threads`` threads,
    (generation only: refinement and judge off; a fresh state folder);
 3. the raw replay again (so a drift in the box's background load shows; ``--no-repeat`` skips it).
 
+``--rounds N`` repeats (qagen, raw) N times, so every qagen phase sits
+between two raw phases: raw, qagen, raw, qagen, raw, ...
+
 Throughput = completion tokens / wall seconds (the prompts' temperatures
 are kept, so reply lengths vary a little between phases; tokens/s does not
-depend on them). The figure is qagen / mean(raw 1, raw 3).
+depend on them). Each qagen phase is divided by the mean of the raw phases
+either side of it; the figure reported is the mean of those ratios.
+
+Tokens/s moves with the box's background load (llama.cpp with as many
+threads as cores slows down several-fold when another process takes a core),
+so each phase also samples llama.cpp's ``/slots`` every 0.25 s: the mean
+number of busy slots, and the share of samples with every slot busy. That
+occupancy says whether the client keeps the engine full, whatever the load.
 
     python benchmarks/saturation.py --docs 2 --slots 4 --threads 2
 """
@@ -24,8 +34,11 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
+from typing import Self
 
 import aiohttp
 
@@ -86,6 +99,39 @@ async def raw_replay(base_url: str, requests: list[ChatRequest]) -> dict[str, fl
             "tok_per_s": round(completion / wall, 2)}
 
 
+class SlotSampler:
+    """Polls llama.cpp's ``/slots`` in a thread: how many slots are processing, sampled every ``interval`` s."""
+
+    def __init__(self, root: str, interval: float = 0.25):
+        self.root, self.interval = root, interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.root + "/slots", timeout=5) as r:
+                    self.samples.append(sum(1 for slot in json.loads(r.read()) if slot.get("is_processing")))
+            except OSError:
+                pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self, slots: int) -> dict[str, float]:
+        n = len(self.samples) or 1
+        return {"mean_busy_slots": round(sum(self.samples) / n, 2),
+                "share_all_slots_busy": round(sum(1 for b in self.samples if b >= slots) / n, 3),
+                "slot_samples": len(self.samples)}
+
+
 def qagen_run(base_url: str, docs: Path, out: Path, concurrency: int) -> dict[str, float]:
     # the raw client waits up to 30 min per request; qagen gets the same patience (its default is 300 s)
     settings = load_settings(base_url=base_url, model=MODEL_NAME, concurrency=concurrency, refine=False, judge=False,
@@ -104,28 +150,45 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8, help="qagen's --concurrency")
-    parser.add_argument("--no-repeat", action="store_true", help="skip the second raw replay (saves time)")
+    parser.add_argument("--no-repeat", action="store_true", help="skip the last raw replay (saves time)")
+    parser.add_argument("--rounds", type=int, default=1, help="(qagen, raw) rounds after the first raw replay")
     args = parser.parse_args()
     server = EmbeddedServer(ServerConfig(str(find_model()), args.threads, args.slots, 2048))
     url = server.start()
-    result: dict[str, object] = {"slots": args.slots, "threads": args.threads, "load_before": os.getloadavg()}
+    root = url.removesuffix("/v1")
+    result: dict[str, object] = {"slots": args.slots, "threads": args.threads, "docs": args.docs,
+                                 "load_before": os.getloadavg()}
+    phases: list[tuple[str, dict[str, object]]] = []
+
+    def phase(name: str, run: object) -> None:
+        with SlotSampler(root) as sampler:
+            row = run()  # type: ignore[operator]
+        row.update(sampler.summary(args.slots))
+        row["load_after"] = round(os.getloadavg()[0], 2)
+        phases.append((name, row))
+        result[name] = row
+        print(name, row, file=sys.stderr, flush=True)
+
     try:
         with tempfile.TemporaryDirectory() as tmp:
             docs = Path(tmp) / "docs"
             write_corpus(docs, args.docs)
             requests = suite_requests(docs, url)
-            result["raw_1"] = asyncio.run(raw_replay(url, requests))
-            print(result["raw_1"], file=sys.stderr)
-            result["qagen"] = qagen_run(url, docs, Path(tmp) / "out", args.concurrency)
-            print(result["qagen"], file=sys.stderr)
-            if not args.no_repeat:
-                result["raw_2"] = asyncio.run(raw_replay(url, requests))
-                print(result["raw_2"], file=sys.stderr)
+            # warm-up: one request, so the first phase does not pay for paging the model in
+            asyncio.run(raw_replay(url, requests[:1]))
+            phase("raw_1", lambda: asyncio.run(raw_replay(url, requests)))
+            for i in range(1, args.rounds + 1):
+                phase(f"qagen_{i}", lambda i=i: qagen_run(url, docs, Path(tmp) / f"out{i}", args.concurrency))
+                if not (args.no_repeat and i == args.rounds):
+                    phase(f"raw_{i + 1}", lambda: asyncio.run(raw_replay(url, requests)))
     finally:
         server.stop()
-    raws = [result[k]["tok_per_s"] for k in ("raw_1", "raw_2") if k in result]  # type: ignore[index]
-    raw = sum(raws) / len(raws)
-    result["ratio_qagen_over_raw"] = round(result["qagen"]["tok_per_s"] / raw, 3)  # type: ignore[index]
+    ratios = []
+    for i in range(1, args.rounds + 1):
+        raws = [result[k]["tok_per_s"] for k in (f"raw_{i}", f"raw_{i + 1}") if k in result]  # type: ignore[index]
+        ratios.append(round(result[f"qagen_{i}"]["tok_per_s"] / (sum(raws) / len(raws)), 3))  # type: ignore[index]
+    result["ratios_qagen_over_adjacent_raw"] = ratios
+    result["ratio_qagen_over_raw"] = round(sum(ratios) / len(ratios), 3)
     result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
 
