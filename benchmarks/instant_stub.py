@@ -22,6 +22,7 @@ import sys
 import time
 
 import orjson
+import xxhash
 
 from qagen.testing.stub_server import schema_instance
 
@@ -51,7 +52,8 @@ class _Replies:
             key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
             content = self.by_schema.get(key) or self.by_schema.setdefault(key, json.dumps(schema_instance(schema)))
             # distinct replies (so dedup sees distinct pairs), same length (so maxLength/minLength still hold)
-            content = content.replace("stub answer ", f"{self.count:011x} ")
+            # ... and the same for the same request, whatever the order they arrive in (runs can be compared)
+            content = content.replace("stub answer ", f"{xxhash.xxh64_hexdigest(raw)[:11]} ")
         return orjson.dumps({
             "id": f"chatcmpl-{self.count}", "object": "chat.completion", "created": int(time.time()),
             "model": req.get("model") or "stub-model",

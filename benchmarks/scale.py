@@ -115,7 +115,7 @@ def traced_ingest(docs: Path, out: Path, base_url: str, *extra: str) -> tuple[di
     return json.loads(stdout), wall, streaming // 1024, max((r for r, _ in samples), default=0) // 1024
 
 
-def memory(sizes_mb: list[int], extra: list[str]) -> list[dict[str, object]]:
+def memory(sizes_mb: list[int], extra: list[str], trace: bool = True) -> list[dict[str, object]]:
     rows = []
     with instant_stub() as url:
         for mb in sizes_mb:
@@ -123,9 +123,11 @@ def memory(sizes_mb: list[int], extra: list[str]) -> list[dict[str, object]]:
                 docs, out = Path(tmp) / "docs", Path(tmp) / "out"
                 write_text_corpus(docs, mb)
                 summary, wall, peak = ingest(docs, out, url, "--concurrency", "64", "--chunk-size", "4000", *extra)
-                shutil.rmtree(out)
-                _, _, streaming, sampled = traced_ingest(docs, out, url, "--concurrency", "64", "--chunk-size", "4000",
-                                                         *extra)
+                streaming = sampled = None
+                if trace:  # a second run, sampled, to split the streaming part from the end-of-run stages
+                    shutil.rmtree(out)
+                    _, _, streaming, sampled = traced_ingest(docs, out, url, "--concurrency", "64", "--chunk-size",
+                                                             "4000", *extra)
                 db_mb = (out / "qagen.sqlite").stat().st_size // 2**20
                 rows.append({"text_mb": mb, "docs": summary["documents_read"], "chunks": summary["chunks"],
                              "requests": summary["requests_sent"], "pairs": summary["pairs_total"],
@@ -143,9 +145,10 @@ def main() -> None:
     mem = sub.add_parser("memory")
     mem.add_argument("--sizes-mb", type=int, nargs="+", default=[10, 100])
     mem.add_argument("--flags", default="", help="extra ingest flags, e.g. '--no-report --no-dedup'")
+    mem.add_argument("--no-trace", action="store_true", help="one run per size (peak RSS from wait4 only)")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
-    result = incremental(args.docs) if args.what == "incremental" else memory(args.sizes_mb, args.flags.split())
+    result = incremental(args.docs) if args.what == "incremental" else memory(args.sizes_mb, args.flags.split(), trace=not args.no_trace)
     print(json.dumps({"result": result, "load_average_after": os.getloadavg()}, indent=2))
 
 

@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import shutil
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,6 +84,7 @@ class ShardResult:
     stops: dict[str, int] = field(default_factory=dict)
     best_of_replaced: int = 0
     fail_fast: list[Any] = field(default_factory=list)  # FailFast's (stage, rate, seen, limit, example)
+    seconds: float = 0.0  # the worker's time on this shard
     error: str = ""
 
 
@@ -111,6 +113,7 @@ class ShardWorker:
         self.shard_root = Path(shard_root)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        started = time.perf_counter()
         rows = sorted(zip(batch["rel"], batch["doc"], batch["shard"], strict=True), key=lambda r: str(r[0]))
         shard = int(rows[0][2])
         result = ShardResult(shard)
@@ -123,6 +126,7 @@ class ShardWorker:
             except Exception as exc:  # noqa: BLE001 - reported to the driver with the shard it hit
                 log.exception("shard %d failed", shard)
                 result.error = f"{type(exc).__name__}: {exc}"
+        result.seconds = round(time.perf_counter() - started, 3)
         return {"result": [json.dumps(asdict(result), ensure_ascii=False)]}
 
     def _generate(self, shard: int, documents: list[Document], result: ShardResult) -> None:
@@ -249,8 +253,13 @@ def run_distributed(
         log.info("ray: %d files over %d shards on %d workers", len(entries), shards, workers)
         results: list[ShardResult] = []
         if entries:
+            from ray.data.context import DataContext, ShuffleStrategy
+
+            # The sort-based shuffle: the default hash shuffle's aggregator actors made a 60-document run
+            # 2x slower on a 2-core box (110 s vs 52 s, benchmarks/RESULTS.md section 16).
+            DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
             ds = ray.data.from_items(entries).map(_read_row, fn_kwargs={"shards": shards, "max_bytes": 50_000_000})
-            ds = ds.groupby("shard", num_partitions=min(shards + 1, 200)).map_groups(
+            ds = ds.groupby("shard").map_groups(
                 ShardWorker,
                 concurrency=workers,
                 # Workers mostly wait on the endpoint: half a CPU each leaves room for the readers.
@@ -265,13 +274,19 @@ def run_distributed(
                     "shard_root": str(shard_root),
                 },
             )
-            for row in ds.iter_rows():
-                result = ShardResult(**json.loads(row["result"]))
-                results.append(result)
-                for path, n_chunks in result.docs:
-                    progress.doc_read(path, n_chunks)
-                for path, reason in result.skipped:
-                    progress.doc_skipped(path, reason)
+            try:
+                for row in ds.iter_rows():
+                    result = ShardResult(**json.loads(row["result"]))
+                    results.append(result)
+                    for path, n_chunks in result.docs:
+                        progress.doc_read(path, n_chunks)
+                    for path, reason in result.skipped:
+                        progress.doc_skipped(path, reason)
+            except Exception as exc:  # a lost worker or node: the shards on disk are merged on the next start
+                raise IngestError(
+                    f"the Ray execution failed ({type(exc).__name__}: {str(exc)[:300]}). Replies already received "
+                    "are kept in the state shards; run the same command again to continue."
+                ) from None
         _merge_results(store, shard_root, results, generator, summary)
     finally:
         if isinstance(llm, EmbeddedLLM):
