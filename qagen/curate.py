@@ -25,6 +25,7 @@ from pathlib import Path
 from .prompts import PromptSet
 from .quality import (
     Decontaminator,
+    DedupSession,
     NearDuplicateFilter,
     grounding_score,
     load_questions,
@@ -82,7 +83,9 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
     text_of = _ChunkTexts(store)
     matcher = Decontaminator(load_questions(list(settings.decontaminate))) if settings.decontaminate else None
     result = CurateResult()
-    candidates: list[tuple[str, str, float]] = []  # (pair_id, question, judge score): dedup input
+    # Dedup input, kept on disk (a temporary SQLite database), so memory does not grow with the corpus
+    # (made on the first candidate: datasketch's import costs ~1.5 s).
+    dedup: DedupSession | None = None
     batch: list[Verdict] = []
     for rp in store.run_pairs(run_id):
         p = rp.pair
@@ -112,22 +115,29 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
             v = replace(v, verdict="ungrounded",
                         detail=f"quote not found in the chunk (score {v.grounding} < {settings.grounding_threshold})")
         elif settings.dedup and quoted:
-            candidates.append((p.pair_id, p.question, score if score is not None else 0.0))
+            dedup = dedup or NearDuplicateFilter(threshold=settings.dedup_threshold).session()
+            dedup.add(p.pair_id, p.question, score if score is not None else 0.0)
         _count(result, v, p.question, p.answer)
         batch.append(v)
         if len(batch) >= _BATCH:
             store.put_verdicts(run_id, batch)
             batch = []
     store.put_verdicts(run_id, batch)
-    if candidates:
-        _, dupes = NearDuplicateFilter(threshold=settings.dedup_threshold).select(candidates)
-        questions = {pid: q for pid, q, _ in candidates}
-        marked = [(pid, kept, f"near-duplicate of {questions[kept]!r}") for pid, kept in dupes.items()]
-        store.mark_duplicates(run_id, marked)
-        for pid, _kept, detail in marked:
-            result.counts["exported"] -= 1
-            result.counts["duplicate"] += 1
-            result.examples.setdefault("duplicate", f"{questions[pid]!r}: {detail}")
+    if dedup is not None:
+        try:
+            marked: list[tuple[str, str, str]] = []
+            for pid, kept, question, kept_question in dedup.run():
+                detail = f"near-duplicate of {kept_question!r}"
+                marked.append((pid, kept, detail))
+                result.counts["exported"] -= 1
+                result.counts["duplicate"] += 1
+                result.examples.setdefault("duplicate", f"{question!r}: {detail}")
+                if len(marked) >= _BATCH:
+                    store.mark_duplicates(run_id, marked)
+                    marked = []
+            store.mark_duplicates(run_id, marked)
+        finally:
+            dedup.close()
     result.counts = +result.counts  # drop zero counts
     return result
 

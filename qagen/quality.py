@@ -16,8 +16,9 @@ import io
 import json
 import math
 import re
+import sqlite3
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import xxhash
@@ -82,16 +83,35 @@ def _key_tokens(norm: str) -> frozenset[str]:
     return frozenset(w for w in norm.split() if w in _KEY_WORDS or w.isdigit())
 
 
-class _Index:
-    """MinHash LSH keyed by int; one MinHash is reused (clear + update_batch) for speed."""
+class _Sketcher:
+    """MinHash of a question's shingles, cut into the LSH bands datasketch would use for ``threshold``."""
 
     def __init__(self, threshold: float, num_perm: int, seed: int) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        # here: datasketch pulls in scipy (~1.5 s), needed only to dedup
+        from datasketch import MinHash, MinHashLSH
+
         # A pre-filter only: the shingle Jaccard of a paraphrase runs below its rapidfuzz
         # score, so index at a lower threshold (0.4: 32 bands x 4 rows, 97% recall at J=0.57).
-        from datasketch import MinHash, MinHashLSH  # here: it pulls in scipy (~1.5 s), needed only to dedup
+        lsh = MinHashLSH(threshold=min(0.9, max(0.4, threshold - 0.4)), num_perm=num_perm)
+        self.ranges = [(i * lsh.r, (i + 1) * lsh.r) for i in range(lsh.b)]
+        self.m = MinHash(num_perm=num_perm, seed=seed, hashfunc=xxhash.xxh32_intdigest)
 
+    def bands(self, norm: str) -> list[tuple[int, bytes]]:
+        self.m.clear()
+        self.m.update_batch(_shingles(norm))
+        values = self.m.hashvalues
+        return [(i, values[a:b].tobytes()) for i, (a, b) in enumerate(self.ranges)]
+
+
+class _Index:
+    """In-memory MinHash LSH keyed by int, for the decontamination index (as big as the benchmark files)."""
+
+    def __init__(self, threshold: float, num_perm: int, seed: int) -> None:
+        from datasketch import MinHash, MinHashLSH
+
+        _Sketcher(threshold, num_perm, seed)  # validates the threshold
         self.lsh = MinHashLSH(threshold=min(0.9, max(0.4, threshold - 0.4)), num_perm=num_perm)
         self.m = MinHash(num_perm=num_perm, seed=seed, hashfunc=xxhash.xxh32_intdigest)
 
@@ -105,15 +125,88 @@ class _Index:
         return sorted(self.lsh.query(self.m))
 
 
+class DedupSession:
+    """One dedup pass kept on disk (a private temporary SQLite database), so memory stays flat.
+
+    ``add`` every candidate, then iterate ``run()``: best score first (then
+    earliest), each question is dropped as a duplicate of the first kept one it
+    matches, else kept and indexed by its LSH bands.
+    """
+
+    def __init__(self, f: NearDuplicateFilter) -> None:
+        self.f = f
+        self.sketcher = _Sketcher(f.threshold, f.num_perm, f.seed)
+        self.db = sqlite3.connect("")  # "": a private on-disk temp database, deleted on close
+        self.db.executescript(
+            "CREATE TABLE items(pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, question TEXT NOT NULL, "
+            "norm TEXT NOT NULL, score REAL NOT NULL, kept INTEGER);"
+            "CREATE TABLE exact(norm TEXT PRIMARY KEY, pos INTEGER NOT NULL);"
+            "CREATE TABLE bands(band INTEGER NOT NULL, h BLOB NOT NULL, k INTEGER NOT NULL);"
+            "CREATE INDEX bands_by_key ON bands(band, h);"
+            "CREATE TABLE kept(k INTEGER PRIMARY KEY, pos INTEGER NOT NULL);"
+        )
+        self.n = 0
+        n = len(self.sketcher.ranges)
+        # one indexed lookup per band, in one statement (a row-value IN over VALUES scans the table)
+        self._lookup = " UNION ".join(["SELECT k FROM bands WHERE band=? AND h=?"] * n) + " ORDER BY k"
+
+    def add(self, item_id: str, question: str, score: float) -> None:
+        score = -math.inf if math.isnan(score := float(score)) else score
+        try:
+            self.db.execute("INSERT INTO items VALUES(?,?,?,?,?,NULL)",
+                            (self.n, item_id, question, normalize_question(question), score))
+        except sqlite3.IntegrityError:
+            raise ValueError(f"item ids must be unique: {item_id!r}") from None
+        self.n += 1
+
+    def run(self) -> Iterator[tuple[str, str, str, str]]:
+        """Yield (dropped id, kept id, dropped question, kept question)."""
+        db, f = self.db, self.f
+        order = db.execute("SELECT pos, id, question, norm FROM items ORDER BY score DESC, pos")
+        while rows := order.fetchmany(512):
+            for pos, item_id, question, norm in rows:
+                row = db.execute("SELECT pos FROM exact WHERE norm=?", (norm,)).fetchone()
+                match = row[0] if row else None
+                keys: list[tuple[int, bytes]] = []
+                if match is None and norm:
+                    keys = self.sketcher.bands(norm)
+                    found = db.execute(self._lookup, [x for key in keys for x in key]).fetchall()
+                    for (k,) in found:  # kept order = best first
+                        (other, other_norm) = db.execute(
+                            "SELECT i.pos, i.norm FROM kept JOIN items i ON i.pos=kept.pos WHERE kept.k=?", (k,)
+                        ).fetchone()
+                        if f.is_duplicate(norm, other_norm):
+                            match = other
+                            break
+                if match is not None:
+                    kept_id, kept_q = db.execute("SELECT id, question FROM items WHERE pos=?", (match,)).fetchone()
+                    yield item_id, kept_id, question, kept_q
+                    continue
+                db.execute("INSERT INTO exact VALUES(?,?)", (norm, pos))
+                db.execute("UPDATE items SET kept=1 WHERE pos=?", (pos,))
+                if keys:
+                    k = db.execute("INSERT INTO kept(pos) VALUES(?)", (pos,)).lastrowid
+                    db.executemany("INSERT INTO bands VALUES(?,?,?)", [(b, h, k) for b, h in keys])
+
+    def kept_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM items WHERE kept=1 ORDER BY pos")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class NearDuplicateFilter:
     """Drop near-duplicate questions, keeping the best-scored (then earliest) of each cluster.
 
     Duplicates: equal normalised text, or LSH candidates with ``ratio`` and ``token_set_ratio``
     ``>= threshold*100`` and the same wh-words, negations and numbers ("When/Where was X?" differ).
+    The index lives in a temporary SQLite database (:class:`DedupSession`): memory does not grow
+    with the corpus.
     """
 
     def __init__(self, threshold: float = 0.7, num_perm: int = 128, seed: int = 1) -> None:
-        _Index(threshold, num_perm, seed)  # validate early
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold, self.num_perm, self.seed = threshold, num_perm, seed
 
     def is_duplicate(self, a_norm: str, b_norm: str) -> bool:
@@ -124,32 +217,19 @@ class NearDuplicateFilter:
                 and fuzz.ratio(a_norm, b_norm) >= cut
                 and fuzz.token_set_ratio(a_norm, b_norm) >= cut)
 
+    def session(self) -> DedupSession:
+        return DedupSession(self)
+
     def select(self, items: Iterable[tuple[str, str, float]]) -> tuple[list[str], dict[str, str]]:
         """Return (kept ids in input order, {dropped id: kept id it duplicates})."""
-        rows = list(items)
-        ids = [r[0] for r in rows]
-        if len(set(ids)) != len(ids):
-            raise ValueError("item ids must be unique")
-        norms = [normalize_question(r[1]) for r in rows]
-        scores = [-math.inf if math.isnan(s := float(r[2])) else s for r in rows]
-        order = sorted(range(len(rows)), key=lambda i: (-scores[i], i))  # best first, then earliest
-        index = _Index(self.threshold, self.num_perm, self.seed)
-        exact: dict[str, int] = {}  # normalised question -> kept position in rows
-        kept: list[int] = []  # LSH keys are positions in `kept`, so sorted keys = best first
-        dropped: dict[str, str] = {}
-        for i in order:
-            norm, match = norms[i], exact.get(norms[i])
-            if sketched := match is None and index.sketch(norm):
-                match = next((kept[k] for k in index.candidates()
-                              if self.is_duplicate(norm, norms[kept[k]])), None)
-            if match is not None:
-                dropped[ids[i]] = ids[match]
-                continue
-            exact[norm] = i
-            if sketched:
-                index.lsh.insert(len(kept), index.m, check_duplication=False)
-            kept.append(i)
-        return [ids[i] for i in sorted(kept)], dropped
+        session = self.session()
+        try:
+            for item_id, question, score in items:
+                session.add(item_id, question, score)
+            dropped = {d: k for d, k, _, _ in session.run()}
+            return session.kept_ids(), dropped
+        finally:
+            session.close()
 
 
 _JSON_FIELDS = ("question", "prompt", "input", "instruction", "query")
