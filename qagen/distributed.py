@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .generate import NullProgress
 from .models import Document, SkippedFile
 from .reader import iter_entries, read_file
 
@@ -157,7 +158,7 @@ class ShardWorker:
                 result.best_of_replaced = generator.judge.stats.best_of_replaced
 
 
-class _ShardProgress:
+class _ShardProgress(NullProgress):
     """Records each document as the worker finishes reading and chunking it."""
 
     def __init__(self, result: ShardResult) -> None:
@@ -168,15 +169,6 @@ class _ShardProgress:
 
     def doc_skipped(self, path: str, reason: str) -> None:
         self.result.skipped.append((path, reason))
-
-    def requests_added(self, n: int) -> None:
-        pass
-
-    def request_done(self, *, cached: bool, failed: bool) -> None:
-        pass
-
-    def pairs_added(self, n: int) -> None:
-        pass
 
 
 def _document(d: dict[str, Any]) -> Document:
