@@ -251,7 +251,8 @@ def run_distributed(
             # 2x slower on a 2-core box (110 s vs 52 s, benchmarks/RESULTS.md section 16).
             DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
             # A few blocks per worker, not one per file: every block is a task and a shuffle input.
-            ds = ray.data.from_items(entries, override_num_blocks=min(len(entries), 4 * workers)).map(_read_row, fn_kwargs={"shards": shards, "max_bytes": 50_000_000})
+            ds = ray.data.from_items(entries, override_num_blocks=min(len(entries), 4 * workers))
+            ds = ds.map(_read_row, fn_kwargs={"shards": shards, "max_bytes": 50_000_000})
             ds = ds.groupby("shard").map_groups(
                 ShardWorker,
                 concurrency=workers,
