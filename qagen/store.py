@@ -465,15 +465,22 @@ class Store:
 
     def chunks_without_pairs(self, run_id: int) -> tuple[int, list[tuple[str, int, str]]]:
         """How many of this run's chunks ended with no exported pair, and the first few (path, index, section)."""
+        # NOT IN over an uncorrelated subquery: SQLite builds its set once. (A correlated NOT EXISTS scanned
+        # the run's pairs once per chunk: 70,000 chunks x 460,000 pairs at 1 GB of text.)
         rows = self.db.execute(
             "SELECT d.path, c.idx, c.section FROM run_docs d JOIN chunks c ON c.doc_id=d.doc_id WHERE d.run_id=? "
-            "AND NOT EXISTS (SELECT 1 FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
+            "AND c.chunk_id NOT IN (SELECT p.chunk_id FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
             "LEFT JOIN verdicts v ON v.run_id=r.run_id AND v.pair_id=r.pair_id "
-            "WHERE r.run_id=d.run_id AND p.chunk_id=c.chunk_id AND coalesce(v.verdict, 'exported')='exported') "
+            "WHERE r.run_id=? AND coalesce(v.verdict, 'exported')='exported') "
             "ORDER BY d.path, c.idx",
-            (run_id,),
-        ).fetchall()
-        return len(rows), [(r[0], int(r[1]), r[2]) for r in rows[:5]]
+            (run_id, run_id),
+        )
+        count, first = 0, []
+        for path, idx, section in rows:  # streamed: only the count and the first few are kept
+            count += 1
+            if len(first) < 5:
+                first.append((path, int(idx), section))
+        return count, first
 
     def mark_duplicates(self, run_id: int, dupes: Iterable[tuple[str, str, str]]) -> None:
         """(pair_id, kept pair_id, detail): turn exported verdicts into ``duplicate``."""
