@@ -74,7 +74,7 @@ def _thresholds(settings: dict[str, object]) -> dict[str, object]:
 
 def card_info(store: Store, run_id: int, out_dir: Path, *, license: str | None = None) -> CardInfo:
     data = build_report(store, run_id, out_dir)
-    splits = {s: sum(1 for p in data.exported if p.split == s) for s in SPLIT_FILES}
+    splits = {s: data.split_counts.get(s, 0) for s in SPLIT_FILES}  # exported pairs the files hold
     chosen = license or str(data.settings.get("license") or DEFAULT_LICENSE)
     return CardInfo(data, chosen, _prompts(store, run_id), _thresholds(data.settings), splits)
 
@@ -98,7 +98,7 @@ def render_card(info: CardInfo, data_files: dict[str, str]) -> str:
         "pretty_name": f"qagen Q/A pairs (run {d.run_id})",
         "task_categories": ["question-answering", "text-generation"],
         "tags": ["qagen", "synthetic", "axolotl", "chat_template"],
-        "size_categories": [_size_category(len(d.exported))],
+        "size_categories": [_size_category(d.exported_count)],
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": p} for s, p in data_files.items() if info.splits.get(s)]}],
         "dataset_info": {"splits": [{"name": s, "num_examples": n} for s, n in info.splits.items() if n]},
@@ -111,9 +111,9 @@ def render_card(info: CardInfo, data_files: dict[str, str]) -> str:
          "`chunk_id`, `group_id`, `perspective`, `model`, `source`)."), "",
         "## Counts", "",
         "| what | count |", "|---|---|",
-        f"| documents | {len(d.documents)} ({len(d.skipped)} files skipped) |",
-        f"| chunks | {d.chunks_total} ({len(d.zero_chunks)} without an exported pair) |",
-        f"| pairs generated | {len(d.pairs)} |",
+        f"| documents | {d.documents_total} ({len(d.skipped)} files skipped) |",
+        f"| chunks | {d.chunks_total} ({d.zero_chunks_total} without an exported pair) |",
+        f"| pairs generated | {d.generated} |",
         *(f"| pairs {verdict.replace('_', ' ')} | {n} |" for verdict, n in d.verdict_counts.items()),
         *(f"| split `{s}` | {n} |" for s, n in info.splits.items()),
         f"| failed LLM calls | {d.failures_total} |", "",
@@ -129,7 +129,7 @@ def render_card(info: CardInfo, data_files: dict[str, str]) -> str:
           for p in info.prompts), "",
         "## Settings and thresholds", "",
         *(f"- {k}: {_code(json.dumps(v))}" for k, v in info.thresholds.items()), "",
-        f"Judge: {'no judge ran' if not d.judge_scores else f'{len(d.judge_scores)} pairs scored'}"
+        f"Judge: {'no judge ran' if not d.judge_scored else f'{d.judge_scored} pairs scored'}"
         + (f", threshold {d.judge_threshold:g}" if d.judge_threshold is not None else "") + ".", "",
         "## Limitations", "",
         "The pairs are machine-generated and may be wrong. Check `report.html` beside the data before training.", "",

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .report import ReportData
+    from .report_data import Histogram, ReportData
 
-MAX_DOC_BARS = 25  # pairs-per-document bars; the table lists every document
 EXPORTED, DROPPED, ACCENT = "#2b6cb0", "#d69e2e", "#c53030"
 RC = {
     "svg.fonttype": "none",
@@ -61,10 +60,12 @@ def _bars(labels: list[str], series: list[tuple[str, list[float], str]], xlabel:
     return draw
 
 
-def _histogram(values: list[float], xlabel: str, bins: int | list[float] = 20,
-               threshold: float | None = None) -> Callable[[Axes], None]:
+def _histogram(hist: Histogram, xlabel: str, threshold: float | None = None) -> Callable[[Axes], None]:
+    """Bars of counts binned already (in SQL): one weighted value at the centre of each bin."""
+    centres = [(a + b) / 2 for a, b in zip(hist.edges[:-1], hist.edges[1:], strict=True)]
+
     def draw(ax: Axes) -> None:
-        ax.hist(values, bins=bins, color=EXPORTED, edgecolor="white")
+        ax.hist(centres, bins=hist.edges, weights=hist.counts, color=EXPORTED, edgecolor="white")
         if threshold is not None:
             ax.axvline(threshold, color=ACCENT, linestyle="--", label=f"threshold {threshold:g}")
             ax.legend(frameon=False)
@@ -91,7 +92,7 @@ def _height(n: int) -> float:
 def charts_for(data: ReportData) -> dict[str, str]:
     """Chart name -> inline SVG. A chart with nothing to show is left out (the page says why)."""
     charts: dict[str, str] = {}
-    docs = sorted(data.documents, key=lambda d: -d.generated)[:MAX_DOC_BARS]
+    docs = data.top_documents  # the documents with most pairs, from all of the run's (the table is capped)
     if docs:
         charts["documents"] = _svg(
             _bars([d.path for d in docs], [("exported", [d.exported for d in docs], EXPORTED),
@@ -109,15 +110,11 @@ def charts_for(data: ReportData) -> dict[str, str]:
         charts["verdicts"] = _svg(
             _bars(names, [("pairs", [kept[n] for n in names], EXPORTED)], "pairs by verdict"),
             height=_height(len(names)))
-    if data.judge_scores:
-        charts["judge"] = _svg(_histogram(data.judge_scores, "judge score (P(yes))", [i / 20 for i in range(21)],
-                                          data.judge_threshold))
+    if data.judge_scored:
+        charts["judge"] = _svg(_histogram(data.judge_hist, "judge score (P(yes))", data.judge_threshold))
     if data.rounds_histogram:
         charts["rounds"] = _svg(_counts(data.rounds_histogram, "critic rounds per pair"), width=4.0)
-    exported = data.exported
-    if exported:
-        charts["question_lengths"] = _svg(_histogram([len(p.question) for p in exported], "question length (chars)"),
-                                          width=4.2)
-        charts["answer_lengths"] = _svg(_histogram([len(p.answer) for p in exported], "answer length (chars)"),
-                                        width=4.2)
+    if data.exported_count:
+        charts["question_lengths"] = _svg(_histogram(data.question_lengths, "question length (chars)"), width=4.2)
+        charts["answer_lengths"] = _svg(_histogram(data.answer_lengths, "answer length (chars)"), width=4.2)
     return charts

@@ -8,6 +8,7 @@ so the report's judge/grounding/duplicate sections are tested before that step l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from qagen.config import load_settings
@@ -97,3 +98,54 @@ def add_verdicts(store: Store, run_id: int) -> None:
         settings = json.loads(store.db.execute("SELECT settings FROM runs WHERE run_id=?", (run_id,)).fetchone()[0])
         settings.update(judge_threshold=JUDGE_THRESHOLD, license="cc-by-4.0")
         store.db.execute("UPDATE runs SET settings=? WHERE run_id=?", (json.dumps(settings), run_id))
+
+
+def make_big_run(root: Path, docs: int, chunks_per_doc: int, pairs_per_chunk: int, text: int = 1000) -> tuple[Path, int]:
+    """A synthetic finished run written straight into a real store (no model): DOCS x CHUNKS x PAIRS pairs of
+    about TEXT characters each, every 7th chunk's pairs judge-rejected (zero-pair chunks), the exported pairs
+    in train.jsonl / eval.jsonl (every 10th in eval). Rows are streamed into executemany, so a large run is
+    cheap to build. Returns (out, run_id)."""
+    out, run_id, now = root / "big", 1, "2025-01-01T00:00:00+00:00"
+    perspectives = ("quiz", "explain", "summary", "identity")
+
+    def pairs() -> Iterator[tuple[int, str, str, str, str, bool]]:
+        k = 0
+        for i in range(docs):
+            for j in range(chunks_per_doc):
+                for n in range(pairs_per_chunk):
+                    yield k, f"p{k:09d}", f"c{i:06d}-{j:04d}", f"d{i:06d}", perspectives[n % 4], j % 7 != 3
+                    k += 1
+
+    def question(k: int) -> str:
+        return f"Question {k}: " + "why " * (k % 50 + text // 20)
+
+    def answer(k: int) -> str:
+        return f"Answer {k}: " + "because " * (k % 90 + text // 10)
+
+    with Store(out) as store:
+        db = store.db
+        db.execute("BEGIN")
+        summary = {"calls_per_perspective": {"quiz": docs * chunks_per_doc}, "model": "big-model"}
+        db.execute("INSERT INTO runs VALUES(?,?,?,?,?,?,?)", (run_id, "ingest", now, now, "ok",
+                                                             json.dumps({"judge_threshold": 0.5}), json.dumps(summary)))
+        db.executemany("INSERT INTO documents VALUES(?,?,?,?,?,?,?,?)",
+                       ((f"d{i:06d}", f"doc{i:06d}.md", f"Doc {i}", "md", 5000, "{}", now, now) for i in range(docs)))
+        db.executemany("INSERT INTO run_docs VALUES(?,?,?)", ((run_id, f"d{i:06d}", f"doc{i:06d}.md") for i in range(docs)))
+        db.executemany("INSERT INTO chunks VALUES(?,?,?,?,?,?,?)", (
+            (f"c{i:06d}-{j:04d}", f"d{i:06d}", j, f"Doc {i}", f"Section {j}", 200, f"Chunk {i}/{j}. " + "text " * 100)
+            for i in range(docs) for j in range(chunks_per_doc)))
+        db.executemany("INSERT INTO pairs VALUES(?,?,?,?,?,?,?,?,?,?)", (
+            (pid, chunk, doc, persp, f"req{k}", question(k), answer(k), "big-model", "[]", now)
+            for k, pid, chunk, doc, persp, _ok in pairs()))
+        db.executemany("INSERT INTO run_pairs VALUES(?,?,?)", ((run_id, pid, f"{k:012d}") for k, pid, *_ in pairs()))
+        db.executemany("INSERT INTO verdicts VALUES(?,?,?,?,?,?,?,?,?,?,?)", (
+            (run_id, pid, "exported" if ok else "judge_rejected", "", "{}", "logprobs", (k % 101) / 100, k % 5 != 0,
+             100.0, "", None) for k, pid, _c, _d, _p, ok in pairs()))
+        db.execute("COMMIT")
+    with (out / "train.jsonl").open("w") as train, (out / "eval.jsonl").open("w") as evals:
+        for k, pid, _c, _d, _p, ok in pairs():
+            if ok:
+                row = {"pair_id": pid, "messages": [{"role": "user", "content": question(k)},
+                                                    {"role": "assistant", "content": answer(k)}]}
+                (evals if k % 10 == 0 else train).write(json.dumps(row) + "\n")
+    return out, run_id

@@ -12,13 +12,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from qagen import report
 from qagen.card import card_info, render_card, write_card
-from qagen.report import ReportError, build_report, latest_run, word_diff, write_report
+from qagen.report import (
+    ReportError,
+    build_report,
+    latest_run,
+    render_report,
+    word_diff,
+    write_report,
+)
 from qagen.store import Store
-from tests.report_fixture import HOSTILE_TITLE, JUDGE_THRESHOLD, make_run
+from tests.report_fixture import HOSTILE_TITLE, JUDGE_THRESHOLD, make_big_run, make_run
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "output"
 QAGEN = [sys.executable, "-m", "qagen.cli"]
@@ -80,17 +89,44 @@ def test_report_figures_match_the_database(judged_run):
     assert {k: v for k, v in stats(page, "verdict").items() if v} == verdicts
     assert stats(page, "stage") == failures
     assert stats(page, "grounded") == {"yes": grounded[0], "no": grounded[1], "unchecked": generated - sum(grounded)}
-    # perspective mix: generated per perspective, and calls from the run summary
+    assert (data.generated, data.exported_count, data.documents_total, data.zero_chunks_total) == (
+        generated, verdicts["exported"], docs, zero)
+    # perspective mix: generated, exported and chunks per perspective, and calls from the run summary
     per = dict(q(db, "SELECT p.perspective, count(*) FROM run_pairs r JOIN pairs p USING(pair_id) WHERE r.run_id=? "
                      "GROUP BY p.perspective", run_id))
+    per_exported = {r[0]: (r[1], r[2]) for r in q(
+        db, "SELECT p.perspective, count(*), count(DISTINCT p.chunk_id) FROM verdicts v JOIN pairs p USING(pair_id) "
+            "WHERE v.run_id=? AND v.verdict='exported' GROUP BY p.perspective", run_id)}
     calls = json.loads(q(db, "SELECT summary FROM runs WHERE run_id=?", run_id)[0][0])["calls_per_perspective"]
     assert {p.name: p.generated for p in data.perspectives} == per
+    assert {p.name: (p.exported, p.chunks) for p in data.perspectives if p.exported} == per_exported
     assert {p.name: p.calls for p in data.perspectives if p.calls is not None} == calls
     quiz = next(p for p in data.perspectives if p.name == "quiz")
     assert quiz.pairs_per_call == pytest.approx(quiz.exported / calls["quiz"])
-    # the table: one row per pair, its verdict as a data attribute
+    # documents: pairs generated and exported per document
+    per_doc = {r[0]: (r[1], r[2]) for r in q(
+        db, "SELECT d.path, count(p.pair_id), count(CASE WHEN v.verdict='exported' THEN 1 END) FROM run_docs d "
+            "LEFT JOIN pairs p ON p.doc_id=d.doc_id AND p.pair_id IN (SELECT pair_id FROM run_pairs WHERE run_id=?) "
+            "LEFT JOIN verdicts v ON v.run_id=d.run_id AND v.pair_id=p.pair_id WHERE d.run_id=? GROUP BY d.path",
+        run_id, run_id)}
+    assert {d.path: (d.generated, d.exported) for d in data.documents} == per_doc
+    assert sorted(d.path for d in data.top_documents) == sorted(per_doc)  # the chart: every document (< 25)
+    assert data.models == sorted(r[0] for r in q(db, "SELECT DISTINCT p.model FROM run_pairs r JOIN pairs p "
+                                                     "USING(pair_id) WHERE r.run_id=?", run_id))
+    zero_ids = {r[0] for r in q(db, "SELECT c.chunk_id FROM chunks c JOIN run_docs d ON d.doc_id=c.doc_id AND d.run_id=? "
+                                    "WHERE c.chunk_id NOT IN (SELECT p.chunk_id FROM verdicts v JOIN pairs p USING(pair_id)"
+                                    " WHERE v.run_id=? AND v.verdict='exported')", run_id, run_id)}
+    assert {c.chunk_id for c in data.zero_chunks} == zero_ids and all(c.text for c in data.zero_chunks)
+    # the duplicate, with the question it repeats
+    dups = q(db, "SELECT p.question, o.question FROM verdicts v JOIN pairs p USING(pair_id) "
+                 "JOIN pairs o ON o.pair_id=v.duplicate_of WHERE v.run_id=? AND v.verdict='duplicate'", run_id)
+    assert [(d.question, d.repeats) for d in data.duplicates] == dups
+    # the table: one row per pair (in run order), its verdict as a data attribute
+    order = [r[0] for r in q(db, "SELECT pair_id FROM run_pairs WHERE run_id=? ORDER BY sort_key", run_id)]
+    assert [p.pair_id for p in data.table_rows] == order
     assert len(re.findall(r'<tr data-perspective="', page)) == generated
     assert len(re.findall(r'data-verdict="exported"><td>', page)) == verdicts["exported"]
+    assert 'class="cut"' not in page  # nothing was cut: every list is shorter than its cap
 
 
 def test_report_judge_refinement_and_charts(judged_run):
@@ -99,12 +135,25 @@ def test_report_judge_refinement_and_charts(judged_run):
     with Store(out) as store:
         data = build_report(store, run_id, out)
         page = write_report(store, run_id, out).read_text()
-    scores = sorted(r[0] for r in q(db, "SELECT judge_score FROM verdicts WHERE run_id=?", run_id))
-    assert sorted(data.judge_scores) == scores
+    scores = [r[0] for r in q(db, "SELECT judge_score FROM verdicts WHERE run_id=?", run_id)]
+    edges = [i / 20 for i in range(21)]
+    assert data.judge_scored == len(scores) > 0 and data.judge_hist.edges == edges
+    assert data.judge_hist.counts == np.histogram(scores, bins=edges)[0].tolist()
+    # lengths of the exported pairs: 20 bins from the shortest to the longest
+    texts = q(db, "SELECT p.question, p.answer FROM verdicts v JOIN pairs p USING(pair_id) "
+                  "WHERE v.run_id=? AND v.verdict='exported'", run_id)
+    for hist, lengths in ((data.question_lengths, [len(t[0]) for t in texts]),
+                          (data.answer_lengths, [len(t[1]) for t in texts])):
+        assert (hist.edges[0], hist.edges[-1], len(hist.counts)) == (min(lengths), max(lengths), 20)
+        assert hist.counts == np.histogram(lengths, bins=hist.edges)[0].tolist()
     assert data.judge_threshold == JUDGE_THRESHOLD and f"threshold {JUDGE_THRESHOLD:g}" in page
     rounds = dict(q(db, "SELECT n, count(*) FROM (SELECT max(round) n FROM refinements x JOIN run_pairs r ON "
                         "r.pair_id=x.final_pair_id AND r.run_id=? GROUP BY x.final_pair_id) GROUP BY n", run_id))
     assert data.rounds_histogram == rounds and sum(rounds.values()) > 0
+    refined = "FROM refined rf JOIN run_pairs r ON r.pair_id=rf.final_pair_id AND r.run_id=?"
+    assert data.revisions_histogram == dict(q(db, f"SELECT revisions, count(*) {refined} GROUP BY 1", run_id))
+    assert data.stop_reasons == dict(q(db, f"SELECT stop_reason, count(*) {refined} GROUP BY 1", run_id))
+    assert data.refined_pairs == sum(rounds.values())
     for chart in ("documents", "perspectives", "verdicts", "judge", "rounds", "qlen", "alen"):
         assert re.search(rf'<figure class="chart" id="chart-{chart}"><svg', page), chart
     # draft -> critique -> final, with the regenerator's edit marked as inserted text
@@ -138,11 +187,13 @@ def test_sample_run_report_matches_its_summary_and_files(sample_out):
         page = write_report(store, SAMPLE_RUN, sample_out).read_text()
     summary = json.loads((sample_out / "summary.json").read_text())
     lines = {n: len((sample_out / f"{n}.jsonl").read_text().splitlines()) for n in ("train", "eval")}
-    assert data.has_verdicts and len(data.exported) == summary["pairs_total"] == sum(lines.values())
-    assert len(data.pairs) == summary["pairs_generated"]
+    assert data.has_verdicts and data.exported_count == summary["pairs_total"] == sum(lines.values())
+    assert data.generated == summary["pairs_generated"]
     assert {p.name: p.exported for p in data.perspectives if p.exported} == summary["exported_per_perspective"]
     assert {p.name: p.calls for p in data.perspectives if p.calls} == summary["calls_per_perspective"]
-    assert {s: sum(p.split == s for p in data.exported) for s in lines} == lines
+    assert data.split_counts == lines
+    in_files = {json.loads(x)["pair_id"]: n for n in lines for x in (sample_out / f"{n}.jsonl").read_text().splitlines()}
+    assert len(data.table_rows) == data.generated and all(p.split == in_files.get(p.pair_id, "") for p in data.table_rows)
     assert stats(page, "k")["thrown_away"] == summary["pairs_generated"] - summary["pairs_total"]
 
 
@@ -154,8 +205,56 @@ def test_run_without_verdicts_counts_every_pair_as_exported(sample_out):
         data = build_report(store, SAMPLE_RUN, sample_out)
         page = write_report(store, SAMPLE_RUN, sample_out).read_text()
     generated = q(db, "SELECT count(*) FROM run_pairs WHERE run_id=?", SAMPLE_RUN)[0][0]
-    assert not data.has_verdicts and len(data.exported) == len(data.pairs) == generated
+    assert not data.has_verdicts and data.exported_count == data.generated == generated
     assert 'id="no-judge"' in page and stats(page, "k")["thrown_away"] == 0
+
+
+def _table_rows(page: str, table: str) -> int:
+    return len(re.findall(r"<tr><td", re.search(rf'<table id="{table}">(.*?)</table>', page, re.DOTALL).group(1)))
+
+
+def test_report_caps_its_lists_but_not_its_totals(judged_run, monkeypatch):
+    """Past a cap the page lists the first rows only and says so; every count is still the run's total."""
+    out, run_id = judged_run
+    db = out / "qagen.sqlite"
+    for name, cap in (("MAX_TABLE_ROWS", 5), ("MAX_DOC_ROWS", 2), ("MAX_ZERO_CHUNK_ROWS", 1)):
+        monkeypatch.setattr(report, name, cap)
+    with Store(out) as store:
+        data = build_report(store, run_id, out)
+    page = render_report(data)
+    generated = q(db, "SELECT count(*) FROM run_pairs WHERE run_id=?", run_id)[0][0]
+    first = [r[0] for r in q(db, "SELECT pair_id FROM run_pairs WHERE run_id=? ORDER BY sort_key LIMIT 5", run_id)]
+    paths = [r[0] for r in q(db, "SELECT path FROM run_docs WHERE run_id=? ORDER BY path", run_id)]
+    assert generated > 5 and len(paths) == 3
+    assert [p.pair_id for p in data.table_rows] == first and len(re.findall(r'<tr data-perspective="', page)) == 5
+    assert f"The first 5 of {generated} pairs are shown" in page
+    assert [d.path for d in data.documents] == paths[:2] and _table_rows(page, "documents") == 2
+    assert "The first 2 of 3 documents (by path) are listed." in page
+    assert len(data.zero_chunks) == 1 and _table_rows(page, "zero-chunks") == 1
+    assert "The first 1 of 2 chunks with no exported pair are listed." in page
+    assert len(re.findall(r'<details id="chunk-', page)) == 1
+    # the totals (and the charts) still cover the whole run
+    assert {k: v for k, v in stats(page, "k").items() if k in ("documents", "zero_chunks", "generated")} == {
+        "documents": 3, "zero_chunks": 2, "generated": generated}
+    assert len(data.top_documents) == 3 and sum(p.generated for p in data.perspectives) == generated
+
+
+def test_report_memory_is_flat_in_the_run_size(tmp_path, monkeypatch):
+    """20,000 pairs (about 25 MB of text): what build_report allocates in Python stays far below the text."""
+    import tracemalloc
+
+    out, run_id = make_big_run(tmp_path, docs=100, chunks_per_doc=20, pairs_per_chunk=10, text=1000)
+    monkeypatch.setattr(report, "MAX_TABLE_ROWS", 100)  # the table's cost is capped by design; leave it out
+    text_bytes = q(out / "qagen.sqlite", "SELECT sum(length(question) + length(answer)) FROM pairs")[0][0]
+    with Store(out) as store:
+        tracemalloc.start()
+        try:
+            data = build_report(store, run_id, out)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert data.generated == 20_000 and data.split_counts["train"] > 0 and data.zero_chunks_total > 0
+    assert text_bytes > 20_000_000 and peak < 4_000_000, peak  # a list of 20,000 pairs would hold all the text
 
 
 def test_word_diff_marks_changes():
