@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel
@@ -102,15 +103,29 @@ class Alarm:
 
 
 def prompt_variables(doc: Document, chunk: Chunk) -> dict[str, object]:
-    meta = [(k, v) for k, v in doc.meta if k != "title"]
+    return _variables(doc.doc_id, doc.meta, chunk)
+
+
+def _variables(doc_id: str, meta: tuple[tuple[str, str], ...], chunk: Chunk) -> dict[str, object]:
     return {
         "title": chunk.title,
         "section": chunk.section,
-        "short_id": ids.short(doc.doc_id),
-        "meta": meta,
+        "short_id": ids.short(doc_id),
+        "meta": [(k, v) for k, v in meta if k != "title"],
         "text": chunk.text,
         "part": chunk.index + 1,
     }
+
+
+@lru_cache(maxsize=64)
+def _prefix(system: Prompt, context: Prompt, doc_id: str, meta: tuple[tuple[str, str], ...], chunk: Chunk) -> tuple[str, str]:
+    """System text and the chunk's context block, rendered once per chunk (the suite shares them).
+
+    Keyed by what they are rendered from (the prompts, the document's ID and
+    metadata, the chunk itself), never by the whole document, so the cache
+    holds a few chunks' text at most.
+    """
+    return system.render(), context.render(**_variables(doc_id, meta, chunk))
 
 
 def build_request(
@@ -146,8 +161,7 @@ def build_request(
     if prompt.style == "completion":
         raw = prompt.render(n=prompt.n, **variables, **extra)
         return ChatRequest(messages=(Message("prompt", raw),), mode="completion", **common)  # type: ignore[arg-type]
-    system = prompts.system.render()
-    context = prompts.context.render(**variables)
+    system, context = _prefix(prompts.system, prompts.context, doc.doc_id, doc.meta, chunk)
     instruction = prompt.render(n=prompt.n, **variables, **extra)
     messages = (Message("system", system), Message("user", f"{context}\n\nTask: {instruction}"))
     if prompt.output in FREE_TEXT:

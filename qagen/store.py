@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
 from filelock import FileLock, Timeout
 
 from .llm import ChatRequest, ChatResponse
@@ -362,9 +363,9 @@ class Store:
             "INSERT OR IGNORE INTO requests VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 request.key, request.role, request.prompt_id, request.prompt_hash, request.model,
-                json.dumps(wire), response.content, response.finish_reason, response.prompt_tokens,
+                orjson.dumps(wire).decode(), response.content, response.finish_reason, response.prompt_tokens,
                 response.completion_tokens, response.latency_s, response.attempts,
-                json.dumps(list(response.top_logprobs)), run_id, _now(),
+                orjson.dumps(response.top_logprobs).decode(), run_id, _now(),
             ),
         )
 

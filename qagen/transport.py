@@ -60,6 +60,14 @@ def _error_message(raw: bytes) -> str:
     return raw[:200].decode("utf-8", "replace")
 
 
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """A 200 reply's JSON object; a non-JSON body raises (orjson.)JSONDecodeError, a json.JSONDecodeError."""
+    reply = _loads(raw)
+    if not isinstance(reply, dict):
+        raise APIConnectionError("reply body is not a JSON object")
+    return reply
+
+
 class JSONTransport:
     """POST JSON to ``base_url + path`` over one pooled aiohttp session (created inside the running loop).
 
@@ -95,10 +103,7 @@ class JSONTransport:
             raise APIConnectionError(f"{type(exc).__name__}: {exc}") from exc
         if status >= 300:
             raise APIStatusError(status, _error_message(raw))
-        reply = _loads(raw)  # a non-JSON 200 raises (orjson.)JSONDecodeError, a json.JSONDecodeError
-        if not isinstance(reply, dict):
-            raise APIConnectionError("reply body is not a JSON object")
-        return reply
+        return decode_object(raw)
 
     async def get_ok(self, path: str) -> bool:
         """True when ``GET base_url + path`` answers below 500 (used as a health check)."""
