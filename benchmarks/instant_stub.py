@@ -35,12 +35,34 @@ def _response(body: bytes, status: str = "200 OK") -> bytes:
     return head.encode() + body
 
 
-class _Replies:
-    """Reply content per distinct schema (built once), and a request counter."""
+_CONSONANTS, _VOWELS = "bcdfghjklmnprstvwz", "aeiou"
 
-    def __init__(self) -> None:
+
+def _word(h: int) -> str:
+    """A pronounceable 5-letter word picked by ``h`` (18*5*18*5*18 = 145,800 of them)."""
+    out = []
+    for i in range(5):
+        pool = _CONSONANTS if i % 2 == 0 else _VOWELS
+        out.append(pool[h % len(pool)])
+        h //= len(pool)
+    return "".join(out)
+
+
+class _Replies:
+    """Reply content per distinct schema (built once), and a request counter.
+
+    ``words``: each string's 12-character tag slot becomes two words drawn by a
+    hash of the request and the string's position ("kobal tisem 3"), so
+    questions share vocabulary the way real ones do (rarely), instead of all
+    reading "<hex tag> N". Near-duplicate detection then does the work it does
+    on real questions; with hex tags every question shares its number token
+    with thousands of others, a pathological case for an LSH index.
+    """
+
+    def __init__(self, words: bool = False) -> None:
         self.by_schema: dict[bytes, str] = {}
         self.count = 0
+        self.words = words
 
     def chat(self, raw: bytes) -> bytes:
         self.count += 1
@@ -53,7 +75,14 @@ class _Replies:
             content = self.by_schema.get(key) or self.by_schema.setdefault(key, json.dumps(schema_instance(schema)))
             # distinct replies (so dedup sees distinct pairs), same length (so maxLength/minLength still hold)
             # ... and the same for the same request, whatever the order they arrive in (runs can be compared)
-            content = content.replace("stub answer ", f"{xxhash.xxh64_hexdigest(raw)[:11]} ")
+            if self.words:
+                parts = content.split("stub answer ")
+                seed = xxhash.xxh64_intdigest(raw)
+                content = parts[0] + "".join(
+                    f"{_word(xxhash.xxh64_intdigest(b'%d' % i, seed))} {_word(seed + i)} {part}"
+                    for i, part in enumerate(parts[1:]))
+            else:
+                content = content.replace("stub answer ", f"{xxhash.xxh64_hexdigest(raw)[:11]} ")
         return orjson.dumps({
             "id": f"chatcmpl-{self.count}", "object": "chat.completion", "created": int(time.time()),
             "model": req.get("model") or "stub-model",
@@ -99,8 +128,8 @@ class _Http(asyncio.Protocol):
             self.transport.write(out)  # type: ignore[attr-defined]
 
 
-async def serve(port: int) -> None:
-    replies = _Replies()
+async def serve(port: int, words: bool = False) -> None:
+    replies = _Replies(words)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Http(replies), "127.0.0.1", port, backlog=4096)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
@@ -110,9 +139,10 @@ async def serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--words", action="store_true", help="word-like strings instead of hex tags (see _Replies)")
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.port))
+        asyncio.run(serve(args.port, args.words))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -37,10 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 
 @contextlib.contextmanager
-def instant_stub() -> Iterator[str]:
-    """Start benchmarks/instant_stub.py in its own process; yield its base URL."""
+def instant_stub(words: bool = False) -> Iterator[str]:
+    """Start benchmarks/instant_stub.py in its own process (``--words``: word-like replies); yield its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "instant_stub.py")], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(ROOT / "benchmarks" / "instant_stub.py"), *(["--words"] if words else [])],
+        stdout=subprocess.PIPE, text=True,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -221,10 +222,12 @@ def main() -> None:
     parser.add_argument("--judge", action="store_true", help="also run the judge stage (one call per pair)")
     parser.add_argument("--transport", default="aiohttp", choices=("openai", "aiohttp"),
                         help="qagen's chat transport for the pipeline run (default here: aiohttp, the fast one)")
+    parser.add_argument("--words", action="store_true",
+                        help="the stub's strings are word-like (realistic work for dedup), not hex tags")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
-    with instant_stub() as base_url:
-        result: dict[str, object] = {"concurrency": args.concurrency}
+    with instant_stub(args.words) as base_url:
+        result: dict[str, object] = {"concurrency": args.concurrency, "stub_words": args.words}
         if not args.skip_transports:
             reqs = sample_requests(args.requests)
             result["transports"] = asyncio.run(transports(base_url, reqs, args.concurrency))

@@ -115,9 +115,9 @@ def traced_ingest(docs: Path, out: Path, base_url: str, *extra: str) -> tuple[di
     return json.loads(stdout), wall, streaming // 1024, max((r for r, _ in samples), default=0) // 1024
 
 
-def memory(sizes_mb: list[int], extra: list[str], trace: bool = True) -> list[dict[str, object]]:
+def memory(sizes_mb: list[int], extra: list[str], trace: bool = True, words: bool = False) -> list[dict[str, object]]:
     rows = []
-    with instant_stub() as url:
+    with instant_stub(words) as url:
         for mb in sizes_mb:
             with tempfile.TemporaryDirectory() as tmp:
                 docs, out = Path(tmp) / "docs", Path(tmp) / "out"
@@ -146,9 +146,11 @@ def main() -> None:
     mem.add_argument("--sizes-mb", type=int, nargs="+", default=[10, 100])
     mem.add_argument("--flags", default="", help="extra ingest flags, e.g. '--no-report --no-dedup'")
     mem.add_argument("--no-trace", action="store_true", help="one run per size (peak RSS from wait4 only)")
+    mem.add_argument("--words", action="store_true", help="word-like stub replies (realistic dedup work)")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
-    result = incremental(args.docs) if args.what == "incremental" else memory(args.sizes_mb, args.flags.split(), trace=not args.no_trace)
+    result = (incremental(args.docs) if args.what == "incremental"
+              else memory(args.sizes_mb, args.flags.split(), trace=not args.no_trace, words=args.words))
     print(json.dumps({"result": result, "load_average_after": os.getloadavg()}, indent=2))
 
 

@@ -83,6 +83,11 @@ def _key_tokens(norm: str) -> frozenset[str]:
     return frozenset(w for w in norm.split() if w in _KEY_WORDS or w.isdigit())
 
 
+def _key_string(norm: str) -> str:
+    """The key tokens as one comparable string (stored once per kept question)."""
+    return " ".join(sorted(_key_tokens(norm)))
+
+
 class _Sketcher:
     """MinHash of a question's shingles, cut into the LSH bands datasketch would use for ``threshold``."""
 
@@ -131,24 +136,41 @@ class DedupSession:
     ``add`` every candidate, then iterate ``run()``: best score first (then
     earliest), each question is dropped as a duplicate of the first kept one it
     matches, else kept and indexed by its LSH bands.
+
+    A question is compared with at most ``MAX_CANDIDATES`` kept questions: those
+    that share the most LSH bands with it (a paraphrase shares most of its
+    bands; questions that only share a template's words, "What did ... do in
+    1905?", share few), visited best-kept first as before. Without the cap, a
+    corpus of similar questions made every question a candidate of thousands,
+    and the pass quadratic.
     """
+
+    MAX_CANDIDATES = 64
 
     def __init__(self, f: NearDuplicateFilter) -> None:
         self.f = f
         self.sketcher = _Sketcher(f.threshold, f.num_perm, f.seed)
         self.db = sqlite3.connect("")  # "": a private on-disk temp database, deleted on close
+        # scratch data: no journal, no fsync; a bounded 64 MB page cache (the band index is the hot part)
         self.db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;"
             "CREATE TABLE items(pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, question TEXT NOT NULL, "
             "norm TEXT NOT NULL, score REAL NOT NULL, kept INTEGER);"
             "CREATE TABLE exact(norm TEXT PRIMARY KEY, pos INTEGER NOT NULL);"
             "CREATE TABLE bands(band INTEGER NOT NULL, h BLOB NOT NULL, k INTEGER NOT NULL);"
             "CREATE INDEX bands_by_key ON bands(band, h);"
-            "CREATE TABLE kept(k INTEGER PRIMARY KEY, pos INTEGER NOT NULL);"
+            # a kept question's normalised text and key tokens, so candidates come back in one query
+            "CREATE TABLE kept(k INTEGER PRIMARY KEY, pos INTEGER NOT NULL, norm TEXT NOT NULL, keys TEXT NOT NULL);"
         )
         self.n = 0
         n = len(self.sketcher.ranges)
         # one indexed lookup per band, in one statement (a row-value IN over VALUES scans the table)
-        self._lookup = " UNION ".join(["SELECT k FROM bands WHERE band=? AND h=?"] * n) + " ORDER BY k"
+        hits = " UNION ALL ".join(["SELECT k FROM bands WHERE band=? AND h=?"] * n)
+        self._lookup = (
+            "SELECT kp.pos, kp.norm, kp.keys FROM kept kp JOIN "
+            f"(SELECT k, count(*) AS shared FROM ({hits}) GROUP BY k ORDER BY shared DESC, k LIMIT ?) top "
+            "ON top.k=kp.k ORDER BY kp.k"
+        )
 
     def add(self, item_id: str, question: str, score: float) -> None:
         score = -math.inf if math.isnan(score := float(score)) else score
@@ -167,15 +189,13 @@ class DedupSession:
             for pos, item_id, question, norm in rows:
                 row = db.execute("SELECT pos FROM exact WHERE norm=?", (norm,)).fetchone()
                 match = row[0] if row else None
-                keys: list[tuple[int, bytes]] = []
+                bands: list[tuple[int, bytes]] = []
+                keys = _key_string(norm)
                 if match is None and norm:
-                    keys = self.sketcher.bands(norm)
-                    found = db.execute(self._lookup, [x for key in keys for x in key]).fetchall()
-                    for (k,) in found:  # kept order = best first
-                        (other, other_norm) = db.execute(
-                            "SELECT i.pos, i.norm FROM kept JOIN items i ON i.pos=kept.pos WHERE kept.k=?", (k,)
-                        ).fetchone()
-                        if f.is_duplicate(norm, other_norm):
+                    bands = self.sketcher.bands(norm)
+                    found = db.execute(self._lookup, [*(x for band in bands for x in band), self.MAX_CANDIDATES])
+                    for other, other_norm, other_keys in found:  # kept order = best first
+                        if other_keys == keys and f.similar(norm, other_norm):
                             match = other
                             break
                 if match is not None:
@@ -184,9 +204,9 @@ class DedupSession:
                     continue
                 db.execute("INSERT INTO exact VALUES(?,?)", (norm, pos))
                 db.execute("UPDATE items SET kept=1 WHERE pos=?", (pos,))
-                if keys:
-                    k = db.execute("INSERT INTO kept(pos) VALUES(?)", (pos,)).lastrowid
-                    db.executemany("INSERT INTO bands VALUES(?,?,?)", [(b, h, k) for b, h in keys])
+                if bands:
+                    k = db.execute("INSERT INTO kept(pos, norm, keys) VALUES(?,?,?)", (pos, norm, keys)).lastrowid
+                    db.executemany("INSERT INTO bands VALUES(?,?,?)", [(b, h, k) for b, h in bands])
 
     def kept_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM items WHERE kept=1 ORDER BY pos")]
@@ -212,10 +232,12 @@ class NearDuplicateFilter:
     def is_duplicate(self, a_norm: str, b_norm: str) -> bool:
         if a_norm == b_norm:
             return True
+        return _key_tokens(a_norm) == _key_tokens(b_norm) and self.similar(a_norm, b_norm)
+
+    def similar(self, a_norm: str, b_norm: str) -> bool:
+        """The fuzzy half of :meth:`is_duplicate` (the caller has compared the key tokens)."""
         cut = self.threshold * 100
-        return (_key_tokens(a_norm) == _key_tokens(b_norm)
-                and fuzz.ratio(a_norm, b_norm) >= cut
-                and fuzz.token_set_ratio(a_norm, b_norm) >= cut)
+        return fuzz.ratio(a_norm, b_norm) >= cut and fuzz.token_set_ratio(a_norm, b_norm) >= cut
 
     def session(self) -> DedupSession:
         return DedupSession(self)

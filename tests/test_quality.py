@@ -140,6 +140,30 @@ def test_dedup_size_20k():
     assert len(kept) + len(dropped) == 20_000
 
 
+def test_dedup_candidate_cap_keeps_the_paraphrase_among_many_template_questions(monkeypatch):
+    """Hundreds of questions share a template's words (and so LSH buckets); the cap on candidates per
+    question keeps the ones sharing the most bands, so a real near-duplicate is still found."""
+    from qagen.quality import DedupSession
+
+    rng = random.Random(3)
+    vocab = ["".join(rng.choice("bcdfghjklmnprstvwz" if j % 2 == 0 else "aeiou") for j in range(5))
+             for _ in range(3000)]
+    words = [" ".join(rng.choice(vocab) for _ in range(6)) for _ in range(600)]
+    items = [(f"q{i}", f"What did {w} do in 1905?", 0.5) for i, w in enumerate(words)]
+    original = words[17].split()
+    near = " ".join([*original[:5], original[5] + "s"])  # one word changed by a letter
+    items.append(("near", f"What did {near} do in 1905?", 0.1))
+
+    uncapped = NearDuplicateFilter().select(items)
+    monkeypatch.setattr(DedupSession, "MAX_CANDIDATES", 4)
+    capped = NearDuplicateFilter().select(items)
+    assert capped[1]["near"] == "q17" and uncapped[1]["near"] == "q17"
+    # the cap only ever skips comparisons: what it drops, the uncapped pass drops too (the uncapped pass
+    # also matches a few template look-alikes whose strings happen to score >= 80; they share few bands)
+    assert capped[1].items() <= uncapped[1].items()
+    assert len(capped[0]) + len(capped[1]) == len(items)
+
+
 # --- decontamination --------------------------------------------------------------
 
 @pytest.fixture
