@@ -140,6 +140,15 @@ def test_dedup_size_20k():
     assert len(kept) + len(dropped) == 20_000
 
 
+def test_common_words_are_no_single_word_shingles():
+    from qagen.quality import _shingles
+
+    got = {g.decode() for g in _shingles("what did kobal tisem do in 1905")}
+    assert {"kobal", "tisem", "1905", "what did", "do in", "in 1905"} <= got
+    assert not {"what", "did", "do", "in"} & got  # shared by every question of the template
+    assert {g.decode() for g in _shingles("what is it")} >= {"what", "is", "it", "what is"}  # nothing else to use
+
+
 def test_dedup_candidate_cap_keeps_the_paraphrase_among_many_template_questions(monkeypatch):
     """Hundreds of questions share a template's words (and so LSH buckets); the cap on candidates per
     question keeps the ones sharing the most bands, so a real near-duplicate is still found."""
