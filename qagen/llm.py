@@ -242,10 +242,11 @@ class OpenAIHTTP:
     ):
         self.name = base_url
         self.base_url = base_url
-        # "openai": chat calls go through the openai SDK (the default, ~130 requests/s of
-        # client CPU on 2 cores: more than one vLLM GPU serving a 7B model absorbs).
-        # "aiohttp": a lean transport speaking the same JSON (~850 requests/s), for many
-        # endpoints at once (benchmarks/RESULTS.md, "Overhead"). Health checks use it too.
+        # "openai": chat calls go through the openai SDK (the default; ~1 ms of client CPU per
+        # request, ~550 requests/s end to end on 2 cores: more than one vLLM GPU serving a 7B
+        # model absorbs). "aiohttp": a lean transport speaking the same JSON (~0.13 ms per
+        # request, 1,200-1,500 end to end), for many endpoints at once (benchmarks/RESULTS.md
+        # §17.2). Health checks use it too.
         if transport_kind not in ("openai", "aiohttp"):
             raise ValueError(f"unknown transport {transport_kind!r} (choose openai or aiohttp)")
         self._lean = transport_kind == "aiohttp"
