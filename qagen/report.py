@@ -105,13 +105,13 @@ def _pair_ids(fh: IO[str]) -> Iterator[str]:
 
 
 @contextmanager
-def _scratch(db: sqlite3.Connection, run_id: int, out_dir: Path) -> Iterator[None]:
+def _scratch(store: Store, run_id: int, out_dir: Path) -> Iterator[None]:
     """The TEMP tables the queries join: JSONL membership (streamed, never held) and per-chunk counts."""
+    db = store.db
     drop = (f"DROP TABLE IF EXISTS {_SPLITS}", f"DROP TABLE IF EXISTS {_CHUNKS}")
     for sql in drop:
         db.execute(sql)
-    db.execute("SAVEPOINT qagen_report")  # one transaction for the inserts (nested if the store has one open)
-    try:
+    with store.transaction():  # one atomic write for the inserts, inside the store's group transaction if open
         db.execute(f"CREATE TABLE {_SPLITS}(pair_id TEXT PRIMARY KEY, split TEXT NOT NULL) WITHOUT ROWID")
         for split, name in JSONL_SPLITS:
             if (out_dir / name).is_file():
@@ -121,11 +121,6 @@ def _scratch(db: sqlite3.Connection, run_id: int, out_dir: Path) -> Iterator[Non
                    "exported INTEGER, PRIMARY KEY(chunk_id, doc_id)) WITHOUT ROWID")
         db.execute(f"INSERT INTO {_CHUNKS} SELECT p.chunk_id, p.doc_id, count(*), sum(p.perspective!='identity'), "
                    f"sum({_EXPORTED}) {_PAIRS} WHERE r.run_id=? GROUP BY p.chunk_id, p.doc_id", (run_id,))
-    except BaseException:
-        db.execute("ROLLBACK TO qagen_report")
-        db.execute("RELEASE qagen_report")
-        raise
-    db.execute("RELEASE qagen_report")
     try:
         yield
     finally:
@@ -377,7 +372,7 @@ def build_report(store: Store, run_id: int, out_dir: Path) -> ReportData:
     data.skipped = list(summary.get("documents_skipped") or [])  # type: ignore[call-overload]
     _pair_figures(db, run_id, data, dict(summary.get("calls_per_perspective") or {}))  # type: ignore[call-overload]
     _judge(db, run_id, data)
-    with _scratch(db, run_id, out_dir):
+    with _scratch(store, run_id, out_dir):
         data.table_rows = _pairs_table(db, run_id)
         data.split_counts = {s: 0 for s, _ in JSONL_SPLITS} | dict(db.execute(
             f"SELECT s.split, count(*) {_PAIRS} JOIN {_SPLITS} s ON s.pair_id=r.pair_id "

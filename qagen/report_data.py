@@ -80,10 +80,6 @@ class Histogram:
     edges: list[float]  # len(counts) + 1, ascending; bins are [a, b), the last one [a, b]
     counts: list[int]
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
-
 
 @dataclass(frozen=True)
 class FailureRow:

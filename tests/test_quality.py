@@ -163,6 +163,7 @@ def test_dedup_candidate_cap_keeps_the_paraphrase_among_many_template_questions(
     near = " ".join([*original[:5], original[5] + "s"])  # one word changed by a letter
     items.append(("near", f"What did {near} do in 1905?", 0.1))
 
+    monkeypatch.setattr(DedupSession, "MAX_CANDIDATES", 10**9)  # every candidate (up to 181 here)
     uncapped = NearDuplicateFilter().select(items)
     monkeypatch.setattr(DedupSession, "MAX_CANDIDATES", 4)
     capped = NearDuplicateFilter().select(items)
