@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qagen.balance import Balanced
+from qagen.llm.balance import Balanced
 from qagen.testing import StubServer
 from tests.test_balance import (  # the same server the tests use
     overloaded_server,

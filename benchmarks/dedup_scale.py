@@ -15,7 +15,7 @@ import time
 import xxhash
 
 sys.path.insert(0, sys.argv[1])
-from qagen.quality import NearDuplicateFilter
+from qagen.curate.quality import NearDuplicateFilter
 
 
 def hexq(i: int) -> str:

@@ -15,14 +15,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from qagen.chunker import Chunker
 from qagen.config import load_settings
-from qagen.embedded import MODEL_NAME, EmbeddedServer, ServerConfig, find_model
-from qagen.generate import build_request
-from qagen.llm import OpenAIHTTP
-from qagen.pipeline import chunker_settings
-from qagen.prompts import load_prompts
-from qagen.reader import iter_documents
+from qagen.corpus.chunker import Chunker
+from qagen.corpus.reader import iter_documents
+from qagen.llm.embedded import MODEL_NAME, EmbeddedServer, ServerConfig, find_model
+from qagen.llm.openai_http import OpenAIHTTP
+from qagen.pipeline.assemble import chunker_settings
+from qagen.prompting.prompts import load_prompts
+from qagen.prompting.requests import build_request
 
 
 def requests(n: int = 12):

@@ -9,7 +9,7 @@ once, so every figure here is client-side cost. Two parts, one run:
    (b) the openai SDK with its default httpx client, (c) the SDK with pool
    limits set to the concurrency, (d) the SDK's ``DefaultAioHttpClient``, and
    (e) qagen's ``OpenAIHTTP.complete`` (retries, semaphore, parsing included).
-2. pipeline: ``qagen.pipeline.ingest`` end to end (read, chunk, render, call,
+2. pipeline: ``qagen.pipeline.ingest.ingest`` end to end (read, chunk, render, call,
    validate, store, export) on a synthetic corpus; requests/s = requests sent /
    wall seconds of the whole ingest.
 
@@ -67,10 +67,10 @@ def write_corpus(folder: Path, n_docs: int, paragraphs: int = 3) -> None:
 
 def sample_requests(n: int) -> list[object]:
     """``n`` real generator requests (distinct chunks, all perspectives), as the pipeline builds them."""
-    from qagen.chunker import Chunker, ChunkerSettings
-    from qagen.generate import build_request
-    from qagen.prompts import load_prompts
-    from qagen.reader import iter_documents
+    from qagen.corpus.chunker import Chunker, ChunkerSettings
+    from qagen.corpus.reader import iter_documents
+    from qagen.prompting.prompts import load_prompts
+    from qagen.prompting.requests import build_request
 
     prompts = load_prompts(None)
     chunker = Chunker(ChunkerSettings(chunk_size=1000, chunk_overlap=100))
@@ -110,7 +110,7 @@ async def _drive(call: Callable[[object], Awaitable[object]], requests: list[obj
 
 
 def _kwargs(req: object) -> dict[str, object]:
-    r = req  # a qagen.llm.ChatRequest
+    r = req  # a qagen.llm.base.ChatRequest
     return {
         "model": r.model,  # type: ignore[attr-defined]
         "messages": [{"role": m.role, "content": m.content} for m in r.messages],  # type: ignore[attr-defined]
@@ -127,7 +127,7 @@ async def transports(base_url: str, requests: list[object], concurrency: int) ->
     import openai
     import orjson
 
-    from qagen.llm import OpenAIHTTP
+    from qagen.llm.openai_http import OpenAIHTTP
 
     async def bare() -> float:
         conn = aiohttp.TCPConnector(limit=concurrency)
@@ -178,7 +178,7 @@ def pipeline(
     base_url: str, n_docs: int, concurrency: int, profile: Path | None, judge: bool, transport: str
 ) -> dict[str, object]:
     from qagen.config import load_settings
-    from qagen.pipeline import ingest
+    from qagen.pipeline.ingest import ingest
 
     with tempfile.TemporaryDirectory() as tmp:
         docs, out = Path(tmp) / "docs", Path(tmp) / "out"

@@ -45,7 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qagen.embedded import MODEL_NAME, EmbeddedServer, ServerConfig, find_model
+from qagen.llm.embedded import MODEL_NAME, EmbeddedServer, ServerConfig, find_model
 
 
 def usage_since(log: Path, line: int, replies: bool = False) -> tuple[dict[str, object], int]:

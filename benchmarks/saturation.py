@@ -5,7 +5,7 @@ One embedded llama.cpp server (SmolLM2-135M, ``--threads`` threads,
 
 1. raw replay: every request of the corpus's perspective suite, all in flight
    at once, from a bare aiohttp loop (no qagen code in the path);
-2. ``qagen.pipeline.ingest`` of the same corpus against the same server
+2. ``qagen.pipeline.ingest.ingest`` of the same corpus against the same server
    (generation only: refinement and judge off; a fresh state folder);
 3. the raw replay again (so a drift in the box's background load shows; ``--no-repeat`` skips it).
 
@@ -45,14 +45,15 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qagen.chunker import Chunker
 from qagen.config import load_settings
-from qagen.embedded import MODEL_NAME, EmbeddedServer, ServerConfig, find_model
-from qagen.generate import build_request
-from qagen.llm import ChatRequest
-from qagen.pipeline import chunker_settings, ingest
-from qagen.prompts import load_prompts
-from qagen.reader import iter_documents
+from qagen.corpus.chunker import Chunker
+from qagen.corpus.reader import iter_documents
+from qagen.llm.base import ChatRequest
+from qagen.llm.embedded import MODEL_NAME, EmbeddedServer, ServerConfig, find_model
+from qagen.pipeline.assemble import chunker_settings
+from qagen.pipeline.ingest import ingest
+from qagen.prompting.prompts import load_prompts
+from qagen.prompting.requests import build_request
 from qagen.testing.crash import write_corpus
 
 

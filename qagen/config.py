@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Chunking defaults sized for a 7B model (Mistral-7B-Instruct: 32k context).
@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     @property
     def rounds(self) -> int:
         return self.max_rounds or (1 if self.uses_embedded else 3)
+
+    @model_validator(mode="after")
+    def _rounds_in_order(self) -> Settings:
+        # Checked here, once, for the CLI and the library alike (and before a run is recorded).
+        if self.min_rounds > self.rounds:
+            raise ValueError("--min-rounds cannot exceed --max-rounds")
+        return self
 
     def api_key_value(self) -> str:
         return self.api_key.get_secret_value() if self.api_key else "not-needed"

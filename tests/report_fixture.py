@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qagen.config import load_settings
-from qagen.pipeline import ingest
+from qagen.pipeline.ingest import ingest
 from qagen.store import Store
 from qagen.testing import StubReply, StubServer
 from tests.conftest import COPY_DOC, WASHINGTON, passage_reply

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from qagen.balance import AdaptiveLimit, Balanced
-from qagen.llm import ChatRequest, LLMError, Message
+from qagen.llm.balance import AdaptiveLimit, Balanced
+from qagen.llm.base import ChatRequest, LLMError, Message
 from qagen.testing import StubReply, StubServer
 from qagen.testing.stub_server import default_handler
 
@@ -178,7 +178,7 @@ def test_ingest_over_two_endpoints_survives_one_dying(tmp_path):
     import time
 
     from qagen.config import load_settings
-    from qagen.pipeline import ingest
+    from qagen.pipeline.ingest import ingest
     from qagen.testing.crash import write_corpus
     from tests.conftest import passage_reply
 

@@ -7,9 +7,14 @@ import time
 
 import pytest
 
-from qagen import ids
-from qagen.chunker import Chunker, ChunkerSettings, rst_to_markdown, split_sections
-from qagen.models import Document
+from qagen.core import ids
+from qagen.core.types import Document
+from qagen.corpus.chunker import (
+    Chunker,
+    ChunkerSettings,
+    rst_to_markdown,
+    split_sections,
+)
 
 
 def make_doc(text: str, fmt: str = "markdown", title: str = "T") -> Document:

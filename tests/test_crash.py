@@ -103,7 +103,7 @@ def test_ctrl_c_leaves_no_orphan_embedded_server(tmp_path: Path):
     deadline = time.monotonic() + 120
     servers: list[int] = []
     while time.monotonic() < deadline and not servers:
-        servers = [p for p in _children(proc.pid) if b"qagen.embedded" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        servers = [p for p in _children(proc.pid) if b"qagen.llm.embedded" in Path(f"/proc/{p}/cmdline").read_bytes()]
         time.sleep(0.1)
     assert servers, "the embedded server never started"
     time.sleep(2)  # let it load and take requests

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from qagen.config import Settings
-from qagen.generate import FailFast
-from qagen.judge import parse_yes_no, yes_probability
-from qagen.pipeline import ingest
+from qagen.core.errors import FailFast
+from qagen.generate.judge import parse_yes_no, yes_probability
+from qagen.pipeline.ingest import ingest
 from qagen.testing import StubReply, StubServer
 from tests.conftest import YES, passage_reply
 
@@ -229,10 +229,23 @@ def test_critic_and_judge_can_use_their_own_endpoints(corpus, tmp_path, stub, se
 
 
 def test_role_endpoint_without_model_is_rejected(corpus, tmp_path, stub, settings_for):
-    from qagen.pipeline import IngestError
+    from qagen.core.errors import InputError
 
-    with pytest.raises(IngestError, match="--critic-base-url needs --critic-model"):
+    with pytest.raises(InputError, match="--critic-base-url needs --critic-model"):
         ingest(corpus, tmp_path / "out", settings_for(refine=True, critic_base_url=stub.base_url))
+
+
+def test_a_stage_that_cannot_be_built_leaves_no_run_running(corpus, tmp_path, stub, settings_for):
+    """The stages are built after the run row is written: a failure there ends the run "failed", not "running"."""
+    from qagen.core.errors import InputError
+
+    out = tmp_path / "out"
+    with pytest.raises(InputError):
+        ingest(corpus, out, settings_for(refine=True, critic_base_url=stub.base_url))
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        runs = db.execute("SELECT status, finished_at IS NOT NULL, json_extract(summary, '$.error') FROM runs").fetchall()
+    assert [(status, finished) for status, finished, _ in runs] == [("failed", 1)]
+    assert "--critic-base-url needs --critic-model" in runs[0][2]
 
 
 def helix(req: dict) -> StubReply:
@@ -323,9 +336,9 @@ def test_best_of_n_keeps_the_best_judged_answer(corpus, tmp_path, stub, settings
 
 
 def test_best_of_needs_the_judge(corpus, tmp_path, stub, settings_for):
-    from qagen.pipeline import IngestError
+    from qagen.core.errors import InputError
 
-    with pytest.raises(IngestError, match="--best-of needs the judge"):
+    with pytest.raises(InputError, match="--best-of needs the judge"):
         ingest(corpus, tmp_path / "out", settings_for(judge=False, best_of=2))
 
 

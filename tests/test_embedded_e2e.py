@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from qagen import ids
-from qagen.embedded import MODEL_NAME, EmbeddedLLM, EmbeddedServer, ServerConfig, find_model
-from qagen.llm import ChatRequest, Message
-from qagen.reader import iter_documents
+from qagen.core import ids
+from qagen.corpus.reader import iter_documents
+from qagen.llm.base import ChatRequest, Message
+from qagen.llm.embedded import (
+    MODEL_NAME,
+    EmbeddedLLM,
+    EmbeddedServer,
+    ServerConfig,
+    find_model,
+)
 
 pytestmark = pytest.mark.embedded
 
@@ -83,9 +89,9 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
         assert rec["source"] == "bridge.md"
         assert rec["model"] in (MODEL_NAME, "code")
     # chunk_id re-hashes from the stored chunk text and the chunker settings
-    from qagen.chunker import Chunker
     from qagen.config import load_settings
-    from qagen.pipeline import chunker_settings
+    from qagen.corpus.chunker import Chunker
+    from qagen.pipeline.assemble import chunker_settings
 
     key = Chunker(chunker_settings(load_settings())).settings.key()
     assert records[0]["chunk_id"] == ids.chunk_id(doc.doc_id, chunk_text, key)
@@ -154,7 +160,7 @@ def test_server_is_not_orphaned_when_parent_is_killed(tmp_path: Path):
     script = tmp_path / "parent.py"
     script.write_text(
         "import sys, time\n"
-        "from qagen.embedded import EmbeddedServer, ServerConfig, find_model\n"
+        "from qagen.llm.embedded import EmbeddedServer, ServerConfig, find_model\n"
         "s = EmbeddedServer(ServerConfig(str(find_model()), 1, 1, 512))\n"
         "s.start()\n"
         "print(s.proc.pid, flush=True)\n"
@@ -188,7 +194,7 @@ def test_embedded_server_health_and_stop():
 
 
 def test_second_server_death_stops_with_a_clear_error():
-    from qagen.embedded import EmbeddedError
+    from qagen.llm.embedded import EmbeddedError
 
     llm = EmbeddedLLM(ServerConfig(MODEL, 2, 1, 1024), concurrency=1, timeout=60, max_retries=0)
     request = ChatRequest(model="x", messages=(Message("user", "Hi"),), temperature=0.0, max_tokens=4)
@@ -210,14 +216,14 @@ def test_second_server_death_stops_with_a_clear_error():
 
 def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
     """A draft pair from the real model, then the real critic and regenerator, stored round by round."""
-    from qagen.chunker import Chunker
     from qagen.config import load_settings
-    from qagen.generate import Generator
-    from qagen.judge import Judge
-    from qagen.models import QAPair
-    from qagen.pipeline import chunker_settings
-    from qagen.prompts import load_prompts
-    from qagen.refine import Refiner, RefineSettings
+    from qagen.core.types import QAPair
+    from qagen.corpus.chunker import Chunker
+    from qagen.generate.judge import Judge
+    from qagen.generate.perspectives import Generator
+    from qagen.generate.refine import Refiner, RefineSettings
+    from qagen.pipeline.assemble import chunker_settings
+    from qagen.prompting.prompts import load_prompts
     from qagen.store import Store
 
     docs = tmp_path / "docs"

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from qagen.config import load_settings
-from qagen.llm import ChatRequest, LLMError, Message, OpenAIHTTP
-from qagen.pipeline import Summary, ingest
+from qagen.llm.base import ChatRequest, LLMError, Message
+from qagen.llm.openai_http import OpenAIHTTP
+from qagen.pipeline.ingest import ingest
+from qagen.pipeline.summary import Summary
 from qagen.testing import FaultInjector, StubReply, StubServer
 from tests.conftest import passage_reply
 

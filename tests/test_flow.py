@@ -18,7 +18,7 @@ pytest.importorskip("aiosmtpd", reason="aiosmtpd is in the test extra: pip insta
 
 from filelock import FileLock
 
-from qagen.flow import Gate, check_gate
+from qagen.flow.run import Gate, check_gate
 from qagen.testing import StubReply, StubServer
 from tests.conftest import NOTES, passage_reply
 from tests.smtp_server import SMTPServer, body
@@ -135,7 +135,7 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     (docs / "notes.txt").write_text(NOTES)
     # Only the perspectives whose answers need no grounding quote: with today's quote schema, llama.cpp's
     # constrained decoding of the embedded model stalls on this 2-core box (seen 2026-11-22, reported).
-    from qagen.prompts import builtin_dir
+    from qagen.prompting.prompts import builtin_dir
 
     prompts = tmp_path / "prompts"
     prompts.mkdir()

@@ -24,9 +24,9 @@ import pytest
 
 import qagen
 from qagen.config import load_settings
-from qagen.models import Document
-from qagen.pipeline import ingest
-from qagen.reader import iter_documents
+from qagen.core.types import Document
+from qagen.corpus.reader import iter_documents
+from qagen.pipeline.ingest import ingest
 
 QAGEN = [sys.executable, "-m", "qagen.cli"]
 HUGE_BYTES = 200 * 1024 * 1024
@@ -294,21 +294,21 @@ NOBODY_SCRIPT = """
 import json, sys
 sys.path[:0] = json.loads(sys.argv[1])
 from pathlib import Path
-from qagen.reader import iter_documents
+from qagen.corpus.reader import iter_documents
 rows = [[type(i).__name__, i.path, getattr(i, "reason", "")] for i in iter_documents(Path(sys.argv[2]))]
 print(json.dumps(rows))
 """
 
 
 def _python_for(user: str, paths: list[str], cwd: str) -> tuple[str | None, str]:
-    """A Python that ``user`` can run and import qagen.reader with; else (None, why not)."""
+    """A Python that ``user`` can run and import qagen.corpus.reader with; else (None, why not)."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     candidates = [sys.executable, f"/usr/bin/python{version}", shutil.which(f"python{version}") or ""]
     why = ""
     for exe in dict.fromkeys(c for c in candidates if c):
         try:
             probe = subprocess.run(
-                [exe, "-s", "-c", "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); import qagen.reader",
+                [exe, "-s", "-c", "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); import qagen.corpus.reader",
                  json.dumps(paths)],
                 user=user, cwd=cwd, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 capture_output=True, text=True, timeout=60,
@@ -389,7 +389,7 @@ def _only_parse_failures(summary) -> bool:
 
 @pytest.mark.embedded
 def test_injection_document_on_the_real_embedded_model(tmp_path):
-    from qagen.embedded import MODEL_NAME, find_model
+    from qagen.llm.embedded import MODEL_NAME, find_model
 
     try:
         find_model()

@@ -1,6 +1,6 @@
 """Content IDs must be stable across runs, machines and cosmetic edits."""
 
-from qagen import ids
+from qagen.core import ids
 
 TEXT = "Hello world.\n\nSecond paragraph."
 

@@ -6,10 +6,10 @@ import json
 import sqlite3
 from pathlib import Path
 
-from qagen import ids
-from qagen.pipeline import ingest
-from qagen.prompts import load_prompts
-from qagen.reader import iter_documents
+from qagen.core import ids
+from qagen.corpus.reader import iter_documents
+from qagen.pipeline.ingest import ingest
+from qagen.prompting.prompts import load_prompts
 from qagen.testing import StubReply
 
 GENERATORS = [p for p in load_prompts().perspectives if p.role == "generator"]
@@ -97,7 +97,7 @@ def test_unchanged_corpus_is_not_even_replayed(corpus, tmp_path, stub, settings_
     """Same bytes, settings and prompts as the last finished run, files intact: the run is a no-op."""
     import os
 
-    import qagen.generate as generate
+    from qagen.generate.caller import Caller
 
     out = tmp_path / "out"
     first = ingest(corpus, out, settings_for(report=True))
@@ -105,7 +105,7 @@ def test_unchanged_corpus_is_not_even_replayed(corpus, tmp_path, stub, settings_
     calls = stub.count()
     os.utime(corpus / "copy.md", (1, 1))  # a fresh checkout changes mtimes, never bytes
     replays = []
-    monkeypatch.setattr(generate.Generator, "ask", lambda *a, **k: replays.append(a))
+    monkeypatch.setattr(Caller, "ask", lambda *a, **k: replays.append(a))
     again = ingest(corpus, out, settings_for(report=True, concurrency=32, transport="aiohttp"))  # speed-only knobs
     assert again.unchanged and again.status == "ok" and replays == [] and stub.count() == calls
     assert again.requests_sent == 0 and again.requests_cached == first.requests_sent + first.requests_cached
@@ -275,9 +275,9 @@ def test_jsonl_loads_with_datasets(corpus, tmp_path, settings_for):
 
 
 def test_entity_self_relations_are_dropped_and_short_about_falls_back_to_title():
-    from qagen.identity import identity_pairs
-    from qagen.generate import outputs_to_qa
-    from qagen.schemas import schema_for
+    from qagen.generate.identity import identity_pairs
+    from qagen.generate.perspectives import outputs_to_qa
+    from qagen.prompting.schemas import schema_for
 
     prompts = load_prompts()
     entities = prompts.by_id("entities")

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("aiosmtpd", reason="aiosmtpd is in the test extra: pip install -e '.[test]'")
 
-from qagen.notify import NotifySettings, notify, resend_pending
+from qagen.flow.notify import NotifySettings, notify, resend_pending
 from qagen.store import Store
 from tests.smtp_server import SMTPServer, body, free_port
 

@@ -1,4 +1,4 @@
-"""Tests for qagen.quality: grounding, near-duplicate filtering, decontamination."""
+"""Tests for qagen.curate.quality: grounding, near-duplicate filtering, decontamination."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qagen.quality import (
+from qagen.curate.quality import (
     Decontaminator,
     NearDuplicateFilter,
     grounding_score,
@@ -141,7 +141,7 @@ def test_dedup_size_20k():
 
 
 def test_common_words_are_no_single_word_shingles():
-    from qagen.quality import _shingles
+    from qagen.curate.quality import _shingles
 
     got = {g.decode() for g in _shingles("what did kobal tisem do in 1905")}
     assert {"kobal", "tisem", "1905", "what did", "do in", "in 1905"} <= got
@@ -152,7 +152,7 @@ def test_common_words_are_no_single_word_shingles():
 def test_dedup_candidate_cap_keeps_the_paraphrase_among_many_template_questions(monkeypatch):
     """Hundreds of questions share a template's words (and so LSH buckets); the cap on candidates per
     question keeps the ones sharing the most bands, so a real near-duplicate is still found."""
-    from qagen.quality import DedupSession
+    from qagen.curate.quality import DedupSession
 
     rng = random.Random(3)
     vocab = ["".join(rng.choice("bcdfghjklmnprstvwz" if j % 2 == 0 else "aeiou") for j in range(5))

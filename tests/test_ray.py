@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from qagen.distributed import SHARDS_DIR, shard_of
-from qagen.pipeline import ingest
-from qagen.prompts import load_prompts
+from qagen.pipeline.ingest import ingest
+from qagen.pipeline.ray import SHARDS_DIR, shard_of
+from qagen.prompting.prompts import load_prompts
 from qagen.store import DB_NAME, ShardStore, Store
 from tests.conftest import COPY_DOC, NOTES, WASHINGTON
 
@@ -148,7 +148,7 @@ def test_a_shard_worker_reads_the_main_cache(tmp_path):
 
 
 def test_shard_of_depends_on_content_only():
-    from qagen import ids as qids
+    from qagen.core import ids as qids
 
     ids = [qids.doc_id(f"document {i}") for i in range(200)]
     assert [shard_of(i, 8) for i in ids] == [shard_of(i, 8) for i in ids]
@@ -156,15 +156,15 @@ def test_shard_of_depends_on_content_only():
 
 
 def test_ray_missing_gives_an_install_hint(tmp_path, stub, settings_for, monkeypatch):
-    import qagen.distributed as distributed
-    from qagen.pipeline import IngestError
+    import qagen.pipeline.ray as distributed
+    from qagen.core.errors import BackendError
 
     def missing():
         raise distributed.RayMissing("--executor ray needs Ray Data, which is not installed: pip install 'qagen[ray]'")
 
     monkeypatch.setattr(distributed, "require_ray", missing)
     docs = _corpus(tmp_path / "docs", n=1)
-    with pytest.raises(IngestError, match=r"pip install 'qagen\[ray\]'"):
+    with pytest.raises(BackendError, match=r"pip install 'qagen\[ray\]'"):
         ingest(docs, tmp_path / "out", settings_for(executor="ray"))
     runs = _rows(tmp_path / "out", "SELECT status FROM runs")
     assert runs == [("failed",)]

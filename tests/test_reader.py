@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from qagen import ids, reader
-from qagen.models import Document, SkippedFile
-from qagen.reader import iter_documents
+from qagen.core import ids
+from qagen.core.types import Document, SkippedFile
+from qagen.corpus import reader
+from qagen.corpus.reader import iter_documents
 
 
 def make_pdf(lines: list[str], *, title: str = "", author: str = "", date: str = "") -> bytes:

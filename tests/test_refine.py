@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qagen.pipeline import ingest
-from qagen.prompts import load_prompts
+from qagen.pipeline.ingest import ingest
+from qagen.prompting.prompts import load_prompts
 from qagen.testing import StubReply
 from tests.conftest import passage_of, passage_reply
 
@@ -157,7 +157,7 @@ def test_decontaminate_drops_benchmark_questions(corpus, tmp_path, stub, setting
 
 
 def test_unusable_benchmark_file_fails_before_any_call(corpus, tmp_path, stub, settings_for):
-    from qagen.pipeline import ingest as run
+    from qagen.pipeline.ingest import ingest as run
 
     bad = tmp_path / "bench.xml"
     bad.write_text("<q/>")

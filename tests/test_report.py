@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from qagen import report
-from qagen.card import card_info, render_card, write_card
-from qagen.report import (
+from qagen.output import report
+from qagen.output.card import card_info, render_card, write_card
+from qagen.output.report import (
     ReportError,
     build_report,
     latest_run,

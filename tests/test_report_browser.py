@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qagen.report import write_report
+from qagen.output.report import write_report
 from qagen.store import Store
 from tests.report_fixture import make_run
 

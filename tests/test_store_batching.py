@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qagen.llm import ChatRequest, ChatResponse, Message
-from qagen.models import QAPair
+from qagen.core.types import QAPair
+from qagen.llm.base import ChatRequest, ChatResponse, Message
 from qagen.store import Store
 
 

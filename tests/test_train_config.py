@@ -11,8 +11,7 @@ import pytest
 
 pytest.importorskip("axolotl", reason="needs the train extra (pip install -e '.[train]'); CI installs it")
 
-from qagen.store import Store
-from qagen.train import (
+from qagen.flow.train import (
     TrainError,
     load_train_settings,
     prepare,
@@ -21,6 +20,7 @@ from qagen.train import (
     template_path,
     validate,
 )
+from qagen.store import Store
 
 ROW = {"messages": [{"role": "system", "content": "You know document abc."}, {"role": "user", "content": "Q?"},
                     {"role": "assistant", "content": "A."}], "pair_id": "p1", "perspective": "quiz"}

@@ -19,10 +19,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from qagen import vllm_backend
 from qagen.config import load_settings
-from qagen.llm import ChatRequest, Message
-from qagen.pipeline import ingest
+from qagen.llm import vllm as vllm_backend
+from qagen.llm.base import ChatRequest, Message
+from qagen.pipeline.ingest import ingest
 from qagen.testing import StubServer
 from qagen.testing.crash import write_corpus
 from tests.conftest import passage_reply

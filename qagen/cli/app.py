@@ -1,0 +1,61 @@
+"""The ``qagen`` command line: the app and its command groups, each a thin wrapper over a library call.
+
+Only the CLI prints: progress and tables go to stderr, ``--json`` results to
+stdout. ``qagen.cli.common`` maps errors to exit codes in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qagen.cli.common import errors
+from qagen.cli.flow import register as register_flow_commands
+from qagen.cli.ingest import ingest_cmd
+from qagen.cli.report import register as register_report_commands
+from qagen.prompting.prompts import load_prompts
+
+app = typer.Typer(help="Turn a folder of documents into question/answer fine-tuning data.", no_args_is_help=True)
+prompts_app = typer.Typer(help="Inspect the prompt suite.", no_args_is_help=True)
+app.command("ingest")(ingest_cmd)
+app.add_typer(prompts_app, name="prompts")
+register_flow_commands(app)  # train, eval, notify, run (qagen/cli/flow.py)
+register_report_commands(app)  # report, export (qagen/cli/report.py)
+
+
+@prompts_app.command("list")
+def prompts_list(
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the active prompt set."""
+    with errors(as_json):
+        ps = load_prompts(prompts)
+    rows = [
+        {"id": p.id, "role": p.role, "scope": p.scope, "output": p.output, "enabled": p.enabled,
+         "hash": p.hash[:10], "source": p.source, "description": p.description}
+        for p in ps.all
+    ]
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    t = Table(title="qagen prompts")
+    for col in ("id", "role", "scope", "output", "enabled", "hash", "source"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*(str(r[c]) for c in ("id", "role", "scope", "output", "enabled", "hash", "source")))
+    Console().print(t)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

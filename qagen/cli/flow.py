@@ -1,0 +1,251 @@
+"""CLI for the train -> eval -> notify flow: ``qagen train``, ``qagen eval``, ``qagen notify``, ``qagen run``.
+
+Thin wrappers over qagen.flow.train / evaluate / notify / flow; registered on the
+main app by ``register(app)``. Heavy libraries (axolotl, torch, transformers)
+are imported inside the library functions, never at import time.
+
+Exit codes: 0 ok; 1 failed; 2 quality gate not met (``run --min-pairs``,
+``--max-failure-rate``); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qagen.cli.common import (
+    JsonOpt,
+    OutArg,
+    VerboseOpt,
+    err,
+    errors,
+    fail,
+    require_out,
+    settings_or_exit,
+    setup_logging,
+    sigterm_as_interrupt,
+)
+
+
+class _LineProgress:
+    """Train/flow progress for CI logs and terminals alike: one line per step (steps, loss, ETA)."""
+
+    def __init__(self) -> None:
+        self._last = (-1, -1)
+        self._requests = [0, 0, 0]  # done, total, failed
+
+    def doc_read(self, path: str, n_chunks: int) -> None:
+        err.print(f"  read {path} ({n_chunks} chunks)", highlight=False)
+
+    def doc_skipped(self, path: str, reason: str) -> None:
+        err.print(f"  skipped {path}: {reason}", highlight=False)
+
+    def requests_added(self, n: int) -> None:
+        self._requests[1] += n
+
+    def request_done(self, *, cached: bool, failed: bool) -> None:
+        done, total, failed_n = self._requests
+        self._requests = [done + 1, total, failed_n + int(failed)]
+        if (done + 1) % 5 == 0 or done + 1 == total:
+            err.print(f"  requests {done + 1}/{total} done ({failed_n + int(failed)} failed)", highlight=False)
+
+    def pairs_added(self, n: int) -> None:
+        pass
+
+    def stage(self, name: str, detail: str) -> None:
+        err.print(f"[bold]== {name}[/bold] {detail}")
+
+    def update(self, step: int, total: int, loss: float | None, eta: str) -> None:
+        if (step, total) == self._last or loss is None:
+            return
+        self._last = (step, total)
+        err.print(f"  train step {step}/{total}  loss {loss:.4f}" + (f"  ETA {eta}" if eta else ""), highlight=False)
+
+
+def train_cmd(
+    out: OutArg,
+    template: Annotated[str | None, typer.Option(help="axolotl template name in axolotl_configs/ or a .yml path (default smollm2-cpu-lora).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model (HF folder or hub name). Default: the embedded SmolLM2 for the CPU template.")] = None,
+    launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun (multi-node) or python.")] = None,
+    launcher_arg: Annotated[list[str] | None, typer.Option(help="Extra argument for the launcher (repeatable), e.g. --nnodes=2.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    sequence_len: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
+    force: Annotated[bool, typer.Option(help="Train again even if this dataset + config was trained before.")] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fine-tune a LoRA adapter on OUT/train.jsonl with axolotl (config validated before launch)."""
+    from qagen.flow.train import load_train_settings, train
+    from qagen.store import Store
+
+    setup_logging(verbose)
+    require_out(out, as_json)
+    ts = settings_or_exit(lambda: load_train_settings(
+        template=template, base_model=base_model, launcher=launcher, max_steps=max_steps, sequence_len=sequence_len,
+        launcher_args=launcher_arg), as_json)
+    sigterm_as_interrupt()
+    try:
+        with errors(as_json), Store(out) as store:
+            summary = train(out, ts, store, progress=_LineProgress(), force=force)
+    except KeyboardInterrupt:
+        raise fail("interrupted; the adapter was not finished", as_json, 130) from None
+    if as_json:
+        print(json.dumps({**summary.to_dict(), "loss_curve": summary.loss_curve()}))
+        return
+    note = " (reused: this dataset + config was trained before; --force to train again)" if summary.cached else ""
+    err.print(f"trained {summary.steps} steps in {summary.seconds:.0f} s{note}; loss {summary.loss_curve()}")
+    err.print(f"adapter: [bold]{summary.adapter_dir}[/bold]   log: {summary.log_path}")
+
+
+def eval_cmd(
+    out: OutArg,
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder (default: the last one `qagen train` made).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model HF folder (default: the adapter's base).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Judge endpoint (OpenAI-compatible). Default: the embedded model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Judge model name at --base-url.")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Closed-book eval of base vs tuned on OUT/eval.jsonl: token F1 + judge; writes OUT/eval_report.json."""
+    from qagen.config import load_settings
+    from qagen.flow.evaluate import EvalError, evaluate
+    from qagen.flow.train import load_train_settings
+    from qagen.store import Store
+
+    setup_logging(verbose)
+    require_out(out, as_json)
+    settings = settings_or_exit(lambda: load_settings(base_url=base_url, model=model), as_json)
+    with errors(as_json), Store(out) as store:
+        last = store.last_run_summary("train") or {}
+        adapter_dir = str(adapter or last.get("adapter_dir") or "")
+        base = base_model or str(last.get("base_model") or "")
+        if not adapter_dir or not base:
+            raise EvalError(f"no trained adapter recorded in {out}: run `qagen train {out}` or pass --adapter and --base-model")
+        threads = load_train_settings().threads
+        report = evaluate(out, store, settings, base_model=base, adapter_dir=adapter_dir, limit=limit,
+                          threads=threads)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    err.print(report.table(), highlight=False)
+    err.print(f"judge: {report.judge}; report: {out / 'eval_report.json'} ({report.seconds:.0f} s)")
+
+
+def notify_cmd(
+    out: OutArg,
+    smtp_host: Annotated[str | None, typer.Option(help="SMTP server (or QAGEN_SMTP_HOST).")] = None,
+    smtp_port: Annotated[int | None, typer.Option(help="SMTP port (or QAGEN_SMTP_PORT).")] = None,
+    smtp_user: Annotated[str | None, typer.Option(help="SMTP login; the password only from QAGEN_SMTP_PASSWORD.")] = None,
+    smtp_tls: Annotated[str | None, typer.Option(help="auto, starttls, ssl or none.")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Send again every email that could not be delivered (they are kept as pending in OUT)."""
+    from qagen.flow.notify import load_notify_settings, resend_pending
+    from qagen.store import Store
+
+    setup_logging(verbose)
+    require_out(out, as_json)
+    ns = settings_or_exit(lambda: load_notify_settings(
+        smtp_host=smtp_host, smtp_port=smtp_port, smtp_user=smtp_user, smtp_tls=smtp_tls), as_json)
+    with errors(as_json), Store(out) as store:
+        result = resend_pending(store, ns)
+    if as_json:
+        print(json.dumps({"sent": result.sent, "pending": result.pending, "errors": list(result.errors)}))
+    else:
+        err.print(f"{result.sent} sent, {result.pending} still pending" + (f": {result.errors[0]}" if result.errors else ""))
+    if result.pending:
+        raise typer.Exit(1)
+
+
+def run_cmd(
+    docs: Annotated[Path, typer.Argument(help="Folder of documents (read recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output + state folder (restore it from a CI cache).")] = Path("qagen-out"),
+    email: Annotated[str | None, typer.Option(help="Who gets the start/finish/failure emails (or QAGEN_EMAIL).")] = None,
+    smtp_host: Annotated[str | None, typer.Option(help="SMTP server (or QAGEN_SMTP_HOST; default localhost).")] = None,
+    smtp_port: Annotated[int | None, typer.Option(help="SMTP port (or QAGEN_SMTP_PORT).")] = None,
+    smtp_user: Annotated[str | None, typer.Option(help="SMTP login; the password only from QAGEN_SMTP_PASSWORD.")] = None,
+    smtp_from: Annotated[str | None, typer.Option(help="Sender address (or QAGEN_SMTP_FROM).")] = None,
+    smtp_tls: Annotated[str | None, typer.Option(help="auto (STARTTLS if offered), starttls, ssl or none.")] = None,
+    min_pairs: Annotated[int, typer.Option(help="Quality gate: fewer pairs -> exit 2, no training.")] = 1,
+    max_failure_rate: Annotated[float, typer.Option(help="Quality gate: share of failed LLM requests above this -> exit 2.")] = 0.1,
+    template: Annotated[str | None, typer.Option(help="axolotl template (default smollm2-cpu-lora).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model to fine-tune (default: per template).")] = None,
+    launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun or python.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for generation and judge.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name served at --base-url.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files.")] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """ingest -> train -> eval -> email, resumable: re-run the same command to continue after a crash (CI mode: --json)."""
+    from qagen.config import load_settings
+    from qagen.flow.notify import load_notify_settings
+    from qagen.flow.run import Flow, Gate
+    from qagen.flow.train import load_train_settings
+
+    setup_logging(verbose)
+    settings = settings_or_exit(lambda: load_settings(
+        base_url=base_url, model=model, concurrency=concurrency, chunk_size=chunk_size), as_json)
+    ts = settings_or_exit(lambda: load_train_settings(
+        template=template, base_model=base_model, launcher=launcher, max_steps=max_steps), as_json)
+    ns = settings_or_exit(lambda: load_notify_settings(
+        email=email, smtp_host=smtp_host, smtp_port=smtp_port, smtp_user=smtp_user, smtp_from=smtp_from,
+        smtp_tls=smtp_tls), as_json)
+    gate = settings_or_exit(lambda: Gate(min_pairs=min_pairs, max_failure_rate=max_failure_rate), as_json)
+    sigterm_as_interrupt()
+    flow = Flow(docs, out, settings, ts, ns, gate=gate, eval_limit=eval_limit, prompts_dir=prompts,
+                progress=_LineProgress())
+    with errors(as_json):
+        result = flow.run()
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
+    else:
+        _print_result(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_result(result: object) -> None:
+    from qagen.flow.run import FlowResult
+
+    assert isinstance(result, FlowResult)
+    colour = "green" if result.exit_code == 0 else "red"
+    t = Table(title=f"qagen run: [{colour}]{result.status}[/{colour}] (exit {result.exit_code})", show_header=False,
+              title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    if result.error:
+        t.add_row("error", result.error)
+    if result.ingest:
+        t.add_row("pairs", f"{result.ingest.get('pairs_total')} ({result.ingest.get('train_pairs')} train, "
+                           f"{result.ingest.get('eval_pairs')} eval)")
+    if result.train:
+        t.add_row("train", f"{result.train.get('steps')} steps; loss {result.train.get('loss_curve')}")
+        t.add_row("adapter", str(result.train.get("adapter_dir")))
+    t.add_row("durations", ", ".join(f"{k} {v:.0f} s" for k, v in result.durations.items()))
+    t.add_row("emails", f"{result.emails_sent} sent, {result.emails_pending} pending")
+    err.print(t)
+    if result.eval_table:
+        err.print(result.eval_table, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the flow commands to the main ``qagen`` app."""
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("notify")(notify_cmd)
+    app.command("run")(run_cmd)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `qagen run|train|eval|notify`")

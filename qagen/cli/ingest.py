@@ -1,0 +1,232 @@
+"""``qagen ingest``: documents in, a dataset out, with progress bars and a summary table.
+
+Exit codes: 0 = success; 1 = the command failed, or finished only in part
+(some LLM requests failed for good: re-run to retry them; no readable
+documents; no pairs). Skipped input files alone do not fail a run unless
+``--fail-on-skip`` is given: they are listed in the summary. ``--json`` puts
+the run summary on stdout as one JSON object, for CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from qagen.cli.common import (
+    err,
+    errors,
+    settings_or_exit,
+    setup_logging,
+    sigterm_as_interrupt,
+)
+from qagen.config import load_settings
+
+if TYPE_CHECKING:
+    from qagen.pipeline.summary import Summary
+
+
+def _count_files(root: Path) -> int:
+    total = 0
+    for _, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        total += sum(1 for f in files if not f.startswith("."))
+    return total
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress, total_files: int):
+        self.p = progress
+        self.docs = progress.add_task("documents", total=total_files)
+        self.reqs = progress.add_task("requests", total=0)
+        self.pairs = progress.add_task("pairs", total=None)
+
+    def doc_read(self, path: str, n_chunks: int) -> None:
+        self.p.advance(self.docs)
+
+    def doc_skipped(self, path: str, reason: str) -> None:
+        self.p.advance(self.docs)
+
+    def requests_added(self, n: int) -> None:
+        task = self.p.tasks[self.reqs]
+        self.p.update(self.reqs, total=(task.total or 0) + n)
+
+    def request_done(self, *, cached: bool, failed: bool) -> None:
+        self.p.advance(self.reqs)
+
+    def pairs_added(self, n: int) -> None:
+        self.p.advance(self.pairs, n)
+
+
+def _summary_table(s: Summary) -> Table:
+    t = Table(title=f"qagen ingest: {s.status}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("model", f"{s.model} ({s.backend})")
+    t.add_row("documents", f"{s.documents_read} read, {len(s.documents_skipped)} skipped")
+    for skipped in s.documents_skipped[:20]:
+        t.add_row("  skipped", f"{skipped['path']!r}: {skipped['reason']}")
+    if len(s.documents_skipped) > 20:
+        t.add_row("  skipped", f"... and {len(s.documents_skipped) - 20} more (see --json)")
+    t.add_row("chunks", f"{s.chunks} (length in {s.chunk_unit})")
+    t.add_row(
+        "requests",
+        f"{s.requests_sent} sent, {s.requests_cached} cached, {s.requests_failed} failed "
+        f"({s.http_retries} HTTP retries, {s.corrective_retries} corrective retries, "
+        f"{s.invalid_replies} still invalid, {s.length_cutoffs} hit max_tokens)",
+    )
+    t.add_row("tokens", f"{s.prompt_tokens} prompt + {s.completion_tokens} completion (sent this run)")
+    for name, n in s.pairs_per_perspective.items():
+        exported, y = s.exported_per_perspective.get(name, 0), s.yield_per_perspective.get(name)
+        per_call = f" ({y} per call)" if y is not None else ""
+        t.add_row(f"  pairs: {name}", f"{n} generated, {exported} exported{per_call}")
+    t.add_row("pairs", f"{s.pairs_total} ({s.train_pairs} train, {s.eval_pairs} eval, held out by {s.split_by})")
+    if s.refined:
+        hist = ", ".join(f"{k} revisions: {v}" for k, v in s.revisions_histogram.items())
+        t.add_row("refinement", f"{s.drafted} drafts; {hist}")
+        t.add_row("  stopped", ", ".join(f"{k}: {v}" for k, v in s.stop_reasons.items()))
+        t.add_row("dpo", f"{s.dpo_pairs} preference pairs in {s.dpo_path}")
+    if s.judged:
+        how = {"logprobs": "P(yes) from logprobs",
+               "parsed": "parsed yes/no: the endpoint gave no logprobs"}.get(s.judge_method, s.judge_method)
+        t.add_row("judge", f"{s.judge_passed} passed, {s.judge_rejected} rejected, {s.judge_failed} failed "
+                           f"(threshold {s.judge_threshold}; {how})")
+        if s.best_of > 1:
+            t.add_row("best-of", f"{s.best_of} answers per question; a sample beat the draft {s.best_of_replaced} times")
+    if s.grounding_checked:
+        policy = "dropped" if s.ungrounded_policy == "drop" else "flagged"
+        t.add_row("grounding", f"{s.grounded} of {s.grounding_checked} quotes found in their chunk; "
+                               f"{s.ungrounded} ungrounded ({policy})")
+    t.add_row("duplicates", f"{s.duplicates_removed} near-duplicate questions removed")
+    if s.contaminated_removed:
+        t.add_row("decontaminated", f"{s.contaminated_removed} pairs dropped (question matched a benchmark question)")
+    verdicts = ", ".join(f"{k}: {v}" for k, v in s.verdicts.items())
+    t.add_row("verdicts", f"{verdicts} (of {s.pairs_generated} pairs)")
+    for verdict, example in s.verdict_examples.items():
+        t.add_row(f"  e.g. {verdict}", example[:200])
+    if s.chunks_without_pairs:
+        t.add_row("empty chunks", f"{s.chunks_without_pairs} chunks ended with no pairs, e.g. "
+                                  + "; ".join(s.chunks_without_pairs_examples[:3]))
+    if s.error:
+        t.add_row("error", s.error)
+    t.add_row("group", s.group_id[:10])
+    t.add_row("train", s.train_path)
+    t.add_row("eval", s.eval_path)
+    t.add_row("state", s.state_db)
+    if s.report_path:
+        t.add_row("report", f"{s.report_path} (dataset card: {s.card_path})")
+    for example in s.failure_examples:
+        t.add_row("  failure", example)
+    t.add_row("time", f"{s.seconds:.1f} s")
+    return t
+
+
+def ingest_cmd(
+    docs: Annotated[Path, typer.Argument(help="Folder of documents (read recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (dataset + state).")] = Path("qagen-out"),
+    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1. Repeat it to balance load over several servers (with failover). Default: the embedded model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name served at --base-url (with --backend vllm: the model vLLM loads).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (better: set OPENAI_API_KEY or QAGEN_API_KEY).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once (per endpoint when several).")] = None,
+    adaptive: Annotated[bool | None, typer.Option("--adaptive/--fixed-concurrency", help="Adapt concurrency: halve on 429/503, grow while latency holds.")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="With --adaptive: most requests in flight per endpoint.")] = None,
+    backend: Annotated[str | None, typer.Option(help="http (an OpenAI-compatible endpoint or the embedded model) or vllm (in-process vLLM; needs qagen[vllm] and a GPU).")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Chunk overlap in tokens.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json path or local HF tokenizer for token-exact chunking.")] = None,
+    split_by: Annotated[str | None, typer.Option(help="Hold-out unit: auto, document, chunk or pair.")] = None,
+    eval_fraction: Annotated[float | None, typer.Option(help="Share held out for eval.jsonl.")] = None,
+    refine: Annotated[bool | None, typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop.")] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
+    min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
+    decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
+    refine_style: Annotated[str | None, typer.Option(help="Critic/regenerator prompt style: chat, or helixnet (HelixNet's completion format over /v1/completions).")] = None,
+    judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks (P(yes) from logprobs).")] = None,
+    judge_threshold: Annotated[float | None, typer.Option(help="Export pairs whose mean judge P(yes) reaches this (default 0.5).")] = None,
+    best_of: Annotated[int | None, typer.Option(help="Best-of-n: sample N answers per drafted question and keep the best-judged (default 1: off).")] = None,
+    grounding_threshold: Annotated[float | None, typer.Option(help="Fuzzy score (0-100) a supporting quote needs in its chunk (default 90).")] = None,
+    ungrounded: Annotated[str | None, typer.Option(help="Pairs whose quote is not in the chunk: drop (default) or flag.")] = None,
+    dedup: Annotated[bool | None, typer.Option("--dedup/--no-dedup", help="Drop near-duplicate questions across the corpus, keeping the best-judged.")] = None,
+    fail_fast_after: Annotated[int | None, typer.Option(help="Stop when the parse-failure or judge-rejection rate over the first N items passes its limit (0: never).")] = None,
+    critic_base_url: Annotated[str | None, typer.Option(help="Endpoint for the critic role (default: the generator's).")] = None,
+    critic_model: Annotated[str | None, typer.Option(help="Model for the critic role.")] = None,
+    regenerator_base_url: Annotated[str | None, typer.Option(help="Endpoint for the regenerator role.")] = None,
+    regenerator_model: Annotated[str | None, typer.Option(help="Model for the regenerator role.")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="Endpoint for the judge role.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model for the judge role.")] = None,
+    executor: Annotated[str | None, typer.Option(help="local (one process) or ray (Ray Data over a Ray cluster; needs qagen[ray]). Documents are sharded by content ID; each worker keeps a state shard, merged at the end.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a local Ray on this machine).")] = None,
+    workers: Annotated[int | None, typer.Option(help="With --executor ray: workers calling the endpoint(s), --concurrency requests each (default: the cluster's CPUs).")] = None,
+    transport: Annotated[str | None, typer.Option(help="HTTP client for chat calls: openai (the SDK, default) or aiohttp (lean: for many endpoints at scale).")] = None,
+    report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
+    license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
+    fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Generate a Q/A dataset from DOCS into OUT (train.jsonl, eval.jsonl, qagen.sqlite)."""
+    # Imported here: the pipeline pulls in openai, markitdown and langchain (~2 s),
+    # which `qagen --help` and `qagen prompts list` do not need.
+    from qagen.pipeline.ingest import ingest
+    from qagen.pipeline.summary import Interrupted
+
+    setup_logging(verbose)
+    settings = settings_or_exit(lambda: load_settings(
+        base_url=base_url[0] if base_url else None, extra_base_urls=base_url[1:] if base_url else None,
+        adaptive=adaptive, max_concurrency=max_concurrency, backend=backend,
+        model=model, api_key=api_key, concurrency=concurrency, chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap, tokenizer=tokenizer, split_by=split_by, eval_fraction=eval_fraction,
+        refine=refine, max_rounds=max_rounds, min_rounds=min_rounds, refine_style=refine_style,
+        judge=judge, judge_threshold=judge_threshold, best_of=best_of, grounding_threshold=grounding_threshold,
+        ungrounded=ungrounded, dedup=dedup, fail_fast_after=fail_fast_after,
+        critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
+        regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
+        report=report, license=license, transport=transport, executor=executor, ray_address=ray_address,
+        workers=workers,
+        decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
+    ), as_json)
+    sigterm_as_interrupt()
+    show_progress = err.is_terminal and not as_json
+    try:
+        with errors(as_json):
+            if show_progress:
+                columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn())
+                with Progress(*columns, console=err, transient=False) as bar:
+                    total = _count_files(docs) if docs.is_dir() else 0
+                    summary = ingest(docs, out, settings, prompts_dir=prompts, progress=_RichProgress(bar, total))
+            else:
+                summary = ingest(docs, out, settings, prompts_dir=prompts)
+    except Interrupted as stop:
+        if as_json:
+            print(json.dumps(stop.summary.to_dict(), ensure_ascii=False))
+        err.print(
+            f"[yellow]interrupted:[/yellow] {stop.summary.pairs_total} finished pairs written to "
+            f"{stop.summary.train_path}; run the same command again to finish."
+        )
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted:[/yellow] finished requests are saved; run the same command again to resume.")
+        raise typer.Exit(130) from None
+    if as_json:
+        print(json.dumps(summary.to_dict(), ensure_ascii=False))
+    else:
+        err.print(_summary_table(summary))
+        if summary.unchanged:
+            err.print("nothing changed since the last run (documents, settings, prompts): the dataset was kept")
+        err.print(f"dataset written to [bold]{summary.train_path}[/bold] and [bold]{summary.eval_path}[/bold]")
+    if summary.status != "ok" or (fail_on_skip and summary.documents_skipped):
+        raise typer.Exit(1)

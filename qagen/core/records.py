@@ -1,0 +1,72 @@
+"""Record types: what the stages decide about pairs, kept with the core types so every layer can name them.
+
+``RefineRound`` (one critic verdict and its revision), ``Judgement`` (the
+judge's scores), ``Verdict`` (what curation decided) and ``RunPair`` (a pair
+as a run exported it) cross module boundaries; they are plain frozen
+dataclasses, never ``dict[str, Any]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qagen.core.types import QAPair
+
+
+@dataclass(frozen=True)
+class RefineRound:
+    """One critic verdict on (question, answer), and the revision it led to, if any."""
+
+    question: str
+    answer: str
+    critique: str
+    problems: list[str]
+    needs_revision: bool
+    forced: bool = False  # revised although the critic was satisfied (--min-rounds)
+    revised_question: str | None = None
+    revised_answer: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happened to one pair of a run after generation, and why."""
+
+    pair_id: str
+    verdict: str  # exported | judge_rejected | judge_failed | ungrounded | duplicate | contaminated
+    detail: str = ""
+    judge: dict[str, float] = field(default_factory=dict)
+    judge_method: str = "none"  # logprobs | parsed | mixed | none
+    judge_score: float | None = None
+    grounded: bool | None = None  # None: not checked (summaries, code-built pairs)
+    grounding: float | None = None  # 0-100
+    quote: str = ""
+    duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPair:
+    pair: QAPair
+    path: str  # source path of the document in this run
+    title: str
+    verdict: str | None = None  # from ``verdicts`` (None: not curated, e.g. an interrupted run)
+    notes: tuple[tuple[str, object], ...] = ()  # judge scores and grounding flag, for the export
+
+    @property
+    def exported(self) -> bool:
+        return self.verdict in (None, "exported")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    scores: dict[str, float]  # check -> P(yes)
+    methods: tuple[str, ...]  # how each score was read: logprobs | parsed
+    missing: tuple[str, ...]  # checks whose request failed (the pair is not exported; retried next run)
+
+    @property
+    def score(self) -> float | None:
+        return sum(self.scores.values()) / len(self.scores) if self.scores and not self.missing else None
+
+    @property
+    def method(self) -> str:
+        kinds = set(self.methods)
+        return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")

@@ -1,0 +1,53 @@
+"""Core value types. Small, frozen, and free of I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Document:
+    """One readable source document.
+
+    ``text`` is the normalised text (markdown for converted formats);
+    ``path`` is metadata only and takes no part in ``doc_id``.
+    """
+
+    doc_id: str
+    path: str  # relative to the ingested folder, POSIX separators
+    title: str
+    text: str
+    fmt: str  # "markdown", "rst", "text"
+    meta: tuple[tuple[str, str], ...] = ()  # e.g. (("date", "1790-01-08"),)
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file the reader could not use, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    index: int  # position within the document, 0-based
+    text: str
+    title: str  # the document title
+    section: str  # heading path, e.g. "Methods > Sampling"; "" if none
+    n_tokens: int  # length in the chunker's unit (tokens or estimated tokens)
+
+
+@dataclass(frozen=True)
+class QAPair:
+    pair_id: str
+    chunk_id: str
+    doc_id: str
+    perspective: str
+    question: str
+    answer: str
+    request_key: str  # the LLM request it came from ("" when built by code)
+    model: str
+    extra: tuple[tuple[str, str], ...] = field(default=())

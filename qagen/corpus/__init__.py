@@ -1,0 +1,1 @@
+"""Stage 1: read a folder of documents and chunk them."""

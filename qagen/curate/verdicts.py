@@ -1,0 +1,153 @@
+"""Curation: decide, for each of a run's pairs, whether it is exported, and why not.
+
+Runs once at the end of a run, over what the store holds for it, in this order
+(a pair gets the first verdict that applies):
+
+1. ``contaminated``: the question nearly matches a benchmark / held-out question;
+2. ``judge_failed``: a judge request failed (retried on the next run);
+3. ``judge_rejected``: the mean P(yes) of the judge's checks is under the threshold;
+4. ``ungrounded``: the supporting quote does not occur in the chunk (with
+   ``ungrounded=flag`` the pair is exported, marked ``grounded: false``);
+5. ``duplicate``: a near-duplicate of a better-judged question elsewhere in the
+   corpus (only model-written questions: templated ones repeat by design);
+6. ``exported``.
+
+Every verdict is stored with its detail, so the report and the summary can say
+what was thrown away and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from qagen.core.records import Verdict
+from qagen.curate.quality import (
+    Decontaminator,
+    DedupSession,
+    NearDuplicateFilter,
+    grounding_score,
+    load_questions,
+)
+from qagen.prompting.prompts import PromptSet
+from qagen.store import Store
+
+
+@dataclass(frozen=True)
+class CurateSettings:
+    judge_threshold: float = 0.5
+    grounding_threshold: float = 90.0
+    ungrounded: str = "drop"  # drop | flag
+    dedup: bool = True
+    dedup_threshold: float = 0.8
+    decontaminate: tuple[Path, ...] = ()
+
+
+@dataclass
+class CurateResult:
+    counts: Counter[str] = field(default_factory=Counter)  # verdict -> pairs
+    grounded: int = 0
+    ungrounded: int = 0  # dropped or flagged
+    grounding_checked: int = 0
+    judge_passed: int = 0
+    judge_methods: Counter[str] = field(default_factory=Counter)  # per judged pair: logprobs | parsed | mixed
+    examples: dict[str, str] = field(default_factory=dict)  # verdict -> one example
+
+
+_BATCH = 1000  # verdict rows written per transaction
+
+
+class _ChunkTexts:
+    """Chunk text by id, one chunk at a time: pairs come in chunk order, so memory stays flat."""
+
+    def __init__(self, store: Store):
+        self.store, self.chunk_id, self.text = store, "", ""
+
+    def __call__(self, chunk_id: str) -> str:
+        if chunk_id != self.chunk_id:
+            row = self.store.db.execute("SELECT text FROM chunks WHERE chunk_id=?", (chunk_id,)).fetchone()
+            self.chunk_id, self.text = chunk_id, (row[0] if row else "")
+        return self.text
+
+
+def _grounding_mode(prompts: PromptSet, perspective: str) -> str:
+    try:
+        return prompts.by_id(perspective).grounding
+    except KeyError:
+        return "none"
+
+
+def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettings, *, judged: bool) -> CurateResult:
+    """Settle and store every pair's verdict; streams the run's pairs (dedup keeps one short row per candidate)."""
+    judgements = store.judgements(run_id) if judged else {}
+    text_of = _ChunkTexts(store)
+    matcher = Decontaminator(load_questions(list(settings.decontaminate))) if settings.decontaminate else None
+    result = CurateResult()
+    # Dedup input, kept on disk (a temporary SQLite database), so memory does not grow with the corpus
+    # (made on the first candidate: datasketch's import costs ~1.5 s).
+    dedup: DedupSession | None = None
+    batch: list[Verdict] = []
+    for rp in store.run_pairs(run_id):
+        p = rp.pair
+        scores, method, score = judgements.pop(p.pair_id, ({}, "none", None))
+        v = Verdict(p.pair_id, "exported", judge=scores, judge_method=method, judge_score=score)
+        quoted = _grounding_mode(prompts, p.perspective) == "quote"
+        if quoted:
+            quote = dict(p.extra).get("quote", "")
+            g = round(grounding_score(quote, text_of(p.chunk_id)), 1)
+            ok = g >= settings.grounding_threshold
+            v = replace(v, grounded=ok, grounding=g, quote=quote)
+            result.grounding_checked += 1
+            result.grounded += ok
+            result.ungrounded += not ok
+        if method != "none":
+            result.judge_methods[method] += 1
+            result.judge_passed += score is not None and score >= settings.judge_threshold
+        hit = matcher.match(p.question) if matcher else None
+        if hit is not None:
+            v = replace(v, verdict="contaminated", detail=f"nearly matches benchmark question {hit!r}")
+        elif judged and p.request_key and score is None:
+            v = replace(v, verdict="judge_failed", detail="a judge request failed (retried on the next run)")
+        elif judged and score is not None and score < settings.judge_threshold:
+            v = replace(v, verdict="judge_rejected",
+                        detail=f"judge score {score:.2f} < {settings.judge_threshold} ({_fmt(scores)})")
+        elif v.grounded is False and settings.ungrounded == "drop":
+            v = replace(v, verdict="ungrounded",
+                        detail=f"quote not found in the chunk (score {v.grounding} < {settings.grounding_threshold})")
+        elif settings.dedup and quoted:
+            dedup = dedup or NearDuplicateFilter(threshold=settings.dedup_threshold).session()
+            dedup.add(p.pair_id, p.question, score if score is not None else 0.0)
+        _count(result, v, p.question, p.answer)
+        batch.append(v)
+        if len(batch) >= _BATCH:
+            store.put_verdicts(run_id, batch)
+            batch = []
+    store.put_verdicts(run_id, batch)
+    if dedup is not None:
+        try:
+            marked: list[tuple[str, str, str]] = []
+            for pid, kept, question, kept_question in dedup.run():
+                detail = f"near-duplicate of {kept_question!r}"
+                marked.append((pid, kept, detail))
+                result.counts["exported"] -= 1
+                result.counts["duplicate"] += 1
+                result.examples.setdefault("duplicate", f"{question!r}: {detail}")
+                if len(marked) >= _BATCH:
+                    store.mark_duplicates(run_id, marked)
+                    marked = []
+            store.mark_duplicates(run_id, marked)
+        finally:
+            dedup.close()
+    result.counts = +result.counts  # drop zero counts
+    return result
+
+
+def _count(result: CurateResult, v: Verdict, question: str, answer: str) -> None:
+    result.counts[v.verdict] += 1
+    if v.verdict != "exported" and v.verdict not in result.examples:
+        result.examples[v.verdict] = f"{question!r} -> {answer[:100]!r}: {v.detail}"
+
+
+def _fmt(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items()))

@@ -1,0 +1,128 @@
+"""The perspective stage: run the suite of perspective prompts over each chunk.
+
+Each perspective asks for a JSON schema; the validated reply becomes
+(question, answer[, quote]) pairs. Drafts then go through best-of-n, the
+refiner and the judge where those are on. The model never writes IDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from qagen.core import ids
+from qagen.core.types import Chunk, Document, QAPair
+from qagen.generate.caller import Caller
+from qagen.prompting.prompts import Prompt, PromptSet
+from qagen.prompting.requests import build_request, prompt_variables
+
+if TYPE_CHECKING:
+    from qagen.generate.judge import Judge
+    from qagen.generate.refine import Refiner
+
+log = logging.getLogger(__name__)
+
+_EMPTY_ANSWERS = {"", "unknown", "n/a", "na", "none", "not stated", "not given", "not specified", "null"}
+
+
+def outputs_to_qa(prompt: Prompt, obj: BaseModel, variables: dict[str, object]) -> list[tuple[str, str, str]]:
+    """Turn a validated reply into (question, answer, quote) triples. The model never writes IDs."""
+    data = obj.model_dump()
+    found: list[tuple[str, str, str]] = []
+    if prompt.output == "qa_pairs":
+        found = [(p["question"], p["answer"], p.get("quote", "")) for p in data["pairs"]]
+    elif prompt.output == "answers":
+        for name, _ in prompt.questions:
+            answer = str(data[name]).strip()
+            if answer.strip(" .").lower() not in _EMPTY_ANSWERS:
+                found.append((prompt.render_question(name, **variables), answer, ""))
+    elif prompt.output == "entities":
+        for ent in data["entities"]:
+            question = prompt.render_question("entity", name=ent["name"], **variables)
+            found.append((question, ent["description"], ""))
+        for rel in data["relations"]:
+            if rel["subject"].strip().lower() == rel["object"].strip().lower():
+                continue  # "X is related to X" teaches nothing
+            question = prompt.render_question("relation", subject=rel["subject"], object=rel["object"], **variables)
+            found.append((question, f"{rel['subject']} {rel['relation']} {rel['object']}.", ""))
+    seen: set[str] = set()
+    unique = []
+    for q, a, quote in found:
+        q, a = q.strip(), a.strip()
+        if q and a and q.lower() not in seen:
+            seen.add(q.lower())
+            unique.append((q, a, quote.strip()))
+    return unique
+
+
+def sort_key(doc: Document, chunk: Chunk, perspective: str, index: int) -> str:
+    return f"{doc.path}\x00{chunk.index:06d}\x00{perspective}\x00{index:04d}"
+
+
+class Generator:
+    """The perspective suite on one chunk at a time; refiner and judge are optional stages after it."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        prompts: PromptSet,
+        *,
+        refiner: Refiner | None = None,
+        judge: Judge | None = None,
+    ):
+        self.caller = caller
+        self.prompts = prompts
+        self.refiner = refiner
+        self.judge = judge
+
+    def plan(self, chunk: Chunk) -> list[Prompt]:
+        """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk)."""
+        return [
+            p
+            for p in self.prompts.perspectives
+            if p.role == "generator" and (p.scope == "chunk" or chunk.index == 0)
+        ]
+
+    async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
+        """One perspective call on one chunk; drafts go through the refiner when one is set."""
+        c = self.caller
+        c.stats.calls[prompt.id] += 1
+        model = c.model_for(prompt.role)
+        result = await c.ask_structured(prompt, build_request(self.prompts, prompt, doc, chunk, model), chunk)
+        if result is None:
+            return []
+        obj, request = result
+        variables = prompt_variables(doc, chunk)
+        qa = outputs_to_qa(prompt, obj, variables)
+        pairs = [
+            QAPair(
+                pair_id=ids.hash_str("pair", request.key, str(i), q, a),
+                chunk_id=chunk.chunk_id,
+                doc_id=doc.doc_id,
+                perspective=prompt.id,
+                question=q,
+                answer=a,
+                request_key=request.key,
+                # the name we asked for: servers may report a local file path instead
+                model=model,
+                extra=(("quote", quote),) if quote else (),
+            )
+            for i, (q, a, quote) in enumerate(qa)
+        ]
+        if self.judge is not None and self.judge.best_of > 1 and prompt.grounding == "quote" and pairs:
+            c.store.add_drafts(pairs)
+            pairs = await self.judge.best_of_n(pairs, doc, chunk)
+        if self.refiner is not None and pairs:
+            c.store.add_drafts(pairs)
+            c.progress.requests_added(len(pairs))  # at least one critic call each
+            outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
+            pairs = [o.final for o in outcomes]
+        if self.judge is not None and pairs:
+            await self.judge.judge_pairs(pairs, doc, chunk)
+        c.store.add_pairs(c.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
+        c.stats.pairs[prompt.id] += len(pairs)
+        c.progress.pairs_added(len(pairs))
+        return pairs

@@ -1,0 +1,173 @@
+"""Export: axolotl ``type: chat_template`` JSONL, with a deterministic hold-out.
+
+Each line is ``{"messages": [system, user, assistant], ...provenance}``. The
+system message names the document and group by short ID, in the style of the
+Helix report. Files are written to a temp file and renamed into place, so a
+reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from qagen.core import ids
+from qagen.core.records import RunPair
+from qagen.store import Store
+
+SPLIT_MIN_DOCS = 5  # below this, hold out chunks instead of whole documents
+SPLIT_MIN_CHUNKS = 5  # below this, hold out single pairs
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    train_path: Path
+    eval_path: Path
+    train_pairs: int
+    eval_pairs: int
+    split_by: str
+    dpo_path: Path | None = None
+    dpo_pairs: int = 0
+
+
+def system_message(doc_id: str, group_id: str, title: str) -> str:
+    return (
+        f'You are an assistant fine-tuned on document {ids.short(doc_id)} ("{title}") in document group '
+        f"{ids.short(group_id)}. Answer from what you learned from these documents."
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[str]]:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal file modes
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _unit(value: str, fraction: float) -> bool:
+    """Stable pseudo-random choice: the same item always lands on the same side."""
+    return int(ids.hash_str("split", value)[:8], 16) / 0x1_0000_0000 < fraction
+
+
+def choose_split(split_by: str, n_docs: int, n_chunks: int) -> str:
+    if split_by != "auto":
+        return split_by
+    if n_docs >= SPLIT_MIN_DOCS:
+        return "document"
+    if n_chunks >= SPLIT_MIN_CHUNKS:
+        return "chunk"
+    return "pair"
+
+
+def record(rp: RunPair, group_id: str) -> dict[str, object]:
+    p = rp.pair
+    return {
+        "messages": [
+            {"role": "system", "content": system_message(p.doc_id, group_id, rp.title)},
+            {"role": "user", "content": p.question},
+            {"role": "assistant", "content": p.answer},
+        ],
+        "pair_id": p.pair_id,
+        "doc_id": p.doc_id,
+        "chunk_id": p.chunk_id,
+        "group_id": group_id,
+        "perspective": p.perspective,
+        "model": p.model,
+        "source": rp.path,
+        **{k: (int(v) if k == "revisions" else v) for k, v in p.extra},
+        **dict(rp.notes),  # judge scores and grounding flag, when curation ran
+    }
+
+
+def export_run(
+    store: Store,
+    run_id: int,
+    out_dir: Path,
+    group_id: str,
+    *,
+    eval_fraction: float,
+    split_by: str,
+) -> ExportResult:
+    """Write train/eval JSONL of the pairs curation exported (all of them when it did not run)."""
+    n_docs = len(store.run_doc_ids(run_id))
+    mode = choose_split(split_by, n_docs, store.chunk_count(run_id))
+    field = {"document": "doc_id", "chunk": "chunk_id", "pair": "pair_id"}[mode]
+
+    def held_out(rp: RunPair) -> bool:
+        return _unit(getattr(rp.pair, field), eval_fraction)
+
+    # An empty eval set is useless for evaluation: if the hash puts nothing
+    # there, hold out the single unit with the smallest hash instead.
+    units = {getattr(rp.pair, field) for rp in store.run_pairs(run_id) if rp.exported}
+    forced: str | None = None
+    if eval_fraction > 0 and len(units) > 1 and not any(_unit(u, eval_fraction) for u in units):
+        forced = min(units, key=lambda u: ids.hash_str("split", u))
+
+    train_path, eval_path = out_dir / "train.jsonl", out_dir / "eval.jsonl"
+    counts = {"train": 0, "eval": 0}
+    with atomic_writer(train_path) as train, atomic_writer(eval_path) as evals:
+        for rp in store.run_pairs(run_id):
+            if not rp.exported:
+                continue
+            is_eval = held_out(rp) or getattr(rp.pair, field) == forced
+            line = json.dumps(record(rp, group_id), ensure_ascii=False, sort_keys=False)
+            (evals if is_eval else train).write(line + "\n")
+            counts["eval" if is_eval else "train"] += 1
+    return ExportResult(train_path, eval_path, counts["train"], counts["eval"], mode)
+
+
+def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple[Path, int]:
+    """``dpo.jsonl`` for axolotl's DPO ``chat_template.default`` loader.
+
+    One line per pair the critic loop revised: ``messages`` = the system
+    message and the final question, ``chosen`` = the final answer,
+    ``rejected`` = the first draft's answer.
+    """
+    path = out_dir / "dpo.jsonl"
+    count = 0
+    with atomic_writer(path) as fh:
+        for rp, draft_answer, revisions, _stop in store.run_revisions(run_id):
+            if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip() or not rp.exported:
+                continue
+            p = rp.pair
+            line = {
+                "messages": [
+                    {"role": "system", "content": system_message(p.doc_id, group_id, rp.title)},
+                    {"role": "user", "content": p.question},
+                ],
+                "chosen": {"role": "assistant", "content": p.answer},
+                "rejected": {"role": "assistant", "content": draft_answer},
+                "pair_id": p.pair_id,
+                "doc_id": p.doc_id,
+                "chunk_id": p.chunk_id,
+                "group_id": group_id,
+                "perspective": p.perspective,
+                "revisions": revisions,
+                "source": rp.path,
+            }
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            count += 1
+    return path, count

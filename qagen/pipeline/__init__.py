@@ -1,0 +1,1 @@
+"""``ingest`` end to end: stage assembly, the executors (local, Ray), the summary."""

@@ -1,0 +1,80 @@
+"""Stage assembly: which stages a run has, built from the settings once, the same for every executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qagen.config import (
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_CHUNK_TOKENS,
+    EMBEDDED_CHUNK_OVERLAP,
+    EMBEDDED_CHUNK_TOKENS,
+    Settings,
+)
+from qagen.core.progress import Progress
+from qagen.corpus.chunker import ChunkerSettings
+from qagen.curate.verdicts import CurateSettings
+from qagen.generate.caller import Alarm, Caller
+from qagen.generate.judge import Judge
+from qagen.generate.perspectives import Generator
+from qagen.generate.refine import Refiner, RefineSettings
+from qagen.llm.base import LLM
+from qagen.llm.factory import make_role_llms
+from qagen.prompting.prompts import PromptSet
+from qagen.store import Store
+
+
+@dataclass
+class Stages:
+    """The generation stages of one run (or one Ray shard): a caller, the perspectives, refiner and judge."""
+
+    caller: Caller
+    generator: Generator
+
+    @property
+    def refiner(self) -> Refiner | None:
+        return self.generator.refiner
+
+    @property
+    def judge(self) -> Judge | None:
+        return self.generator.judge
+
+
+def build_stages(
+    store: Store, llm: LLM, model: str, prompts: PromptSet, settings: Settings, run_id: int, progress: Progress
+) -> Stages:
+    """The caller and the stages the settings turn on (roles, fail-fast alarms, refiner, judge)."""
+    alarms = {}
+    if settings.fail_fast_after:
+        alarms = {
+            "parse": Alarm("parse", settings.max_parse_failure_rate, settings.fail_fast_after),
+            "judge": Alarm("judge", settings.max_reject_rate, settings.fail_fast_after),
+        }
+    caller = Caller(store, llm, model, run_id, progress, roles=make_role_llms(settings, llm), alarms=alarms)
+    refiner = Refiner(caller, prompts, RefineSettings(settings.rounds, settings.min_rounds)) if settings.refine else None
+    judge = Judge(caller, prompts, settings.judge_threshold, settings.best_of) if settings.judge else None
+    return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge))
+
+
+def chunker_settings(settings: Settings) -> ChunkerSettings:
+    size = settings.chunk_size or (EMBEDDED_CHUNK_TOKENS if settings.uses_embedded else DEFAULT_CHUNK_TOKENS)
+    default_overlap = EMBEDDED_CHUNK_OVERLAP if settings.uses_embedded else DEFAULT_CHUNK_OVERLAP
+    overlap = settings.chunk_overlap if settings.chunk_overlap is not None else min(default_overlap, size // 4)
+    return ChunkerSettings(chunk_size=size, chunk_overlap=overlap, tokenizer=settings.tokenizer)
+
+
+def curate_settings(settings: Settings) -> CurateSettings:
+    return CurateSettings(
+        judge_threshold=settings.judge_threshold,
+        grounding_threshold=settings.grounding_threshold,
+        ungrounded=settings.ungrounded,
+        dedup=settings.dedup,
+        dedup_threshold=settings.dedup_threshold,
+        decontaminate=tuple(Path(f) for f in settings.decontaminate),
+    )
+
+
+def max_pending(settings: Settings) -> int:
+    """Queued perspective calls at most (bounds memory; several times what is in flight)."""
+    return max(4 * settings.concurrency, 16)

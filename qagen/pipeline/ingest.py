@@ -1,0 +1,204 @@
+"""``ingest``: read -> chunk -> generate -> identity -> curate -> export, as one library call.
+
+The CLI is a thin wrapper around :func:`ingest`. Documents stream through
+(never the whole corpus in memory) one executor's way (``executor.py``:
+local, or Ray), then the driver settles the run from what the store holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from qagen.config import Settings
+from qagen.core import ids
+from qagen.core.errors import FailFast, InputError
+from qagen.core.progress import IngestProgress, NullProgress
+from qagen.corpus.chunker import Chunker
+from qagen.corpus.reader import iter_documents
+from qagen.curate.verdicts import curate
+from qagen.generate.identity import identity_pairs
+from qagen.llm.base import LLM
+from qagen.llm.factory import make_llm
+from qagen.output.export import export_dpo, export_run
+from qagen.pipeline.assemble import (
+    Stages,
+    build_stages,
+    chunker_settings,
+    curate_settings,
+    max_pending,
+)
+from qagen.pipeline.executor import RunTotals, Shard, run_local
+from qagen.pipeline.fingerprint import input_fingerprint, outputs, unchanged
+from qagen.pipeline.summary import Interrupted, Summary, add_curation, add_totals
+from qagen.prompting.prompts import PromptSet, load_prompts
+from qagen.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def ingest(
+    docs_dir: Path,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    prompts_dir: Path | None = None,
+    progress: IngestProgress | None = None,
+) -> Summary:
+    """Build the dataset for DOCS_DIR into OUT_DIR; returns the run's summary (``status`` ok, partial or failed).
+
+    Raises ``InputError``/``BackendError``/``StoreError`` before any work when the
+    input, the endpoint or the state cannot be used, ``FailFast`` when a stage's
+    failure rate trips its alarm, and ``Interrupted`` on Ctrl-C/SIGTERM (with
+    everything finished written out).
+    """
+    started = time.perf_counter()
+    progress = progress or NullProgress()
+    if not docs_dir.exists():
+        raise InputError(f"documents folder not found: {docs_dir}")
+    if not docs_dir.is_dir():
+        raise InputError(f"not a folder: {docs_dir}")
+    prompts = load_prompts(prompts_dir, settings.refine_style)
+    if settings.best_of > 1 and not settings.judge:
+        raise InputError("--best-of needs the judge (it keeps the best-judged answer); drop --no-judge")
+    if settings.decontaminate:
+        from qagen.curate.quality import load_questions
+
+        load_questions([Path(f) for f in settings.decontaminate])  # InputError with the path if unusable
+    chunker = Chunker(chunker_settings(settings))
+    summary = Summary(docs_dir=str(docs_dir), out_dir=str(out_dir), chunk_unit=chunker.unit)
+
+    with Store(out_dir) as store:
+        summary.state_db = str(store.path)
+        inputs = input_fingerprint(docs_dir, settings, prompts)
+        if unchanged(store, out_dir, inputs, settings, summary, started):
+            return summary  # nothing new since the last run: no model, no replay, the dataset stays
+        summary.input_fingerprint = inputs
+        llm, model = make_llm(settings)  # an unreachable endpoint fails here, before a run is recorded
+        safe_settings = settings.model_dump(exclude={"api_key"})
+        run_id = store.start_run("ingest", {**safe_settings, "docs_dir": str(docs_dir)})
+        summary.backend, summary.model = llm.name, model
+        totals = RunTotals()
+        stages: Stages | None = None
+        try:
+            # Inside the try: a stage that cannot be built (a role endpoint without a model...) ends the run
+            # "failed", never leaves it "running".
+            stages = build_stages(store, llm, model, prompts, settings, run_id, progress)
+            if settings.executor == "ray":
+                from qagen.pipeline.ray import run_ray
+
+                run_ray(docs_dir, settings, prompts_dir, store, run_id, stages, totals, progress)
+            else:
+                shard = Shard(stages, store, chunker, run_id, max_pending(settings), progress)
+                run_local(iter_documents(docs_dir), shard, totals)
+        except FailFast as alarm:
+            add_totals(summary, totals)
+            summary.status, summary.error = "failed", str(alarm)
+            summary.seconds = round(time.perf_counter() - started, 2)
+            store.finish_run(run_id, "failed", summary.to_dict())
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C / SIGTERM: everything finished is already in the store;
+            # write it out, then report the interruption.
+            assert stages is not None  # building the stages is not interruptible in practice
+            _finish(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, "interrupted")
+            raise Interrupted(summary) from None
+        except BaseException as exc:
+            summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+            store.finish_run(run_id, "failed", summary.to_dict())
+            raise
+        _finish(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, None)
+        if settings.report:
+            _write_report(store, run_id, out_dir, settings, summary)
+        if summary.status == "ok":  # what the next run's unchanged check compares with
+            summary.outputs = outputs(out_dir)
+            store.finish_run(run_id, summary.status, summary.to_dict())
+    return summary
+
+
+def _add_identity(store: Store, prompts: PromptSet, run_id: int, group_id: str) -> int:
+    """Code-built pairs that teach each document's ID and title (Helix style)."""
+    try:
+        prompt = prompts.by_id("identity")
+    except KeyError:
+        return 0
+    if not prompt.enabled:
+        return 0
+    about = {rp.pair.doc_id: rp.pair.answer for rp in store.run_pairs(run_id, perspective="about")}
+    added = 0
+    for doc_id in store.run_doc_ids(run_id):
+        first = store.first_chunk(run_id, doc_id)
+        if first is None:
+            continue
+        chunk_id, title, path = first
+        pairs = identity_pairs(
+            prompt, doc_id=doc_id, chunk_id=chunk_id, title=title, about=about.get(doc_id, ""), group_id=group_id
+        )
+        keys = [f"{path}\x00{0:06d}\x00{prompt.id}\x00{i:04d}" for i in range(len(pairs))]
+        store.add_pairs(run_id, list(zip(pairs, keys, strict=True)))
+        added += len(pairs)
+    return added
+
+
+def _finish(
+    store: Store,
+    prompts: PromptSet,
+    settings: Settings,
+    stages: Stages,
+    totals: RunTotals,
+    llm: LLM,
+    run_id: int,
+    out_dir: Path,
+    summary: Summary,
+    started: float,
+    status: str | None,
+) -> None:
+    """Identity pairs, curation, export and the run record, from what the store holds for this run."""
+    doc_ids = store.run_doc_ids(run_id)
+    group_id = ids.group_id(doc_ids) if doc_ids else ""
+    summary.group_id = group_id
+    add_totals(summary, totals)
+    pairs = totals.pairs.copy()
+    if doc_ids:
+        pairs["identity"] += _add_identity(store, prompts, run_id, group_id)
+    curated = curate(store, run_id, prompts, curate_settings(settings), judged=stages.judge is not None)
+    add_curation(summary, curated, store, run_id, totals.stats.calls, settings)
+    result = export_run(store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by)
+    summary.http_retries = int(getattr(llm, "retries", 0))
+    summary.pairs_per_perspective = dict(sorted(pairs.items()))
+    summary.pairs_total = result.train_pairs + result.eval_pairs
+    summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
+    summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
+    if stages.refiner is not None:
+        dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
+        summary.refined, summary.drafted = True, totals.refine.drafted
+        summary.revisions_histogram = {str(k): v for k, v in sorted(totals.refine.revisions.items())}
+        summary.stop_reasons = dict(sorted(totals.refine.stops.items()))
+        summary.dpo_pairs, summary.dpo_path = dpo_pairs, str(dpo_path)
+    if status is not None:
+        summary.status = status
+    elif summary.documents_read == 0:
+        summary.status = "failed"
+        summary.failure_examples.append("no readable documents")
+    elif summary.judged and summary.judge_passed == 0 and summary.judge_rejected > 0:
+        # A dataset the judge rejected entirely is an error, not a success.
+        summary.status = "failed"
+        summary.error = f"the judge rejected all {summary.judge_rejected} pairs (threshold {settings.judge_threshold})"
+    elif totals.stats.failed or summary.pairs_total == 0 or summary.judge_failed:
+        summary.status = "partial" if summary.pairs_total else "failed"
+    summary.seconds = round(time.perf_counter() - started, 2)
+    store.finish_run(run_id, summary.status, summary.to_dict())
+
+
+def _write_report(store: Store, run_id: int, out_dir: Path, settings: Settings, summary: Summary) -> None:
+    """report.html and the dataset card. The dataset is already written: a failure here is reported, not fatal."""
+    from qagen.output.card import write_card
+    from qagen.output.report import write_report
+
+    try:
+        summary.report_path = str(write_report(store, run_id, out_dir))
+        summary.card_path = str(write_card(store, run_id, out_dir, license=settings.license))
+    except Exception as exc:  # noqa: BLE001 - any report bug must not cost the user their dataset
+        log.exception("writing the report failed")
+        summary.failure_examples.append(f"report: {type(exc).__name__}: {exc}")

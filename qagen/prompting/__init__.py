@@ -1,0 +1,1 @@
+"""Prompt files (front-matter + Jinja), their output schemas, and request building."""
