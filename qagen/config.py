@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # families whose chat template has no system role (Mistral-Instruct).
     system_role: str = Field(default="auto", pattern="^(auto|yes|no)$")
     # More endpoints serving the same model (--base-url given again, or QAGEN_EXTRA_BASE_URLS='["http://..."]'):
-    # load-balanced on the client side, with health checks and failover (qagen/balance.py).
+    # load-balanced on the client side, with health checks and failover (qagen/llm/balance.py).
     extra_base_urls: list[str] = Field(default_factory=list)
     per_endpoint_concurrency: int | None = Field(default=None, ge=1, le=4096)  # default: --concurrency each
     # Adaptive concurrency (AIMD): halve an endpoint's limit on 429/503, grow it while latency holds,

@@ -15,7 +15,7 @@ from qagen.config import load_settings
 from qagen.pipeline.ingest import ingest
 from qagen.store import Store
 from qagen.testing import StubReply, StubServer
-from tests.conftest import COPY_DOC, WASHINGTON, passage_reply
+from tests.helpers import COPY_DOC, WASHINGTON, passage_reply
 
 HOSTILE_TITLE = "<script>window.__pwned=1</script>"
 HOSTILE_DOC = f"""---

@@ -180,7 +180,7 @@ def test_ingest_over_two_endpoints_survives_one_dying(tmp_path):
     from qagen.config import load_settings
     from qagen.pipeline.ingest import ingest
     from qagen.testing.crash import write_corpus
-    from tests.conftest import passage_reply
+    from tests.helpers import passage_reply
 
     def reply(req: dict) -> StubReply:
         out = passage_reply(req)

@@ -14,7 +14,7 @@ import pytest
 
 from qagen.testing import StubReply, StubServer
 from qagen.testing.crash import cli, reference_run, run_with_kills, write_corpus
-from tests.conftest import passage_reply
+from tests.helpers import passage_reply
 
 
 def slow_reply(req: dict) -> StubReply:

@@ -19,7 +19,7 @@ from qagen.core.errors import FailFast
 from qagen.generate.judge import parse_yes_no, yes_probability
 from qagen.pipeline.ingest import ingest
 from qagen.testing import StubReply, StubServer
-from tests.conftest import YES, passage_reply
+from tests.helpers import YES, passage_reply
 
 NO = [("No", -0.05), ("Yes", -3.0)]
 
@@ -316,7 +316,7 @@ def sampling(req: dict) -> StubReply:
 
 
 def passage_of_req(req: dict) -> str:
-    from tests.conftest import passage_of
+    from tests.helpers import passage_of
 
     return passage_of(req).strip()
 

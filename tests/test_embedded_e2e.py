@@ -220,7 +220,7 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
     from qagen.core.types import QAPair
     from qagen.corpus.chunker import Chunker
     from qagen.generate.judge import Judge
-    from qagen.generate.perspectives import Generator
+    from qagen.generate.caller import Caller
     from qagen.generate.refine import Refiner, RefineSettings
     from qagen.pipeline.assemble import chunker_settings
     from qagen.prompting.prompts import load_prompts
@@ -240,7 +240,7 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
         run_id = store.start_run("test", {})
         store.add_document(run_id, doc, [chunk])
         store.add_drafts([draft])
-        gen = Generator(store, llm, prompts, MODEL_NAME, run_id)
+        gen = Caller(store, llm, MODEL_NAME, run_id)
         refiner = Refiner(gen, prompts, RefineSettings(max_rounds=2, min_rounds=1))
         judge = Judge(gen, prompts, threshold=0.5)
 

@@ -17,7 +17,7 @@ from qagen.llm.openai_http import OpenAIHTTP
 from qagen.pipeline.ingest import ingest
 from qagen.pipeline.summary import Summary
 from qagen.testing import FaultInjector, StubReply, StubServer
-from tests.conftest import passage_reply
+from tests.helpers import passage_reply
 
 SEED = 23  # this seed's fault sequence holds all 7 kinds within its first 34 calls
 MAX_RETRIES = 4

@@ -170,7 +170,7 @@ def test_editing_one_prompt_reruns_only_that_prompt(corpus, tmp_path, stub, sett
 
 
 def test_invalid_reply_gets_one_corrective_retry(corpus, tmp_path, stub, settings_for):
-    from tests.conftest import passage_reply
+    from tests.helpers import passage_reply
 
     def handler(req: dict) -> StubReply:
         if len(req["messages"]) == 2 and "quiz questions" in req["messages"][1]["content"]:
@@ -188,7 +188,7 @@ def test_invalid_reply_gets_one_corrective_retry(corpus, tmp_path, stub, setting
 
 
 def test_reply_invalid_twice_is_recorded_not_silent(corpus, tmp_path, stub, settings_for):
-    from tests.conftest import passage_reply
+    from tests.helpers import passage_reply
 
     def handler(req: dict) -> StubReply:
         if "quiz questions" in req["messages"][1]["content"]:
@@ -211,7 +211,7 @@ def test_reply_invalid_twice_is_recorded_not_silent(corpus, tmp_path, stub, sett
 
 
 def test_retryable_errors_are_retried_and_others_are_not(corpus, tmp_path, stub, settings_for):
-    from tests.conftest import passage_reply
+    from tests.helpers import passage_reply
 
     seen: dict[str, int] = {}
 
@@ -312,7 +312,7 @@ def test_outputs_are_readable_files(corpus, tmp_path, settings_for):
 
 def test_cut_off_reply_repaired_by_corrective_retry_is_cached(corpus, tmp_path, stub, settings_for):
     """A reply cut at max_tokens whose corrective retry worked costs nothing on the next run."""
-    from tests.conftest import passage_reply
+    from tests.helpers import passage_reply
 
     def handler(req: dict) -> StubReply:
         if len(req["messages"]) == 2 and "quiz questions" in req["messages"][1]["content"]:
@@ -329,7 +329,7 @@ def test_cut_off_reply_repaired_by_corrective_retry_is_cached(corpus, tmp_path, 
 
 
 def test_cut_off_reply_in_a_failed_chain_is_retried_next_run(corpus, tmp_path, stub, settings_for):
-    from tests.conftest import passage_reply
+    from tests.helpers import passage_reply
 
     def handler(req: dict) -> StubReply:
         if "quiz questions" in req["messages"][1]["content"]:

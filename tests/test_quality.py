@@ -141,12 +141,12 @@ def test_dedup_size_20k():
 
 
 def test_common_words_are_no_single_word_shingles():
-    from qagen.curate.quality import _shingles
+    from qagen.curate.quality import shingles
 
-    got = {g.decode() for g in _shingles("what did kobal tisem do in 1905")}
+    got = {g.decode() for g in shingles("what did kobal tisem do in 1905")}
     assert {"kobal", "tisem", "1905", "what did", "do in", "in 1905"} <= got
     assert not {"what", "did", "do", "in"} & got  # shared by every question of the template
-    assert {g.decode() for g in _shingles("what is it")} >= {"what", "is", "it", "what is"}  # nothing else to use
+    assert {g.decode() for g in shingles("what is it")} >= {"what", "is", "it", "what is"}  # nothing else to use
 
 
 def test_dedup_candidate_cap_keeps_the_paraphrase_among_many_template_questions(monkeypatch):

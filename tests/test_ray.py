@@ -17,7 +17,7 @@ from qagen.pipeline.ingest import ingest
 from qagen.pipeline.ray import SHARDS_DIR, shard_of
 from qagen.prompting.prompts import load_prompts
 from qagen.store import DB_NAME, ShardStore, Store
-from tests.conftest import COPY_DOC, NOTES, WASHINGTON
+from tests.helpers import COPY_DOC, NOTES, WASHINGTON
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(600)

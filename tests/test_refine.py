@@ -11,7 +11,7 @@ import pytest
 from qagen.pipeline.ingest import ingest
 from qagen.prompting.prompts import load_prompts
 from qagen.testing import StubReply
-from tests.conftest import passage_of, passage_reply
+from tests.helpers import passage_of, passage_reply
 
 
 def scripted(needs_revision) -> callable:

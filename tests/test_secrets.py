@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qagen.testing import StubReply, StubServer
-from tests.conftest import passage_reply
+from tests.helpers import passage_reply
 
 CANARY = "sk-canary-7f3a9e-DO-NOT-LEAK"
 QAGEN = [sys.executable, "-m", "qagen.cli"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from qagen.testing import StubReply, StubServer
-from tests.conftest import passage_reply
+from tests.helpers import passage_reply
 
 QAGEN = [sys.executable, "-m", "qagen.cli"]
 

@@ -25,7 +25,7 @@ from qagen.llm.base import ChatRequest, Message
 from qagen.pipeline.ingest import ingest
 from qagen.testing import StubServer
 from qagen.testing.crash import write_corpus
-from tests.conftest import passage_reply
+from tests.helpers import passage_reply
 
 MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
 

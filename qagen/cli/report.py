@@ -1,7 +1,7 @@
 """``qagen report`` and ``qagen export``: look at a run before training on it, and share it.
 
 Thin wrappers over :mod:`qagen.output.report` and :mod:`qagen.output.card`; registered on the main app by
-:func:`register` so cli.py stays one line longer, not one concept wider.
+:func:`register`.
 """
 
 from __future__ import annotations

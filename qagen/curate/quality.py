@@ -24,6 +24,8 @@ from pathlib import Path
 import xxhash
 from rapidfuzz import fuzz
 
+from qagen.core.errors import InputError
+
 MIN_QUOTE_CHARS = 8
 _SEGMENT = 160  # quotes longer than this are scored piecewise
 _QUOTES = str.maketrans({c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u00b4`"}
@@ -84,7 +86,7 @@ _COMMON = frozenset(
 )
 
 
-def _shingles(norm: str) -> list[bytes]:
+def shingles(norm: str) -> list[bytes]:
     words = norm.split()
     single = {w for w in words if w not in _COMMON} or set(words)
     return [g.encode() for g in single | {f"{a} {b}" for a, b in zip(words, words[1:])}]
@@ -116,7 +118,7 @@ class _Sketcher:
 
     def bands(self, norm: str) -> list[tuple[int, bytes]]:
         self.m.clear()
-        self.m.update_batch(_shingles(norm))
+        self.m.update_batch(shingles(norm))
         values = self.m.hashvalues
         return [(i, values[a:b].tobytes()) for i, (a, b) in enumerate(self.ranges)]
 
@@ -134,7 +136,7 @@ class _Index:
     def sketch(self, norm: str) -> bool:
         """Load ``norm`` into the shared MinHash; False for an empty question."""
         self.m.clear()
-        self.m.update_batch(_shingles(norm))
+        self.m.update_batch(shingles(norm))
         return bool(norm)
 
     def candidates(self) -> list[int]:
@@ -161,9 +163,9 @@ class DedupSession:
     def __init__(self, f: NearDuplicateFilter) -> None:
         self.f = f
         self.sketcher = _Sketcher(f.threshold, f.num_perm, f.seed)
-        self.db = sqlite3.connect("")  # "": a private on-disk temp database, deleted on close
+        self.scratch = sqlite3.connect("")  # "": a private on-disk temp database, deleted on close
         # scratch data: no journal, no fsync; a bounded 64 MB page cache (the band index is the hot part)
-        self.db.executescript(
+        self.scratch.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;"
             "CREATE TABLE items(pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, question TEXT NOT NULL, "
             "norm TEXT NOT NULL, score REAL NOT NULL, kept INTEGER);"
@@ -186,7 +188,7 @@ class DedupSession:
     def add(self, item_id: str, question: str, score: float) -> None:
         score = -math.inf if math.isnan(score := float(score)) else score
         try:
-            self.db.execute("INSERT INTO items VALUES(?,?,?,?,?,NULL)",
+            self.scratch.execute("INSERT INTO items VALUES(?,?,?,?,?,NULL)",
                             (self.n, item_id, question, normalize_question(question), score))
         except sqlite3.IntegrityError:
             raise ValueError(f"item ids must be unique: {item_id!r}") from None
@@ -194,7 +196,7 @@ class DedupSession:
 
     def run(self) -> Iterator[tuple[str, str, str, str]]:
         """Yield (dropped id, kept id, dropped question, kept question)."""
-        db, f = self.db, self.f
+        db, f = self.scratch, self.f
         order = db.execute("SELECT pos, id, question, norm FROM items ORDER BY score DESC, pos")
         while rows := order.fetchmany(512):
             for pos, item_id, question, norm in rows:
@@ -220,10 +222,10 @@ class DedupSession:
                     db.executemany("INSERT INTO bands VALUES(?,?,?)", [(b, h, k) for b, h in bands])
 
     def kept_ids(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT id FROM items WHERE kept=1 ORDER BY pos")]
+        return [r[0] for r in self.scratch.execute("SELECT id FROM items WHERE kept=1 ORDER BY pos")]
 
     def close(self) -> None:
-        self.db.close()
+        self.scratch.close()
 
 
 class NearDuplicateFilter:
@@ -270,7 +272,7 @@ _JSON_FIELDS = ("question", "prompt", "input", "instruction", "query")
 
 def _record_question(rec: object, where: str) -> list[str]:
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     for key in _JSON_FIELDS:
         if isinstance(rec.get(key), str) and rec[key].strip():
             return [rec[key].strip()]
@@ -282,7 +284,7 @@ def _record_question(rec: object, where: str) -> list[str]:
         out += [text.strip()] if isinstance(text, str) and text.strip() else []
     if out:
         return out
-    raise ValueError(f"{where}: no question found (expected one of {', '.join(_JSON_FIELDS)}"
+    raise InputError(f"{where}: no question found (expected one of {', '.join(_JSON_FIELDS)}"
                      " or user 'messages')")
 
 
@@ -290,18 +292,18 @@ def _json(text: str, where: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: invalid JSON: {e}") from e
+        raise InputError(f"{where}: invalid JSON: {e}") from e
 
 
 def _load_one(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".txt", ".csv"):
-        raise ValueError(f"{path}: unsupported benchmark file type {suffix or '(none)'!r}"
+        raise InputError(f"{path}: unsupported benchmark file type {suffix or '(none)'!r}"
                          " (use .jsonl, .json, .txt or .csv)")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read benchmark file: {e}") from e
+        raise InputError(f"{path}: cannot read benchmark file: {e}") from e
     if suffix == ".txt":
         return [line.strip() for line in text.splitlines() if line.strip()]
     if suffix == ".csv":
@@ -309,10 +311,10 @@ def _load_one(path: Path) -> list[str]:
             reader = csv.DictReader(io.StringIO(text, newline=""))
             col = next((f for f in reader.fieldnames or [] if f.strip().lower() == "question"), None)
             if col is None:
-                raise ValueError(f"{path}: CSV has no 'question' column (columns: {reader.fieldnames})")
+                raise InputError(f"{path}: CSV has no 'question' column (columns: {reader.fieldnames})")
             return [row[col].strip() for row in reader if (row.get(col) or "").strip()]
         except csv.Error as e:
-            raise ValueError(f"{path}: malformed CSV: {e}") from e
+            raise InputError(f"{path}: malformed CSV: {e}") from e
     if suffix == ".jsonl":
         lines = [(f"{path}:{n}", ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
         return [q for where, ln in lines for q in _record_question(_json(ln, where), where)]
@@ -324,8 +326,8 @@ def _load_one(path: Path) -> list[str]:
             return [qa["question"].strip() for art in data["data"] for para in art["paragraphs"]
                     for qa in para["qas"] if qa["question"].strip()]
         except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: malformed SQuAD file ({e!r})") from e
-    raise ValueError(f"{path}: expected a SQuAD-format object or a list of records")
+            raise InputError(f"{path}: malformed SQuAD file ({e!r})") from e
+    raise InputError(f"{path}: expected a SQuAD-format object or a list of records")
 
 
 def load_questions(paths: Sequence[Path]) -> list[str]:

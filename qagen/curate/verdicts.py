@@ -66,8 +66,8 @@ class _ChunkTexts:
 
     def __call__(self, chunk_id: str) -> str:
         if chunk_id != self.chunk_id:
-            row = self.store.db.execute("SELECT text FROM chunks WHERE chunk_id=?", (chunk_id,)).fetchone()
-            self.chunk_id, self.text = chunk_id, (row[0] if row else "")
+            text = self.store.chunk_text(chunk_id)
+            self.chunk_id, self.text = chunk_id, (text if text is not None else "")
         return self.text
 
 

@@ -274,3 +274,20 @@ class Flow:
             parts += [title, "", self.result.eval_table, "",
                       f"full report: {Path(self.result.out_dir) / 'eval_report.json'}"]
         return "\n".join(parts) + "\n"
+
+
+def run(
+    docs_dir: Path,
+    out_dir: Path,
+    settings: Settings,
+    train_settings: TrainSettings,
+    notify_settings: NotifySettings,
+    *,
+    gate: Gate = Gate(),
+    eval_limit: int | None = None,
+    prompts_dir: Path | None = None,
+    progress: FlowProgress | None = None,
+) -> FlowResult:
+    """ingest -> quality gate -> train -> eval -> email; ``FlowResult.exit_code`` says how it ended."""
+    return Flow(docs_dir, out_dir, settings, train_settings, notify_settings, gate=gate, eval_limit=eval_limit,
+                prompts_dir=prompts_dir, progress=progress).run()

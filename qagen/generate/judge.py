@@ -144,7 +144,7 @@ class Judge:
         self.caller.progress.requests_added(len(pairs) * len(self.prompt.questions))
         judgements = await asyncio.gather(*(self.judge(p, doc, chunk) for p in pairs))
         self.caller.store.put_judgements(self.caller.run_id, [(p.pair_id, j) for p, j in zip(pairs, judgements, strict=True)])
-        # Pass/reject counts for the summary come from the stored verdicts (curate.py); here only the alarm.
+        # Pass/reject counts for the summary come from the stored verdicts (qagen/curate/verdicts.py); here only the alarm.
         for pair, j in zip(pairs, judgements, strict=True):
             if j.missing:
                 continue

@@ -1,12 +1,11 @@
-"""A lean JSON-over-HTTP transport for OpenAI-compatible endpoints.
+"""A lean JSON-over-HTTP transport for OpenAI-compatible endpoints (``--transport aiohttp``).
 
-Why not the ``openai`` SDK's own client for the hot path: measured against an
-instant stub with 64 requests in flight on a 2-core box, the SDK topped out
-near 200 requests/s with its default httpx transport, ~230 with tuned pool
-limits and ~400 with its aiohttp transport, while one aiohttp session posting
-orjson bytes reached ~2,000-3,000 (benchmarks/RESULTS.md, "Overhead"). At
-vLLM scale the client must not be the bottleneck, so the chat call goes
-through this module; the wire format is the same OpenAI JSON.
+The default chat transport is the ``openai`` SDK (on its aiohttp client,
+``qagen.llm.openai_http``). This one is opt-in, for many endpoints at vLLM
+scale where the client must not be the bottleneck: one aiohttp session posting
+orjson bytes, about 1,200-1,500 requests/s end to end against the SDK's
+550-590 on a 2-core box (benchmarks/RESULTS.md section 17). The wire format is
+the same OpenAI JSON.
 
 Errors carry the SDK's class names (``APIConnectionError``, ``APITimeoutError``,
 HTTP status), so the failures table reads the same whichever transport ran.

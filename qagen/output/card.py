@@ -55,15 +55,7 @@ class CardInfo:
 
 def _prompts(store: Store, run_id: int) -> list[PromptUse]:
     """Prompts behind this run's requests: sent by it, or cached ones its pairs (and drafts) came from."""
-    rows = store.db.execute(
-        "SELECT prompt_id, prompt_hash, role, model, count(*) FROM requests WHERE run_id=? OR key IN ("
-        " SELECT p.request_key FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id WHERE r.run_id=?"
-        " UNION SELECT d.request_key FROM run_pairs r JOIN refined rf ON rf.final_pair_id=r.pair_id"
-        " JOIN pairs d ON d.pair_id=rf.draft_pair_id WHERE r.run_id=?) "
-        "GROUP BY prompt_id, prompt_hash, role, model ORDER BY role, prompt_id",
-        (run_id, run_id, run_id),
-    )
-    return [PromptUse(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+    return [PromptUse(*r) for r in store.prompt_uses(run_id)]
 
 
 def _thresholds(settings: dict[str, object]) -> dict[str, object]:

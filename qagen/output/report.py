@@ -7,12 +7,14 @@ why), gathers the figures into a :class:`ReportData`, and renders them with a Ji
 fetches nothing: a Content-Security-Policy forbids every network load.
 
 The figures are SQL aggregates (``GROUP BY`` counts and sums, histograms binned in SQL or while
-the rows stream by), and the only row lists are capped (the first ``MAX_TABLE_ROWS`` pairs,
+the rows stream by), asked of the store's named queries (:mod:`qagen.store.report`; no SQL
+here), and the only row lists are capped (the first ``MAX_TABLE_ROWS`` pairs,
 ``MAX_DOC_ROWS`` documents, ``MAX_ZERO_CHUNK_ROWS`` zero-pair chunks), so the report's memory
 stays flat in the size of the run (build + write peak RSS: 195 MiB at 20,000 pairs, 202 MiB at
 460,000; per-pair lists took 1.3 GiB there). Which pairs are in
 ``train.jsonl``/``eval.jsonl`` is found by streaming those files into a TEMP table of the store's
-connection and joining; per-chunk counts go to another TEMP table. Both are dropped at the end.
+connection and joining (:meth:`Store.report_tables`); per-chunk counts go to another TEMP table.
+Both are dropped at the end.
 
 Definitions used on the page:
 
@@ -28,10 +30,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import sqlite3
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -68,17 +68,6 @@ JUDGE_THRESHOLD_KEYS = ("judge_threshold", "min_judge_score", "judge_min_score")
 VERDICTS = ("exported", "judge_rejected", "ungrounded", "duplicate", "contaminated")
 JSONL_SPLITS = (("train", "train.jsonl"), ("eval", "eval.jsonl"))
 
-# A run's pairs with their verdicts; a pair without a verdict row counts as exported.
-_PAIRS = ("FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
-          "LEFT JOIN verdicts v ON v.run_id=r.run_id AND v.pair_id=r.pair_id ")
-_EXPORTED = "coalesce(v.verdict,'exported')='exported'"
-_SPLITS = "temp.qagen_report_splits"  # pair_id -> train|eval, from the JSONL files
-_CHUNKS = "temp.qagen_report_chunks"  # (chunk_id, doc_id) -> pairs, non-identity pairs, exported pairs
-_RUN_DOCS = "FROM run_docs rd JOIN documents d ON d.doc_id=rd.doc_id WHERE rd.run_id=?"
-_ZERO = ("FROM chunks c JOIN run_docs rd ON rd.doc_id=c.doc_id AND rd.run_id=? WHERE NOT EXISTS "
-         f"(SELECT 1 FROM {_CHUNKS} a WHERE a.chunk_id=c.chunk_id AND a.exported>0)")
-_REFINED = "FROM refined rf JOIN run_pairs r ON r.pair_id=rf.final_pair_id AND r.run_id=? "
-
 
 class ReportError(StageError):
     """No run to report on (empty store, unknown run id)."""
@@ -89,12 +78,10 @@ class ReportError(StageError):
 
 def latest_run(store: Store) -> int:
     """The newest finished ingest run."""
-    row = store.db.execute(
-        "SELECT run_id FROM runs WHERE command='ingest' AND finished_at IS NOT NULL ORDER BY run_id DESC LIMIT 1"
-    ).fetchone()
-    if row is None:
+    run_id = store.latest_finished_run("ingest")
+    if run_id is None:
         raise ReportError(f"{store.path} holds no finished ingest run: run `qagen ingest` first")
-    return int(row[0])
+    return run_id
 
 
 def _pair_ids(fh: IO[str]) -> Iterator[str]:
@@ -105,86 +92,46 @@ def _pair_ids(fh: IO[str]) -> Iterator[str]:
             continue
 
 
-@contextmanager
-def _scratch(store: Store, run_id: int, out_dir: Path) -> Iterator[None]:
-    """The TEMP tables the queries join: JSONL membership (streamed, never held) and per-chunk counts."""
-    db = store.db
-    drop = (f"DROP TABLE IF EXISTS {_SPLITS}", f"DROP TABLE IF EXISTS {_CHUNKS}")
-    for sql in drop:
-        db.execute(sql)
-    with store.transaction():  # one atomic write for the inserts, inside the store's group transaction if open
-        db.execute(f"CREATE TABLE {_SPLITS}(pair_id TEXT PRIMARY KEY, split TEXT NOT NULL) WITHOUT ROWID")
-        for split, name in JSONL_SPLITS:
-            if (out_dir / name).is_file():
-                with (out_dir / name).open(encoding="utf-8") as fh:  # a later file wins, as a dict would
-                    db.executemany(f"INSERT OR REPLACE INTO {_SPLITS} VALUES(?,?)", ((p, split) for p in _pair_ids(fh)))
-        db.execute(f"CREATE TABLE {_CHUNKS}(chunk_id TEXT, doc_id TEXT, pairs INTEGER, generated INTEGER, "
-                   "exported INTEGER, PRIMARY KEY(chunk_id, doc_id)) WITHOUT ROWID")
-        db.execute(f"INSERT INTO {_CHUNKS} SELECT p.chunk_id, p.doc_id, count(*), sum(p.perspective!='identity'), "
-                   f"sum({_EXPORTED}) {_PAIRS} WHERE r.run_id=? GROUP BY p.chunk_id, p.doc_id", (run_id,))
-    try:
-        yield
-    finally:
-        for sql in drop:
-            db.execute(sql)
+def _split_ids(out_dir: Path) -> Iterator[tuple[str, str]]:
+    """(pair_id, split) of OUT's JSONL files, streamed (a later file wins, as a dict would)."""
+    for split, name in JSONL_SPLITS:
+        if (out_dir / name).is_file():
+            with (out_dir / name).open(encoding="utf-8") as fh:
+                yield from ((p, split) for p in _pair_ids(fh))
 
 
-def _pairs_table(db: sqlite3.Connection, run_id: int) -> list[PairRow]:
-    sql = (
-        "SELECT p.pair_id, p.perspective, p.question, p.answer, p.doc_id, rd.path, p.chunk_id, c.idx, c.section, p.model, "
-        "p.extra, v.verdict, v.detail, v.judge_score, v.grounded, v.grounding, v.quote, v.duplicate_of, s.split "
-        "FROM (SELECT r.run_id, r.pair_id, r.sort_key FROM run_pairs r JOIN pairs p ON p.pair_id=r.pair_id "
-        "      WHERE r.run_id=? ORDER BY r.sort_key LIMIT ?) r JOIN pairs p ON p.pair_id=r.pair_id "
-        "LEFT JOIN run_docs rd ON rd.run_id=r.run_id AND rd.doc_id=p.doc_id "
-        "LEFT JOIN chunks c ON c.chunk_id=p.chunk_id "
-        "LEFT JOIN verdicts v ON v.run_id=r.run_id AND v.pair_id=r.pair_id "
-        f"LEFT JOIN {_SPLITS} s ON s.pair_id=r.pair_id ORDER BY r.sort_key"
-    )
-    cur = db.execute(sql, (run_id, MAX_TABLE_ROWS))
-    names = [c[0] for c in cur.description]
+def _pairs_table(store: Store, run_id: int) -> list[PairRow]:
     rows = []
-    for values in cur:
-        r = dict(zip(names, values, strict=True))
-        extra = {str(k): str(v) for k, v in json.loads(r["extra"])}
+    for (pair_id, perspective, question, answer, doc_id, path, chunk_id, idx, section, model, extra_json,
+         verdict, detail, judge_score, grounded, grounding, quote, duplicate_of, split) in store.report_pairs(
+            run_id, MAX_TABLE_ROWS):
+        extra = {str(k): str(v) for k, v in json.loads(extra_json)}
         revisions = extra.get("revisions", "")
         rows.append(
             PairRow(
-                pair_id=r["pair_id"], perspective=r["perspective"], question=r["question"], answer=r["answer"],
-                doc_id=r["doc_id"], doc_path=r["path"] or "", chunk_id=r["chunk_id"], chunk_idx=r["idx"],
-                section=r["section"] or "", model=r["model"], verdict=r["verdict"] or "exported",
-                detail=r["detail"] or "", judge_score=r["judge_score"],
-                grounded=None if r["grounded"] is None else bool(r["grounded"]), grounding=r["grounding"],
-                quote=r["quote"] or "", duplicate_of=r["duplicate_of"],
-                revisions=int(revisions) if revisions.isdigit() else None, split=r["split"] or "",
+                pair_id=pair_id, perspective=perspective, question=question, answer=answer,
+                doc_id=doc_id, doc_path=path or "", chunk_id=chunk_id, chunk_idx=idx,
+                section=section or "", model=model, verdict=verdict or "exported",
+                detail=detail or "", judge_score=judge_score,
+                grounded=None if grounded is None else bool(grounded), grounding=grounding,
+                quote=quote or "", duplicate_of=duplicate_of,
+                revisions=int(revisions) if revisions.isdigit() else None, split=split or "",
             )
         )
     return rows
 
 
-def _documents(db: sqlite3.Connection, run_id: int, order: str, limit: int) -> list[DocRow]:
-    rows = db.execute(
-        f"WITH da AS (SELECT doc_id, sum(pairs) g, sum(exported) e FROM {_CHUNKS} GROUP BY doc_id) "
-        "SELECT d.doc_id, rd.path, d.title, d.n_chars, (SELECT count(*) FROM chunks c WHERE c.doc_id=d.doc_id), "
-        "coalesce(da.g, 0) AS generated, coalesce(da.e, 0) "
-        f"FROM run_docs rd JOIN documents d ON d.doc_id=rd.doc_id LEFT JOIN da ON da.doc_id=d.doc_id "
-        f"WHERE rd.run_id=? ORDER BY {order} LIMIT ?",
-        (run_id, limit),
-    )
-    return [DocRow(*r) for r in rows]
+def _documents(store: Store, run_id: int, limit: int, *, most_pairs_first: bool = False) -> list[DocRow]:
+    return [DocRow(*r) for r in store.report_documents(run_id, limit, most_pairs_first=most_pairs_first)]
 
 
-def _zero_chunks(db: sqlite3.Connection, run_id: int) -> list[ChunkRow]:
-    rows = db.execute(
-        "SELECT c.chunk_id, rd.path, c.idx, c.section, c.n_tokens, "
-        f"(SELECT coalesce(sum(a.generated), 0) FROM {_CHUNKS} a WHERE a.chunk_id=c.chunk_id) "
-        f"{_ZERO} ORDER BY rd.path, c.idx LIMIT ?",
-        (run_id, MAX_ZERO_CHUNK_ROWS),
-    ).fetchall()
+def _zero_chunks(store: Store, run_id: int) -> list[ChunkRow]:
     out = []
-    for i, (chunk_id, path, idx, section, n_tokens, generated) in enumerate(rows):
+    for i, (chunk_id, path, idx, section, n_tokens, generated) in enumerate(
+            store.report_zero_chunks(run_id, MAX_ZERO_CHUNK_ROWS)):
         text = ""  # only the first few texts go on the page
         if i < MAX_ZERO_CHUNK_TEXTS:
-            text = db.execute("SELECT text FROM chunks WHERE chunk_id=?", (chunk_id,)).fetchone()[0]
+            text = store.chunk_text(chunk_id) or ""
         out.append(ChunkRow(chunk_id, path, idx, section, n_tokens, text, int(generated)))
     return out
 
@@ -201,39 +148,25 @@ def _binned(values: Iterable[float], edges: list[float]) -> tuple[list[int], int
 
 
 def _length_histograms(
-    db: sqlite3.Connection, run_id: int, q: tuple[int, int], a: tuple[int, int]
+    store: Store, run_id: int, q: tuple[int, int], a: tuple[int, int]
 ) -> tuple[Histogram, Histogram]:
     """Question and answer lengths of the exported pairs, HIST_BINS equal bins from min to max, binned in SQL."""
-    exprs: list[str] = []
-    params: list[int] = []
     edges: list[list[float]] = []
-    for column, (lo, hi) in (("p.question", q), ("p.answer", a)):
+    for lo, hi in (q, a):
         if hi > lo:  # integer arithmetic: bin i holds lo + (hi-lo)*i/n <= x < lo + (hi-lo)*(i+1)/n
-            exprs.append(f"min(?, (length({column}) - ?) * ? / ?)")
-            params += [HIST_BINS - 1, lo, HIST_BINS, hi - lo]
             edges.append([lo + (hi - lo) * i / HIST_BINS for i in range(HIST_BINS + 1)])
         else:  # one length only: one bin around it
-            exprs.append("0")
             edges.append([lo - 0.5, lo + 0.5])
     qc, ac = [0] * (len(edges[0]) - 1), [0] * (len(edges[1]) - 1)
-    for qb, ab, n in db.execute(
-        f"SELECT {exprs[0]}, {exprs[1]}, count(*) {_PAIRS} WHERE r.run_id=? AND {_EXPORTED} GROUP BY 1, 2",
-        (*params, run_id),
-    ):
+    for qb, ab, n in store.report_length_bins(run_id, q, a, HIST_BINS):
         qc[qb] += n
         ac[ab] += n
     return Histogram(edges[0], qc), Histogram(edges[1], ac)
 
 
-def _pair_figures(db: sqlite3.Connection, run_id: int, data: ReportData, calls: dict[str, int]) -> None:
+def _pair_figures(store: Store, run_id: int, data: ReportData, calls: dict[str, int]) -> None:
     """Verdicts, perspectives, grounding, models and lengths: one GROUP BY over the run's pairs."""
-    rows = db.execute(
-        "SELECT p.perspective, coalesce(v.verdict,'exported') AS verdict, count(*), count(DISTINCT p.chunk_id), "
-        "coalesce(sum(v.grounded=0), 0), count(v.grounded), json_group_array(DISTINCT p.model), "
-        "min(length(p.question)), max(length(p.question)), min(length(p.answer)), max(length(p.answer)) "
-        f"{_PAIRS} WHERE r.run_id=? GROUP BY 1, 2 ORDER BY min(r.sort_key)",
-        (run_id,),
-    ).fetchall()
+    rows = store.report_pair_groups(run_id)
     verdicts: dict[str, int] = {v: 0 for v in VERDICTS}
     generated: dict[str, int] = {}
     exported: dict[str, int] = {}
@@ -248,7 +181,7 @@ def _pair_figures(db: sqlite3.Connection, run_id: int, data: ReportData, calls: 
         grounded["yes"] += checked - not_grounded
         grounded["no"] += not_grounded
         grounded["unchecked"] += n - checked
-        models.update(m for m in json.loads(group_models) if m)
+        models.update(m for m in group_models if m)
         if verdict == "exported":
             exported[name], chunks[name] = n, n_chunks
             q_range = (q_min, q_max) if q_range is None else (min(q_range[0], q_min), max(q_range[1], q_max))
@@ -262,29 +195,20 @@ def _pair_figures(db: sqlite3.Connection, run_id: int, data: ReportData, calls: 
         for n in sorted(set(generated) | set(calls))
     ]
     if q_range is not None and a_range is not None:
-        data.question_lengths, data.answer_lengths = _length_histograms(db, run_id, q_range, a_range)
+        data.question_lengths, data.answer_lengths = _length_histograms(store, run_id, q_range, a_range)
 
 
-def _judge(db: sqlite3.Connection, run_id: int, data: ReportData) -> None:
-    data.has_verdicts = db.execute("SELECT EXISTS(SELECT 1 FROM verdicts WHERE run_id=?)", (run_id,)).fetchone()[0] == 1
+def _judge(store: Store, run_id: int, data: ReportData) -> None:
+    data.has_verdicts = store.report_has_verdicts(run_id)
     edges = [i / HIST_BINS for i in range(HIST_BINS + 1)]
-    scores = db.execute(f"SELECT v.judge_score {_PAIRS} WHERE r.run_id=? AND v.judge_score IS NOT NULL", (run_id,))
-    counts, data.judge_scored = _binned((float(s) for (s,) in scores), edges)
+    counts, data.judge_scored = _binned(store.report_judge_scores(run_id), edges)
     data.judge_hist = Histogram(edges, counts)
-    data.judge_methods = dict(db.execute(
-        "SELECT judge_method, count(*) FROM verdicts WHERE run_id=? GROUP BY judge_method ORDER BY min(pair_id)", (run_id,)))
+    data.judge_methods = store.report_judge_methods(run_id)
     data.judge_threshold = _judge_threshold(data.settings)
 
 
-def _duplicates(db: sqlite3.Connection, run_id: int) -> list[DuplicateRow]:
-    rows = db.execute(
-        "SELECT p.pair_id, p.perspective, p.question, coalesce(q.question, v.duplicate_of, '') "
-        f"{_PAIRS}LEFT JOIN run_pairs r2 ON r2.run_id=r.run_id AND r2.pair_id=v.duplicate_of "
-        "LEFT JOIN pairs q ON q.pair_id=r2.pair_id "
-        "WHERE r.run_id=? AND v.verdict='duplicate' ORDER BY r.sort_key LIMIT ?",
-        (run_id, MAX_DUPLICATES),
-    )
-    return [DuplicateRow(*r) for r in rows]
+def _duplicates(store: Store, run_id: int) -> list[DuplicateRow]:
+    return [DuplicateRow(*r) for r in store.report_duplicates(run_id, MAX_DUPLICATES)]
 
 
 def word_diff(before: str, after: str) -> list[tuple[str, str]]:
@@ -302,15 +226,11 @@ def word_diff(before: str, after: str) -> list[tuple[str, str]]:
     return out
 
 
-def _refinement(db: sqlite3.Connection, run_id: int, data: ReportData) -> None:
+def _refinement(store: Store, run_id: int, data: ReportData) -> None:
     rounds_h: dict[int, int] = {}
     revisions_h: dict[int, int] = {}
     stops: dict[str, int] = {}
-    for rounds, revisions, stop, n in db.execute(
-        "SELECT (SELECT max(round) FROM refinements x WHERE x.final_pair_id=rf.final_pair_id), rf.revisions, "
-        f"rf.stop_reason, count(*) {_REFINED} GROUP BY 1, 2, 3",
-        (run_id,),
-    ):
+    for rounds, revisions, stop, n in store.report_refinement_groups(run_id):
         data.refined_pairs += n
         rounds_h[int(rounds or 0)] = rounds_h.get(int(rounds or 0), 0) + n
         revisions_h[int(revisions)] = revisions_h.get(int(revisions), 0) + n
@@ -318,36 +238,21 @@ def _refinement(db: sqlite3.Connection, run_id: int, data: ReportData) -> None:
     data.rounds_histogram = dict(sorted(rounds_h.items()))
     data.revisions_histogram = dict(sorted(revisions_h.items()))
     data.stop_reasons = dict(sorted(stops.items()))
-    finals = db.execute(
-        f"SELECT rf.final_pair_id, p.perspective, p.question, p.answer {_REFINED} "
-        "JOIN pairs p ON p.pair_id=rf.final_pair_id WHERE rf.revisions != 0 "
-        "AND EXISTS (SELECT 1 FROM refinements x WHERE x.final_pair_id=rf.final_pair_id) "
-        "ORDER BY rf.revisions DESC, rf.final_pair_id LIMIT ?",
-        (run_id, MAX_EXAMPLES),
-    ).fetchall()
-    for final_id, perspective, final_q, final_a in finals:
-        rounds = db.execute(
-            "SELECT round, question, answer, critique, problems FROM refinements WHERE final_pair_id=? ORDER BY round",
-            (final_id,),
-        ).fetchall()
+    for final_id, perspective, final_q, final_a in store.report_revised_pairs(run_id, MAX_EXAMPLES):
+        rounds = store.refinement_rounds(final_id)
         draft_q, draft_a = rounds[0][1], rounds[0][2]
         data.examples.append(
             RefineExample(
                 pair_id=final_id, perspective=perspective, draft_question=draft_q, draft_answer=draft_a,
-                critiques=[(int(r[0]), str(r[3]), [str(x) for x in json.loads(r[4])]) for r in rounds],
+                critiques=[(r[0], r[3], r[4]) for r in rounds],
                 final_question=final_q, final_answer=final_a,
                 question_diff=word_diff(draft_q, final_q), answer_diff=word_diff(draft_a, final_a),
             )
         )
 
 
-def _failures(db: sqlite3.Connection, run_id: int) -> tuple[list[FailureRow], int]:
-    rows = []
-    for stage, n, first in sorted(db.execute(
-        "SELECT stage, count(*), min(id) FROM failures WHERE run_id=? GROUP BY stage", (run_id,)
-    ).fetchall()):
-        example = db.execute("SELECT prompt_id, chunk_id, error FROM failures WHERE id=?", (first,)).fetchone()
-        rows.append(FailureRow(stage, n, *example))
+def _failures(store: Store, run_id: int) -> tuple[list[FailureRow], int]:
+    rows = [FailureRow(*r) for r in store.failures_by_stage(run_id)]
     return rows, sum(r.count for r in rows)
 
 
@@ -361,33 +266,26 @@ def _judge_threshold(settings: dict[str, object]) -> float | None:
 
 def build_report(store: Store, run_id: int, out_dir: Path) -> ReportData:
     """Gather every figure the page shows for one run, from the state database (SQL aggregates, capped row lists)."""
-    db = store.db
-    row = db.execute(
-        "SELECT run_id, command, status, started_at, finished_at, settings, summary FROM runs WHERE run_id=?",
-        (run_id,),
-    ).fetchone()
-    if row is None:
+    run = store.run_record(run_id)
+    if run is None:
         raise ReportError(f"run {run_id} is not in {store.path}")
-    summary = json.loads(row[6]) if row[6] else {}
-    data = ReportData(run_id, row[1], row[2], row[3], row[4] or "", json.loads(row[5] or "{}"), summary)
+    summary = run.summary
+    data = ReportData(run_id, run.command, run.status, run.started_at, run.finished_at or "", run.settings, summary)
     data.skipped = list(summary.get("documents_skipped") or [])  # type: ignore[call-overload]
-    _pair_figures(db, run_id, data, dict(summary.get("calls_per_perspective") or {}))  # type: ignore[call-overload]
-    _judge(db, run_id, data)
-    with _scratch(store, run_id, out_dir):
-        data.table_rows = _pairs_table(db, run_id)
-        data.split_counts = {s: 0 for s, _ in JSONL_SPLITS} | dict(db.execute(
-            f"SELECT s.split, count(*) {_PAIRS} JOIN {_SPLITS} s ON s.pair_id=r.pair_id "
-            f"WHERE r.run_id=? AND {_EXPORTED} GROUP BY s.split", (run_id,)))
-        data.documents_total = db.execute(f"SELECT count(*) {_RUN_DOCS}", (run_id,)).fetchone()[0]
-        data.chunks_total = db.execute(
-            f"SELECT count(*) FROM chunks c WHERE c.doc_id IN (SELECT d.doc_id {_RUN_DOCS})", (run_id,)).fetchone()[0]
-        data.documents = _documents(db, run_id, "rd.path", MAX_DOC_ROWS)
-        data.top_documents = _documents(db, run_id, "generated DESC, rd.path", MAX_DOC_BARS)
-        data.zero_chunks_total = db.execute(f"SELECT count(*) {_ZERO}", (run_id,)).fetchone()[0]
-        data.zero_chunks = _zero_chunks(db, run_id)
-    data.duplicates = _duplicates(db, run_id)
-    _refinement(db, run_id, data)
-    data.failures, data.failures_total = _failures(db, run_id)
+    _pair_figures(store, run_id, data, dict(summary.get("calls_per_perspective") or {}))  # type: ignore[call-overload]
+    _judge(store, run_id, data)
+    with store.report_tables(run_id, _split_ids(out_dir)):
+        data.table_rows = _pairs_table(store, run_id)
+        data.split_counts = {s: 0 for s, _ in JSONL_SPLITS} | store.report_split_counts(run_id)
+        data.documents_total = store.report_document_count(run_id)
+        data.chunks_total = store.report_chunk_count(run_id)
+        data.documents = _documents(store, run_id, MAX_DOC_ROWS)
+        data.top_documents = _documents(store, run_id, MAX_DOC_BARS, most_pairs_first=True)
+        data.zero_chunks_total = store.report_zero_chunk_count(run_id)
+        data.zero_chunks = _zero_chunks(store, run_id)
+    data.duplicates = _duplicates(store, run_id)
+    _refinement(store, run_id, data)
+    data.failures, data.failures_total = _failures(store, run_id)
     return data
 
 

@@ -36,7 +36,7 @@ def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet) ->
     Raw bytes are hashed (xxh3, GB/s), not parsed: deciding that nothing
     changed costs one read of the corpus, never a PDF conversion.
     """
-    from qagen import __version__
+    from qagen.core.version import VERSION as __version__
 
     h = xxhash.xxh3_128()
     what = settings.model_dump(mode="json", exclude=_SPEED_ONLY)

@@ -47,7 +47,7 @@ class Summary:
     stop_reasons: dict[str, int] = field(default_factory=dict)
     dpo_pairs: int = 0
     dpo_path: str = ""
-    # Per stage: what the judge, grounding, dedup and decontamination did (curate.py)
+    # Per stage: what the judge, grounding, dedup and decontamination did (qagen/curate/verdicts.py)
     judged: bool = False
     judge_method: str = ""  # logprobs | parsed | mixed: "parsed" means the endpoint gave no logprobs
     judge_threshold: float = 0.0

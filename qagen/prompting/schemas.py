@@ -27,9 +27,6 @@ class OutputSchema:
     model: type[BaseModel]
     json_schema: str  # JSON text in field order; part of the request key
 
-    def as_dict(self) -> dict[str, object]:
-        return json.loads(self.json_schema)
-
     def validate(self, content: str) -> BaseModel:
         """Parse and validate a reply; raises ValueError with a readable message."""
         text = _strip_fences(content)

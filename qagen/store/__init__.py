@@ -1,6 +1,14 @@
-"""The state store: one SQLite database (WAL) beside the output, and every SQL statement qagen runs."""
+"""The state store: one SQLite database (WAL) beside the output, and every SQL statement qagen runs.
+
+``db`` is the connection (lock, schema, group commit, shard merge); ``cache``, ``corpus``,
+``pairs``, ``flow`` and ``report`` hold the queries, one concern each; ``store`` puts them
+together as :class:`Store`. Code outside this package calls Store's named methods and
+never writes SQL itself.
+"""
 
 from qagen.core.errors import StoreError
-from qagen.store.db import DB_NAME, ShardStore, Store
+from qagen.store.db import DB_NAME
+from qagen.store.flow import RunRecord
+from qagen.store.store import ShardStore, Store
 
-__all__ = ["DB_NAME", "ShardStore", "Store", "StoreError"]
+__all__ = ["DB_NAME", "RunRecord", "ShardStore", "Store", "StoreError"]

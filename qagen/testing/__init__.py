@@ -1,5 +1,6 @@
-"""Test helpers shipped with qagen (need the ``aiohttp`` test extra)."""
+"""Test helpers shipped with qagen: an in-process ``FakeLLM`` and a stub HTTP server (needs the ``aiohttp`` test extra)."""
 
+from .fake_llm import FakeLLM, FakeReply
 from .stub_server import (
     FaultInjector,
     StubReply,
@@ -8,4 +9,4 @@ from .stub_server import (
     schema_instance,
 )
 
-__all__ = ["FaultInjector", "StubReply", "StubServer", "default_handler", "schema_instance"]
+__all__ = ["FakeLLM", "FakeReply", "FaultInjector", "StubReply", "StubServer", "default_handler", "schema_instance"]
