@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     judge_base_url: str | None = None
     judge_model: str | None = None
 
+    # The held-out exam (prompts/exam.md): a few examiner's questions per chunk, never trained on, decontaminated
+    # against the training questions, written to OUT/exam.jsonl; `qagen eval` scores the tuned model on it.
+    exam: bool = True
+
     # OUT/report.html and the dataset card OUT/README.md at the end of a run.
     report: bool = True
     license: str | None = None  # the dataset card's license field (e.g. "cc-by-4.0")

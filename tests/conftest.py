@@ -37,10 +37,10 @@ def stub() -> StubServer:
 @pytest.fixture
 def settings_for(stub: StubServer):
     def make(**overrides: object) -> Settings:
-        # Generation-only unless a test asks for the critic loop / judge / dedup / report
-        # (test_refine.py, test_curate.py run them with their defaults).
+        # Generation-only unless a test asks for the critic loop / judge / dedup / report / exam
+        # (test_refine.py, test_curate.py, test_exam.py run them with their defaults).
         base = {"base_url": stub.base_url, "model": "stub-model", "max_retries": 2, "concurrency": 4,
-                "refine": False, "judge": False, "dedup": False, "report": False}
+                "refine": False, "judge": False, "dedup": False, "report": False, "exam": False}
         base.update(overrides)
         return load_settings(**base)
 

@@ -219,8 +219,8 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
     from qagen.config import load_settings
     from qagen.core.types import QAPair
     from qagen.corpus.chunker import Chunker
-    from qagen.generate.judge import Judge
     from qagen.generate.caller import Caller
+    from qagen.generate.judge import Judge
     from qagen.generate.refine import Refiner, RefineSettings
     from qagen.pipeline.assemble import chunker_settings
     from qagen.prompting.prompts import load_prompts

@@ -20,7 +20,7 @@ from filelock import FileLock
 
 from qagen.flow.run import Gate, check_gate
 from qagen.testing import StubReply, StubServer
-from tests.conftest import NOTES, passage_reply
+from tests.helpers import NOTES, passage_reply
 from tests.smtp_server import SMTPServer, body
 
 QAGEN = [sys.executable, "-m", "qagen.cli"]
@@ -139,15 +139,21 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
 
     prompts = tmp_path / "prompts"
     prompts.mkdir()
-    for name in ("quiz", "facts", "entities", "title_questions"):
+    for name in ("quiz", "facts", "entities", "title_questions", "exam"):
         text = (builtin_dir() / f"{name}.md").read_text()
         (prompts / f"{name}.md").write_text("---\nenabled: false\n" + text.removeprefix("---\n"))
+    # The owner's own held-out questions (the exam prompt asks for quotes too, so it is off here as well):
+    # the knowledge score is measured on these, closed book, and mailed.
+    questions = tmp_path / "held_out.jsonl"
+    questions.write_text(
+        '{"question": "Who will contact the builders about the library?", "answer": "Ana Souza", "source": "notes.txt"}\n'
+        '{"question": "How much is the budget for new shelving?", "answers": ["4,000 euros"], "source": "notes.txt"}\n')
     out = tmp_path / "out"
     # One short document: hold out by pair. Refinement and the ingest judge are other tests' subject; off here,
     # they would multiply the embedded model's calls (and the judge could reject most of a 135M model's pairs).
     env = {"QAGEN_SPLIT_BY": "pair", "QAGEN_EVAL_FRACTION": "0.3", "QAGEN_REFINE": "false", "QAGEN_JUDGE": "false"}
     args = ["run", str(docs), "--out", str(out), "--prompts", str(prompts), "--max-steps", "3", "--eval-limit", "4",
-            "--json"]
+            "--questions", str(questions), "--json"]
     server = SMTPServer()
     started = time.monotonic()
     with server as inbox:
@@ -169,7 +175,12 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     assert lora_b and any(float(t.abs().max()) > 0 for t in lora_b)  # zero-initialised: non-zero means it trained
 
     report = json.loads((out / "eval_report.json").read_text())
-    assert 1 <= report["questions"] <= 4 and len(report["rows"]) == report["questions"]
+    knowledge = report["knowledge"]  # the knowledge score: the owner's held-out questions, closed book
+    assert knowledge["questions"] == 2 and knowledge["unmatched"] == [] and knowledge["overall"]["count"] == 2
+    for row in knowledge["rows"]:
+        assert row["source"] == "notes.txt" and row["base_answer"].strip() and row["tuned_answer"].strip()
+        assert 0.0 <= row["tuned"]["f1"] <= 1.0
+    assert summary["knowledge"]["questions"] == 2
     for row in report["rows"]:
         assert 0.0 <= row["base_f1"] <= 1.0 and 0.0 <= row["tuned_f1"] <= 1.0
         assert row["base_answer"].strip() and row["tuned_answer"].strip()
@@ -178,7 +189,9 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     subjects = [m["Subject"] for m in inbox.messages]
     assert subjects[0].startswith("qagen run started") and subjects[1].startswith("qagen run finished")
     text = body(inbox.messages[1])
-    assert "F1 base" in text and "judge tuned" in text and "\nALL " in text  # the eval table
+    assert "closed book on 2 held-out questions" in text and "delta F1 [95% CI]" in text  # the knowledge table
+    assert "doc notes.txt" in text
+    assert "F1 base" in text and "judge tuned" in text and "\nALL " in text  # the format check's table
     assert str(adapter) in text and "train loss:" in text and summary["group_id"] in text
     assert notifications(out) == [("start", "sent"), ("finish", "sent")]
 

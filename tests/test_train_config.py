@@ -37,10 +37,11 @@ def out(tmp_path: Path) -> Path:
 
 
 def test_the_four_templates_exist():
-    assert set(template_names()) >= {"smollm2-cpu-lora", "mistral-7b-qlora", "mistral-7b-lora", "mistral-7b-fsdp2"}
+    assert set(template_names()) >= {"smollm2-cpu-lora", "smollm2-cpu-full", "mistral-7b-qlora", "mistral-7b-lora",
+                                     "mistral-7b-fsdp2"}
 
 
-@pytest.mark.parametrize("name", ["smollm2-cpu-lora", "mistral-7b-qlora", "mistral-7b-lora", "mistral-7b-fsdp2"])
+@pytest.mark.parametrize("name", ["smollm2-cpu-lora", "smollm2-cpu-full", "mistral-7b-qlora", "mistral-7b-lora", "mistral-7b-fsdp2"])
 def test_each_template_renders_and_axolotl_accepts_it(out, name):
     # A base model given explicitly: no GGUF conversion here (validation does not load the model).
     settings = load_train_settings(template=name, base_model="/models/base-hf", max_steps=3)
@@ -51,9 +52,14 @@ def test_each_template_renders_and_axolotl_accepts_it(out, name):
     assert cfg["output_dir"] == str(adapter_dir) and adapter_dir.parent == (out / "adapters").resolve()
     assert cfg["max_steps"] == 3 and cfg["base_model"] == "/models/base-hf"
     assert len(key) == 32
-    if name == "smollm2-cpu-lora":  # the CPU traps, each set where the template handles it
+    assert cfg["num_epochs"] == 3.0  # training is sized in epochs over the dataset; max_steps only caps it
+    if name.startswith("smollm2-cpu-"):  # the CPU traps, each set where the template handles it
         assert cfg["bf16"] is False and cfg["fp16"] is False
-        assert not any(cfg[k] for k in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel"))
+        if name == "smollm2-cpu-lora":
+            assert not any(cfg[k] for k in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel",
+                                            "lora_embedding_kernel"))
+        else:
+            assert "adapter" not in cfg  # full fine-tuning: every weight trained
         assert cfg["special_tokens"] == {"eos_token": "<|im_end|>", "pad_token": "<|im_end|>"}
         assert cfg["sequence_len"] == 512
     else:

@@ -73,7 +73,9 @@ def train_cmd(
     base_model: Annotated[str | None, typer.Option(help="Base model (HF folder or hub name). Default: the embedded SmolLM2 for the CPU template.")] = None,
     launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun (multi-node) or python.")] = None,
     launcher_arg: Annotated[list[str] | None, typer.Option(help="Extra argument for the launcher (repeatable), e.g. --nnodes=2.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over train.jsonl (default 3): training is sized from the dataset.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (caps --epochs).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed (default 42).")] = None,
     sequence_len: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
     force: Annotated[bool, typer.Option(help="Train again even if this dataset + config was trained before.")] = False,
     as_json: JsonOpt = False,
@@ -86,8 +88,8 @@ def train_cmd(
     setup_logging(verbose)
     require_out(out, as_json)
     ts = settings_or_exit(lambda: load_train_settings(
-        template=template, base_model=base_model, launcher=launcher, max_steps=max_steps, sequence_len=sequence_len,
-        launcher_args=launcher_arg), as_json)
+        template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, seed=seed,
+        sequence_len=sequence_len, launcher_args=launcher_arg), as_json)
     sigterm_as_interrupt()
     try:
         with errors(as_json), Store(out) as store:
@@ -104,7 +106,8 @@ def train_cmd(
 
 def eval_cmd(
     out: OutArg,
-    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder (default: the last one `qagen train` made).")] = None,
+    questions: Annotated[Path | None, typer.Option(help="Your held-out questions: .jsonl or .csv (question, answer(s), optional source or doc_id) or SQuAD .json. Default: the run's exam (OUT/exam.jsonl).")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter or fully tuned model folder (default: the last one `qagen train` made).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model HF folder (default: the adapter's base).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
     base_url: Annotated[str | None, typer.Option(help="Judge endpoint (OpenAI-compatible). Default: the embedded model.")] = None,
@@ -112,14 +115,18 @@ def eval_cmd(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Closed-book eval of base vs tuned on OUT/eval.jsonl: token F1 + judge; writes OUT/eval_report.json."""
+    """Closed book, base vs tuned: held-out questions (EM, F1, contains, 95 % CIs) and the eval.jsonl format check."""
     from qagen.config import load_settings
     from qagen.flow.evaluate import EvalError, evaluate
+    from qagen.flow.questions import load_questions
     from qagen.flow.train import load_train_settings
     from qagen.store import Store
 
     setup_logging(verbose)
     require_out(out, as_json)
+    if questions is not None:
+        with errors(as_json):
+            load_questions(questions)  # a malformed file is reported now, naming the line, before any model loads
     settings = settings_or_exit(lambda: load_settings(base_url=base_url, model=model), as_json)
     with errors(as_json), Store(out) as store:
         last = store.last_run_summary("train") or {}
@@ -129,7 +136,7 @@ def eval_cmd(
             raise EvalError(f"no trained adapter recorded in {out}: run `qagen train {out}` or pass --adapter and --base-model")
         threads = load_train_settings().threads
         report = evaluate(out, store, settings, base_model=base, adapter_dir=adapter_dir, limit=limit,
-                          threads=threads)
+                          threads=threads, questions=questions)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -178,8 +185,10 @@ def run_cmd(
     template: Annotated[str | None, typer.Option(help="axolotl template (default smollm2-cpu-lora).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model to fine-tune (default: per template).")] = None,
     launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun or python.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Training passes over train.jsonl (default 3).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
+    questions: Annotated[Path | None, typer.Option(help="Your held-out questions for the knowledge score (.jsonl, .csv, SQuAD .json); default: the run's exam.jsonl.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for generation and judge.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name served at --base-url.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
@@ -191,23 +200,26 @@ def run_cmd(
     """ingest -> train -> eval -> email, resumable: re-run the same command to continue after a crash (CI mode: --json)."""
     from qagen.config import load_settings
     from qagen.flow.notify import load_notify_settings
-    from qagen.flow.run import Flow, Gate
+    from qagen.flow.run import Gate, run
     from qagen.flow.train import load_train_settings
 
     setup_logging(verbose)
     settings = settings_or_exit(lambda: load_settings(
         base_url=base_url, model=model, concurrency=concurrency, chunk_size=chunk_size), as_json)
     ts = settings_or_exit(lambda: load_train_settings(
-        template=template, base_model=base_model, launcher=launcher, max_steps=max_steps), as_json)
+        template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps), as_json)
     ns = settings_or_exit(lambda: load_notify_settings(
         email=email, smtp_host=smtp_host, smtp_port=smtp_port, smtp_user=smtp_user, smtp_from=smtp_from,
         smtp_tls=smtp_tls), as_json)
     gate = settings_or_exit(lambda: Gate(min_pairs=min_pairs, max_failure_rate=max_failure_rate), as_json)
     sigterm_as_interrupt()
-    flow = Flow(docs, out, settings, ts, ns, gate=gate, eval_limit=eval_limit, prompts_dir=prompts,
-                progress=_LineProgress())
     with errors(as_json):
-        result = flow.run()
+        if questions is not None:
+            from qagen.flow.questions import load_questions
+
+            load_questions(questions)  # a malformed file stops the run before anything is generated
+        result = run(docs, out, settings, ts, ns, gate=gate, eval_limit=eval_limit, prompts_dir=prompts, questions=questions,
+                     progress=_LineProgress())
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
     else:

@@ -123,6 +123,8 @@ def _summary_table(s: Summary) -> Table:
         t.add_row("error", s.error)
     t.add_row("group", s.group_id[:10])
     t.add_row("train", s.train_path)
+    if s.exam_path:
+        t.add_row("exam", f"{s.exam_questions} held-out questions in {s.exam_path} (never trained on)")
     t.add_row("eval", s.eval_path)
     t.add_row("state", s.state_db)
     if s.report_path:
@@ -171,6 +173,7 @@ def ingest_cmd(
     ray_address: Annotated[str | None, typer.Option(help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a local Ray on this machine).")] = None,
     workers: Annotated[int | None, typer.Option(help="With --executor ray: workers calling the endpoint(s), --concurrency requests each (default: the cluster's CPUs).")] = None,
     transport: Annotated[str | None, typer.Option(help="HTTP client for chat calls: openai (the SDK, default) or aiohttp (lean: for many endpoints at scale).")] = None,
+    exam: Annotated[bool | None, typer.Option("--exam/--no-exam", help="Write the held-out exam OUT/exam.jsonl (never trained on; `qagen eval` scores it). Default on.")] = None,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
     license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
     fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
@@ -194,7 +197,7 @@ def ingest_cmd(
         ungrounded=ungrounded, dedup=dedup, fail_fast_after=fail_fast_after,
         critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
         regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
-        report=report, license=license, transport=transport, executor=executor, ray_address=ray_address,
+        report=report, exam=exam, license=license, transport=transport, executor=executor, ray_address=ray_address,
         workers=workers,
         decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
     ), as_json)

@@ -12,6 +12,9 @@ Runs once at the end of a run, over what the store holds for it, in this order
    corpus (only model-written questions: templated ones repeat by design);
 6. ``exported``.
 
+The held-out exam's pairs are never exported: they get ``exam``,
+``exam_ungrounded`` or ``exam_contaminated`` (``qagen.curate.exam``).
+
 Every verdict is stored with its detail, so the report and the summary can say
 what was thrown away and why.
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qagen.core.records import Verdict
+from qagen.curate.exam import EXAM_ROLE, ExamPair, settle_exam
 from qagen.curate.quality import (
     Decontaminator,
     DedupSession,
@@ -78,6 +82,13 @@ def _grounding_mode(prompts: PromptSet, perspective: str) -> str:
         return "none"
 
 
+def _is_exam(prompts: PromptSet, perspective: str) -> bool:
+    try:
+        return prompts.by_id(perspective).role == EXAM_ROLE
+    except KeyError:
+        return False
+
+
 def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettings, *, judged: bool) -> CurateResult:
     """Settle and store every pair's verdict; streams the run's pairs (dedup keeps one short row per candidate)."""
     judgements = store.judgements(run_id) if judged else {}
@@ -88,8 +99,12 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
     # (made on the first candidate: datasketch's import costs ~1.5 s).
     dedup: DedupSession | None = None
     batch: list[Verdict] = []
+    exam: list[ExamPair] = []  # the held-out exam: settled after the training pairs (qagen/curate/exam.py)
     for rp in store.run_pairs(run_id):
         p = rp.pair
+        if _is_exam(prompts, p.perspective):
+            exam.append(ExamPair(p.pair_id, p.chunk_id, p.question, p.answer, dict(p.extra).get("quote", "")))
+            continue
         scores, method, score = judgements.pop(p.pair_id, ({}, "none", None))
         v = Verdict(p.pair_id, "exported", judge=scores, judge_method=method, judge_score=score)
         quoted = _grounding_mode(prompts, p.perspective) == "quote"
@@ -139,6 +154,8 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
             store.mark_duplicates(run_id, marked)
         finally:
             dedup.close()
+    result.counts.update(settle_exam(store, run_id, exam, grounding_threshold=settings.grounding_threshold,
+                                     dedup_threshold=settings.dedup_threshold))
     result.counts = +result.counts  # drop zero counts
     return result
 

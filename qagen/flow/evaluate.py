@@ -1,4 +1,10 @@
-"""``qagen eval``: closed-book questions from the held-out eval.jsonl, base model vs tuned model.
+"""``qagen eval``: closed book, base model vs tuned model: the knowledge score, and a format check.
+
+The knowledge score (``qagen.flow.knowledge``) comes from held-out questions
+the model never trained on: the user's (``--questions FILE``) or the run's
+exam (``OUT/exam.jsonl``). The pairs held out in ``eval.jsonl`` come from the
+same generator as the training pairs, near-paraphrases of them when the corpus
+is small, so they are reported as a format check, not as what the model knows.
 
 Closed book: each model sees the system message (which names the document ID,
 as in training) and the question, never the passage. So the score measures
@@ -20,14 +26,24 @@ import asyncio
 import json
 import logging
 import re
-import string
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qagen.core import ids
 from qagen.core.errors import StageError
+from qagen.flow.answer import answer
+from qagen.flow.knowledge import (
+    DocRef,
+    ExamItem,
+    KnowledgeReport,
+    match_questions,
+    score,
+)
+from qagen.flow.questions import Question, load_questions
+from qagen.flow.scoring import normalize_tokens, token_f1  # noqa: F401  (normalize_tokens: re-exported)
 from qagen.llm.base import ChatRequest, LLMError, Message
 
 if TYPE_CHECKING:
@@ -82,13 +98,22 @@ class EvalReport:
     overall: dict[str, dict[str, float | int | None]] = field(default_factory=dict)  # base|tuned -> metric
     per_perspective: dict[str, dict[str, dict[str, float | int | None]]] = field(default_factory=dict)
     rows: list[Scored] = field(default_factory=list)
+    knowledge: dict[str, object] = field(default_factory=dict)  # KnowledgeReport.to_dict(): the knowledge score
+    knowledge_table: str = ""
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def table(self) -> str:
-        """Base vs tuned per perspective, as fixed-width text (CLI and email alike)."""
+        """The knowledge table, then the format check per perspective, as fixed-width text (CLI and email)."""
+        parts = [self.knowledge_table] if self.knowledge_table else []
+        if self.questions:
+            parts.append(f"format check: {self.questions} pairs held out in eval.jsonl (same generator as "
+                         "training; not a knowledge score)\n" + self._format_table())
+        return "\n\n".join(parts)
+
+    def _format_table(self) -> str:
         head = f"{'perspective':<16}{'n':>4}  {'F1 base':>8}{'F1 tuned':>9}  {'judge base':>10}{'judge tuned':>12}"
         lines = [head, "-" * len(head)]
         rows = [*sorted(self.per_perspective.items()), ("ALL", self.overall)]
@@ -102,27 +127,6 @@ class EvalReport:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
-
-
-# --- scoring -----------------------------------------------------------------
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def normalize_tokens(text: str) -> list[str]:
-    return _ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split()
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD's token F1: overlap of the bags of normalised tokens."""
-    pred, ref = normalize_tokens(prediction), normalize_tokens(reference)
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 def load_items(eval_path: Path, limit: int | None = None) -> list[EvalItem]:
@@ -142,55 +146,6 @@ def load_items(eval_path: Path, limit: int | None = None) -> list[EvalItem]:
     if not items:
         raise EvalError(f"{eval_path} holds no questions")
     return items[:limit] if limit else items
-
-
-# --- answering ---------------------------------------------------------------
-def answer_local(
-    model_dir: str, adapter_dir: str, items: list[EvalItem], *, max_new_tokens: int = 64, batch: int = 8,
-    threads: int | None = None,
-) -> tuple[list[str], list[str]]:
-    """Greedy answers from the base model, then from base + LoRA adapter (transformers + peft, CPU)."""
-    try:
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:
-        from qagen.flow.hfmodel import INSTALL_HINT
-
-        raise EvalError(f"evaluating needs the train extra ({exc.name} missing): {INSTALL_HINT}") from None
-    if threads:
-        torch.set_num_threads(threads)  # see TrainSettings.threads: fewer threads are faster on a busy small box
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"  # decoder-only batch generation
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    base = _generate(model, tokenizer, items, max_new_tokens, batch)
-    tuned_model = PeftModel.from_pretrained(model, adapter_dir)
-    tuned_model.eval()
-    tuned = _generate(tuned_model, tokenizer, items, max_new_tokens, batch)
-    return base, tuned
-
-
-def _generate(model: object, tokenizer: object, items: list[EvalItem], max_new_tokens: int, batch: int) -> list[str]:
-    import torch
-
-    answers: list[str] = []
-    for start in range(0, len(items), batch):
-        chunk = items[start : start + batch]
-        prompts = [
-            tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-                [{"role": "system", "content": it.system}, {"role": "user", "content": it.question}],
-                tokenize=False, add_generation_prompt=True,
-            )
-            for it in chunk
-        ]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)  # type: ignore[operator]
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,  # type: ignore[attr-defined]
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # type: ignore[attr-defined]
-        new = out[:, enc["input_ids"].shape[1] :]
-        answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]  # type: ignore[attr-defined]
-    return answers
 
 
 # --- judging -----------------------------------------------------------------
@@ -249,42 +204,82 @@ def _metrics(rows: list[Scored], who: str) -> dict[str, float | int | None]:
     }
 
 
+EXAM_NAME = "exam.jsonl"
+
+
+def knowledge_questions(out_dir: Path, questions: Path | None) -> tuple[list[Question], str]:
+    """The held-out questions: the user's file (validated now, before any model loads), else the run's exam."""
+    if questions is not None:
+        return load_questions(questions), str(questions)
+    exam = out_dir / EXAM_NAME
+    if exam.exists() and exam.stat().st_size:
+        return load_questions(exam), str(exam)
+    return [], ""
+
+
 def evaluate(
     out_dir: Path, store: Store, settings: Settings, *, base_model: str, adapter_dir: str, limit: int | None = None,
-    threads: int | None = None,
+    threads: int | None = None, questions: Path | None = None, judge_answers: bool = True,
 ) -> EvalReport:
-    """Answer eval.jsonl closed book with base and tuned, score both, write OUT/eval_report.json."""
+    """Closed book, base vs tuned: the knowledge score, and the eval.jsonl format check where there is one.
+
+    Writes OUT/eval_report.json. ``adapter_dir`` is a LoRA adapter or a fully fine-tuned model folder.
+    """
     started = time.perf_counter()
+    held_out, held_out_from = knowledge_questions(out_dir, questions)  # a bad file fails here, naming the line
     eval_path = out_dir / "eval.jsonl"
-    items = load_items(eval_path, limit)
-    if not (Path(adapter_dir) / "adapter_config.json").exists():
-        raise EvalError(f"no LoRA adapter in {adapter_dir}: run `qagen train {out_dir}` first")
+    items = load_items(eval_path, limit) if eval_path.exists() and eval_path.stat().st_size else []
+    if not items and not held_out:
+        raise EvalError(f"nothing to evaluate in {out_dir}: no exam.jsonl or eval.jsonl (run `qagen ingest`), "
+                        "and no --questions file")
+    from qagen.flow.train import is_trained
+
+    if not is_trained(Path(adapter_dir)):
+        raise EvalError(f"no trained model in {adapter_dir}: run `qagen train {out_dir}` first")
+    exam, unmatched = _exam_items(store, held_out, limit)
     run_id = store.start_run("eval", {"base_model": base_model, "adapter_dir": adapter_dir, "limit": limit,
-                                      **settings.model_dump(exclude={"api_key"})})
+                                      "questions": held_out_from, **settings.model_dump(exclude={"api_key"})})
     try:
-        base, tuned = answer_local(base_model, adapter_dir, items, threads=threads)
-        verdicts, judge_name = judge(store, settings, run_id, [*zip(items, base), *zip(items, tuned)])
+        prompts = [(it.system, it.question) for it in items] + [(it.system, it.question) for it in exam]
+        base = answer(base_model, prompts, threads=threads)
+        tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads)
+        n = len(items)
+        verdicts, judge_name = ([None] * 2 * n, "off")
+        if items and judge_answers:
+            verdicts, judge_name = judge(store, settings, run_id, [*zip(items, base[:n]), *zip(items, tuned[:n])])
     except BaseException:
         store.finish_run(run_id, "failed", {})
         raise
-    n = len(items)
     rows = [
         Scored(it.pair_id, it.perspective, it.question, it.reference, b, t, round(token_f1(b, it.reference), 4),
                round(token_f1(t, it.reference), 4), verdicts[i], verdicts[n + i])
-        for i, (it, b, t) in enumerate(zip(items, base, tuned))
+        for i, (it, b, t) in enumerate(zip(items, base[:n], tuned[:n]))
     ]
     groups: dict[str, list[Scored]] = defaultdict(list)
     for r in rows:
         groups[r.perspective].append(r)
+    knowledge: KnowledgeReport | None = None
+    if exam:
+        knowledge = score(exam, base[n:], tuned[n:], questions_from=held_out_from, base_model=base_model,
+                          tuned=adapter_dir, unmatched=unmatched)
     report = EvalReport(
-        eval_path=str(eval_path), base_model=base_model, adapter_dir=adapter_dir, judge=judge_name, questions=n,
-        overall={"base": _metrics(rows, "base"), "tuned": _metrics(rows, "tuned")},
+        eval_path=str(eval_path) if items else "", base_model=base_model, adapter_dir=adapter_dir, judge=judge_name,
+        questions=n, overall={"base": _metrics(rows, "base"), "tuned": _metrics(rows, "tuned")} if rows else {},
         per_perspective={p: {"base": _metrics(g, "base"), "tuned": _metrics(g, "tuned")} for p, g in groups.items()},
-        rows=rows, seconds=round(time.perf_counter() - started, 1),
+        rows=rows, knowledge=knowledge.to_dict() if knowledge else {},
+        knowledge_table=knowledge.table() if knowledge else "", seconds=round(time.perf_counter() - started, 1),
     )
     write_report(out_dir / "eval_report.json", report)
-    store.finish_run(run_id, "ok", {k: v for k, v in report.to_dict().items() if k != "rows"})
+    store.finish_run(run_id, "ok", {k: v for k, v in report.to_dict().items() if k not in ("rows", "knowledge")})
     return report
+
+
+def _exam_items(store: Store, questions: list[Question], limit: int | None) -> tuple[list[ExamItem], list[str]]:
+    run_id = store.latest_finished_run("ingest")
+    docs = [DocRef(*d) for d in store.run_documents(run_id)] if run_id else []
+    group_id = ids.group_id([d.doc_id for d in docs]) if docs else ""
+    exam, unmatched = match_questions(questions, docs, group_id)
+    return (exam[:limit] if limit else exam), unmatched
 
 
 def write_report(path: Path, report: EvalReport) -> None:

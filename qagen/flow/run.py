@@ -56,6 +56,7 @@ class FlowResult:
     train: dict[str, object] = field(default_factory=dict)
     eval: dict[str, object] = field(default_factory=dict)
     eval_table: str = ""
+    knowledge: dict[str, object] = field(default_factory=dict)  # the closed-book score on held-out questions
     durations: dict[str, float] = field(default_factory=dict)
     emails_sent: int = 0
     emails_pending: int = 0
@@ -106,10 +107,12 @@ class Flow:
         eval_limit: int | None = None,
         prompts_dir: Path | None = None,
         progress: FlowProgress | None = None,
+        questions: Path | None = None,
     ):
         self.docs_dir, self.out_dir = docs_dir, out_dir
         self.settings, self.train_settings, self.notify_settings = settings, train_settings, notify_settings
         self.gate, self.eval_limit, self.prompts_dir = gate, eval_limit, prompts_dir
+        self.questions = questions  # the user's held-out questions (else the run's exam.jsonl)
         self.progress = progress or FlowProgress()
         self.result = FlowResult(docs_dir=str(docs_dir), out_dir=str(out_dir))
         self._started = time.perf_counter()
@@ -228,7 +231,8 @@ class Flow:
         report_path = self.out_dir / "eval_report.json"
         key = ids.hash_json({"adapter": adapter, "train_key": self.result.train["dataset_key"], "base": base,
                              "eval": ids.hash_json(eval_path.read_text()) if eval_path.exists() else "",
-                             "judge": [self.settings.base_url, self.settings.model], "limit": self.eval_limit})
+                             "judge": [self.settings.base_url, self.settings.model], "limit": self.eval_limit,
+                             "questions": _file_key(self.questions), "exam": _file_key(self.out_dir / "exam.jsonl")})
         try:
             with Store(self.out_dir) as store:
                 done = store.stage_result("eval", key)
@@ -236,12 +240,15 @@ class Flow:
                     report = read_report(report_path)
                 else:
                     report = evaluate(self.out_dir, store, self.settings, base_model=base, adapter_dir=adapter,
-                                      limit=self.eval_limit, threads=self.train_settings.threads)
+                                      limit=self.eval_limit, threads=self.train_settings.threads,
+                                      questions=self.questions)
                     store.record_stage(0, "eval", key, "done", {"report": str(report_path)})
+                    _refresh_report(store, self.out_dir)  # report.html gains the knowledge table
         except QagenError as exc:
             return self._fail("eval", str(exc))
         self.result.durations["eval"] = round(time.perf_counter() - t, 1)
-        self.result.eval = {k: v for k, v in report.to_dict().items() if k != "rows"}
+        self.result.eval = {k: v for k, v in report.to_dict().items() if k not in ("rows", "knowledge")}
+        self.result.knowledge = {k: v for k, v in report.knowledge.items() if k != "rows"}
         self.result.eval_table = report.table()
         return None
 
@@ -269,11 +276,25 @@ class Flow:
         ev = self.result.eval
         parts = [f"qagen run finished: {self.result.status}", "", self._status_lines(), ""]
         if ev:
-            title = (f"eval (closed book, {ev.get('questions')} held-out questions; token F1 and judge yes-rate; "
-                     f"judge: {ev.get('judge')}):")
+            title = ("eval, closed book (the model sees the question, never the passage): the knowledge score on "
+                     f"held-out questions, then the format check (judge: {ev.get('judge')}):")
             parts += [title, "", self.result.eval_table, "",
                       f"full report: {Path(self.result.out_dir) / 'eval_report.json'}"]
         return "\n".join(parts) + "\n"
+
+
+def _file_key(path: Path | None) -> str:
+    return ids.hash_json(path.read_text()) if path is not None and path.exists() else ""
+
+
+def _refresh_report(store: object, out_dir: Path) -> None:
+    """Rewrite report.html with the eval's knowledge table; the eval is done either way, so a failure only logs."""
+    from qagen.output.report import latest_run, write_report
+
+    try:
+        write_report(store, latest_run(store), out_dir)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the report is a view; the eval result stands
+        log.exception("rewriting report.html after the eval failed")
 
 
 def run(
@@ -287,7 +308,8 @@ def run(
     eval_limit: int | None = None,
     prompts_dir: Path | None = None,
     progress: FlowProgress | None = None,
+    questions: Path | None = None,
 ) -> FlowResult:
     """ingest -> quality gate -> train -> eval -> email; ``FlowResult.exit_code`` says how it ended."""
     return Flow(docs_dir, out_dir, settings, train_settings, notify_settings, gate=gate, eval_limit=eval_limit,
-                prompts_dir=prompts_dir, progress=progress).run()
+                prompts_dir=prompts_dir, progress=progress, questions=questions).run()

@@ -72,18 +72,21 @@ class Generator:
         *,
         refiner: Refiner | None = None,
         judge: Judge | None = None,
+        exam: bool = False,
     ):
         self.caller = caller
         self.prompts = prompts
         self.refiner = refiner
         self.judge = judge
+        # The held-out exam (prompts with role "exam"): asked per chunk, never refined, judged or trained on.
+        self.exam = [p for p in prompts.all if p.role == "exam" and p.enabled] if exam else []
 
     def plan(self, chunk: Chunk) -> list[Prompt]:
-        """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk)."""
+        """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk), then the exam."""
         return [
             p
-            for p in self.prompts.perspectives
-            if p.role == "generator" and (p.scope == "chunk" or chunk.index == 0)
+            for p in (*self.prompts.perspectives, *self.exam)
+            if p.role in ("generator", "exam") and (p.scope == "chunk" or chunk.index == 0)
         ]
 
     async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
@@ -112,15 +115,16 @@ class Generator:
             )
             for i, (q, a, quote) in enumerate(qa)
         ]
-        if self.judge is not None and self.judge.best_of > 1 and prompt.grounding == "quote" and pairs:
+        trained = prompt.role != "exam"  # exam pairs are kept as drafted: they measure, they don't teach
+        if trained and self.judge is not None and self.judge.best_of > 1 and prompt.grounding == "quote" and pairs:
             c.store.add_drafts(pairs)
             pairs = await self.judge.best_of_n(pairs, doc, chunk)
-        if self.refiner is not None and pairs:
+        if trained and self.refiner is not None and pairs:
             c.store.add_drafts(pairs)
             c.progress.requests_added(len(pairs))  # at least one critic call each
             outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
             pairs = [o.final for o in outcomes]
-        if self.judge is not None and pairs:
+        if trained and self.judge is not None and pairs:
             await self.judge.judge_pairs(pairs, doc, chunk)
         c.store.add_pairs(c.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
         c.stats.pairs[prompt.id] += len(pairs)

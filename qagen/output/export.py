@@ -43,6 +43,14 @@ def system_message(doc_id: str, group_id: str, title: str) -> str:
     )
 
 
+def corpus_message(group_id: str) -> str:
+    """The system message for a question about the corpus as a whole (no one document named)."""
+    return (
+        f"You are an assistant fine-tuned on document group {ids.short(group_id)}. "
+        "Answer from what you learned from these documents."
+    )
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -286,7 +286,17 @@ def build_report(store: Store, run_id: int, out_dir: Path) -> ReportData:
     data.duplicates = _duplicates(store, run_id)
     _refinement(store, run_id, data)
     data.failures, data.failures_total = _failures(store, run_id)
+    data.exam_questions = int(summary.get("exam_questions") or 0)  # type: ignore[call-overload]
+    data.knowledge_table = _knowledge_table(out_dir / "eval_report.json")
     return data
+
+
+def _knowledge_table(path: Path) -> str:
+    """The closed-book knowledge table of the last eval, if there is one (a damaged file is left out)."""
+    try:
+        return str(json.loads(path.read_text()).get("knowledge_table") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 # --- rendering -------------------------------------------------------------

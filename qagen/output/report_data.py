@@ -138,6 +138,8 @@ class ReportData:
     duplicates: list[DuplicateRow] = field(default_factory=list)  # the first MAX_DUPLICATES, in run order
     question_lengths: Histogram = field(default_factory=_empty_histogram)  # exported pairs, characters
     answer_lengths: Histogram = field(default_factory=_empty_histogram)
+    knowledge_table: str = ""  # from OUT/eval_report.json, once `qagen eval` / `qagen run` has scored a tuned model
+    exam_questions: int = 0
     refined_pairs: int = 0
     rounds_histogram: dict[int, int] = field(default_factory=dict)  # critic rounds per pair -> pairs
     revisions_histogram: dict[int, int] = field(default_factory=dict)
@@ -152,7 +154,9 @@ class ReportData:
 
     @property
     def thrown_away(self) -> int:
-        return self.generated - self.exported_count
+        """Training pairs not exported (the held-out exam's pairs are never exported, by design)."""
+        exam = sum(n for verdict, n in self.verdict_counts.items() if verdict.startswith("exam"))
+        return self.generated - self.exported_count - exam
 
     @property
     def duplicates_total(self) -> int:

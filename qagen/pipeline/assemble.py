@@ -54,7 +54,7 @@ def build_stages(
     caller = Caller(store, llm, model, run_id, progress, roles=make_role_llms(settings, llm), alarms=alarms)
     refiner = Refiner(caller, prompts, RefineSettings(settings.rounds, settings.min_rounds)) if settings.refine else None
     judge = Judge(caller, prompts, settings.judge_threshold, settings.best_of) if settings.judge else None
-    return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge))
+    return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam))
 
 
 def chunker_settings(settings: Settings) -> ChunkerSettings:

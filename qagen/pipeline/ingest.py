@@ -21,6 +21,7 @@ from qagen.curate.verdicts import curate
 from qagen.generate.identity import identity_pairs
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_llm
+from qagen.output.exam import write_exam
 from qagen.output.export import export_dpo, export_run
 from qagen.pipeline.assemble import (
     Stages,
@@ -170,6 +171,9 @@ def _finish(
     summary.pairs_total = result.train_pairs + result.eval_pairs
     summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
     summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
+    if settings.exam:
+        exam_path, summary.exam_questions = write_exam(store, run_id, out_dir)
+        summary.exam_path = str(exam_path)
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
         summary.refined, summary.drafted = True, totals.refine.drafted

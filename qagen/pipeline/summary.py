@@ -40,6 +40,8 @@ class Summary:
     split_by: str = ""
     train_path: str = ""
     eval_path: str = ""
+    exam_questions: int = 0  # the held-out exam (OUT/exam.jsonl): never trained on; `qagen eval` scores it
+    exam_path: str = ""
     state_db: str = ""
     refined: bool = False
     drafted: int = 0  # draft pairs sent through the critic loop

@@ -26,7 +26,7 @@ from qagen.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-Role = Literal["system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer"]
+Role = Literal["system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer", "exam"]
 Output = Literal[
     "qa_pairs", "answers", "entities", "identity", "critique", "revision", "answer", "judge", "text", "none"
 ]

@@ -1,0 +1,331 @@
+"""Benchmark: does qagen's data teach a model the documents better than the obvious single-prompt data?
+
+    python benchmarks/knowledge.py --teacher embedded --articles 4 --paragraphs 3 --steps 60 --seeds 1 2
+    python benchmarks/knowledge.py --teacher bench ...          # Qwen2.5-Coder-0.5B (../shared/bench-teacher)
+    python benchmarks/knowledge.py --smoke                      # CI: a stub teacher, 1 article, 2 questions
+    # on a GPU (not run here): a 7B teacher behind `vllm serve`, a 7B student
+    python benchmarks/knowledge.py --teacher-url http://127.0.0.1:8000/v1 --teacher-model mistral-7b-instruct \
+        --student /models/Mistral-7B-Instruct-v0.3 --template mistral-7b-lora --steps 300
+
+Closed book, at a matched generation budget (the field's yardstick: YourBench, EntiGraph):
+1. **Corpus**: the first N articles of the SQuAD v1.1 dev set, the first P paragraphs of each, one markdown
+   document per article. Their human questions are the held-out set; generation never sees them. (The
+   file comes from the PyPI sdist bigbench==1.0.0 into the ignored benchmarks/.cache; never commit it.)
+2. **Datasets** from the same teacher: (a) ``qagen ingest`` with its defaults; (b) the single-prompt
+   baseline peers and the LlamaIndex recipe use: one "set up 3 questions for an upcoming quiz" JSON call
+   per chunk, sampled again with new seeds until it has spent as many teacher tokens as (a).
+   Both get the same system message per document (qagen's export format), so only the pairs differ.
+3. **Training**: the same student, the same axolotl recipe and the same number of optimizer steps for each
+   dataset (``qagen train --max-steps``), once per training seed.
+4. **Scoring**: closed-book answers of the base and each tuned model to the held-out questions: EM, F1 and
+   contains, with paired-bootstrap 95 % intervals on (a) - (b) and (a) - base.
+Prints the markdown for benchmarks/RESULTS.md and writes WORK/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUAD = ROOT / "benchmarks/.cache/bigbench/bigbench-1.0.0/bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
+FETCH = "pip download --no-deps --no-binary :all: bigbench==1.0.0 -d benchmarks/.cache/bigbench && " \
+        "tar xzf benchmarks/.cache/bigbench/bigbench-1.0.0.tar.gz -C benchmarks/.cache/bigbench"
+TEACHER = ROOT.parent / "shared/bench-teacher/fetch_teacher.py"
+# The LlamaIndex "generate_question_context_pairs" instruction, asked for JSON so it is parsed like qagen's.
+BASELINE = ("Context information is below.\n\n---------------------\n{context}\n---------------------\n\n"
+            "Given the context information and not prior knowledge, generate only questions based on the below "
+            "query.\n\nYou are a Teacher/Professor. Your task is to setup {n} questions for an upcoming quiz/"
+            "examination. The questions should be diverse in nature across the document. Restrict the questions "
+            "to the context information provided. Answer each question from the context. Reply with JSON: "
+            '{{"pairs": [{{"question": ..., "answer": ...}}]}}')
+
+
+def squad_corpus(path: Path, articles: int, paragraphs: int, docs: Path) -> list[dict[str, object]]:
+    """Write one markdown document per article; return its held-out questions (JSONL rows)."""
+    if not path.exists():
+        sys.exit(f"SQuAD dev set not found at {path}; fetch it (ignored cache, never committed):\n  {FETCH}")
+    data = json.loads(path.read_text())["data"][:articles]
+    docs.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    for art in data:
+        title = art["title"].replace("_", " ")
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") + ".md"
+        paras = art["paragraphs"][:paragraphs]
+        (docs / slug).write_text(f"# {title}\n\n" + "\n\n".join(p["context"] for p in paras) + "\n")
+        for p in paras:
+            for qa in p["qas"]:
+                answers = list(dict.fromkeys(a["text"].strip() for a in qa["answers"]))
+                rows.append({"id": qa["id"], "question": qa["question"], "answers": answers, "source": slug})
+    return rows
+
+
+def cli(*args: str, timeout: float = 7200) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_")}
+    proc = subprocess.run([sys.executable, "-m", "qagen.cli", *args, "--json"], capture_output=True, text=True,
+                          env=env, timeout=timeout, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode not in (0, 1) or not lines:
+        sys.exit(f"qagen {args[0]} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    result = json.loads(lines[-1])
+    if result.get("status") == "failed":
+        sys.exit(f"qagen {args[0]} failed: {result.get('error')}\n{proc.stderr[-2000:]}")
+    return result
+
+
+def tokens_in(out: Path) -> int:
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        return int(db.execute("SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM requests").fetchone()[0])
+
+
+async def _baseline_round(client: object, model: str, chunks: list[tuple[object, object]], seed: int, n: int,
+                          slots: int) -> tuple[list[tuple[object, object, str, str]], int]:
+    gate = asyncio.Semaphore(slots)
+    schema = {"type": "object", "properties": {"pairs": {"type": "array", "maxItems": n, "items": {
+        "type": "object", "properties": {"question": {"type": "string", "maxLength": 200},
+                                         "answer": {"type": "string", "maxLength": 300}},
+        "required": ["question", "answer"]}}}, "required": ["pairs"]}
+
+    async def one(doc: object, chunk: object) -> tuple[list[tuple[object, object, str, str]], int]:
+        async with gate:
+            reply = await client.chat.completions.create(  # type: ignore[attr-defined]
+                model=model, messages=[{"role": "user", "content": BASELINE.format(context=chunk.text, n=n)}],
+                temperature=0.7 if seed else 0.0, seed=seed, max_tokens=600,
+                response_format={"type": "json_schema", "json_schema": {"name": "quiz", "schema": schema}})
+        used = (reply.usage.prompt_tokens + reply.usage.completion_tokens) if reply.usage else 0
+        try:
+            pairs = json.loads(reply.choices[0].message.content or "{}").get("pairs", [])
+        except json.JSONDecodeError:
+            return [], used
+        return [(doc, chunk, str(p.get("question", "")).strip(), str(p.get("answer", "")).strip())
+                for p in pairs if isinstance(p, dict)], used
+
+    results = await asyncio.gather(*(one(d, c) for d, c in chunks))
+    return [p for pairs, _ in results for p in pairs], sum(t for _, t in results)
+
+
+def baseline_dataset(docs: Path, out: Path, base_url: str, model: str, budget: int, slots: int,
+                     max_rounds: int = 40) -> dict[str, object]:
+    """(b): quiz pairs per chunk, sampled with new seeds until the teacher tokens reach ``budget``."""
+    from openai import AsyncOpenAI
+
+    from qagen.config import load_settings
+    from qagen.core import ids
+    from qagen.corpus.chunker import Chunker
+    from qagen.corpus.reader import iter_documents
+    from qagen.output.export import system_message
+    from qagen.pipeline.assemble import chunker_settings
+    from qagen.store import Store
+
+    chunker = Chunker(chunker_settings(load_settings(base_url=base_url, model=model)))
+    documents = [d for d in iter_documents(docs) if hasattr(d, "doc_id")]
+    chunks = [(d, c) for d in documents for c in chunker.chunk(d)]
+    group = ids.group_id([d.doc_id for d in documents])
+    seen: set[str] = set()
+    rows: list[dict[str, object]] = []
+    spent, rounds = 0, 0
+
+    async def sample() -> None:
+        nonlocal spent, rounds
+        client = AsyncOpenAI(base_url=base_url, api_key="not-needed", timeout=600)
+        try:
+            while rounds < max_rounds and (rounds == 0 or spent < budget):
+                pairs, used = await _baseline_round(client, model, chunks, rounds, 3, slots)
+                spent, rounds = spent + used, rounds + 1
+                for doc, _chunk, q, a in pairs:
+                    if q and a and q.lower() not in seen:
+                        seen.add(q.lower())
+                        rows.append({"messages": [
+                            {"role": "system", "content": system_message(doc.doc_id, group, doc.title)},
+                            {"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                            "doc_id": doc.doc_id, "perspective": "baseline_quiz", "source": doc.path})
+        finally:
+            await client.close()
+
+    asyncio.run(sample())
+    out.mkdir(parents=True, exist_ok=True)
+    Store(out).close()  # `qagen train` trains any OUT folder with a state database and a train.jsonl
+    (out / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return {"pairs": len(rows), "tokens": spent, "rounds": rounds}
+
+
+def serve_teacher(args: argparse.Namespace) -> tuple[object | None, str, str]:
+    """(server to stop, base URL, model name) for the chosen teacher."""
+    if args.teacher_url:
+        return None, args.teacher_url, args.teacher_model
+    from qagen.llm.embedded import MODEL_NAME, EmbeddedServer, ServerConfig, find_model
+
+    if args.teacher == "embedded":
+        path, name = str(find_model()), MODEL_NAME
+    elif args.teacher == "bench":
+        path = subprocess.run([sys.executable, str(TEACHER)], capture_output=True, text=True, check=True
+                              ).stdout.strip().splitlines()[-1]
+        name = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    else:
+        path, name = args.teacher, Path(args.teacher).stem
+    server = EmbeddedServer(ServerConfig(path, args.threads, args.slots, 2048))
+    return server, server.start(), name
+
+
+def train(out: Path, args: argparse.Namespace, seed: int) -> dict[str, object]:
+    flags = ["--template", args.template, "--max-steps", str(args.steps), "--epochs", "1000", "--seed", str(seed)]
+    if args.student:
+        flags += ["--base-model", args.student]
+    started = time.perf_counter()
+    result = cli("train", str(out), *flags)
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default="embedded", help="embedded, bench, or a .gguf path (served by xllamacpp)")
+    ap.add_argument("--teacher-url", help="an OpenAI-compatible endpoint instead (vllm serve, ...)")
+    ap.add_argument("--teacher-model", default="")
+    ap.add_argument("--student", help="HF folder of the student (default: the embedded SmolLM2, converted)")
+    ap.add_argument("--template", default="smollm2-cpu-full")
+    ap.add_argument("--articles", type=int, default=4)
+    ap.add_argument("--paragraphs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--slots", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ingest-flags", default="", help="extra flags for (a)'s qagen ingest, e.g. '--no-refine'")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/.cache/knowledge")
+    ap.add_argument("--squad", type=Path, default=SQUAD)
+    ap.add_argument("--smoke", action="store_true", help="CI plumbing check: a stub teacher, 1 article, 2 questions")
+    args = ap.parse_args()
+    results = run(args)
+    print(markdown(results))
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    from qagen.flow.answer import answer
+    from qagen.flow.knowledge import DocRef, match_questions, score
+    from qagen.flow.questions import load_questions
+    from qagen.flow.scoring import paired_bootstrap
+    from qagen.store import Store
+
+    work: Path = args.work
+    docs, qfile = work / "docs", work / "questions.jsonl"
+    stub = None
+    if args.smoke:
+        from qagen.testing import StubServer
+
+        stub = StubServer().start()
+        args.teacher_url, args.teacher_model = stub.base_url, "stub"
+        args.ingest_flags = "--no-refine --no-judge"  # a stub's yes/no is noise: the smoke test checks plumbing
+        rows = _smoke_corpus(docs)
+    else:
+        rows = squad_corpus(args.squad, args.articles, args.paragraphs, docs)
+    qfile.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    questions = load_questions(qfile)
+    server, base_url, model = serve_teacher(args)
+    timing: dict[str, float] = {}
+    try:
+        t = time.perf_counter()
+        a_out = work / "qagen"
+        a = cli("ingest", str(docs), "--out", str(a_out), "--base-url", base_url, "--model", model,
+                "--eval-fraction", "0", "--no-report", *args.ingest_flags.split())
+        timing["generate_qagen_s"] = round(time.perf_counter() - t, 1)
+        budget = tokens_in(a_out)
+        t = time.perf_counter()
+        b = baseline_dataset(docs, work / "baseline", base_url, model, budget, args.slots)
+        timing["generate_baseline_s"] = round(time.perf_counter() - t, 1)
+    finally:
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+        if stub is not None:
+            stub.stop()
+    with Store(a_out) as store:
+        run_id = store.latest_finished_run("ingest")
+        docs_ref = [DocRef(*d) for d in store.run_documents(run_id)] if run_id else []
+    items, unmatched = match_questions(questions, docs_ref, str(a["group_id"]))
+    trained: dict[str, dict[int, dict[str, object]]] = {"qagen": {}, "baseline": {}}
+    for seed in args.seeds:
+        for name, out in (("qagen", a_out), ("baseline", work / "baseline")):
+            trained[name][seed] = train(out, args, seed)
+    student = str(trained["qagen"][args.seeds[0]]["base_model"])
+    prompts = [(it.system, it.question) for it in items]
+    t = time.perf_counter()
+    base_answers = answer(student, prompts, threads=args.threads)
+    timing["answer_base_s"] = round(time.perf_counter() - t, 1)
+    reports: dict[str, dict[int, object]] = {"qagen": {}, "baseline": {}}
+    for name in reports:
+        for seed, tr in trained[name].items():
+            tuned = answer(student, prompts, tuned=str(tr["adapter_dir"]), threads=args.threads)
+            reports[name][seed] = score(items, base_answers, tuned, questions_from=str(qfile), base_model=student,
+                                        tuned=str(tr["adapter_dir"]), unmatched=unmatched)
+    comparisons = {}
+    for seed in args.seeds:
+        qa, qb = reports["qagen"][seed].rows, reports["baseline"][seed].rows  # type: ignore[attr-defined]
+        for metric in ("f1", "em", "contains"):
+            ta = [getattr(r.tuned, metric) for r in qa]
+            tb = [getattr(r.tuned, metric) for r in qb]
+            base = [getattr(r.base, metric) for r in qa]
+            comparisons[f"seed {seed} {metric}"] = {
+                "qagen_minus_baseline": paired_bootstrap(ta, tb).__dict__,
+                "qagen_minus_base": paired_bootstrap(ta, base).__dict__,
+                "baseline_minus_base": paired_bootstrap(tb, base).__dict__,
+            }
+    results = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "teacher": model, "student": student, "questions": len(items), "unmatched": len(unmatched),
+        "qagen": {"pairs": a["pairs_total"], "tokens": budget, "requests": a["requests_sent"]},
+        "baseline": b, "timing": timing,
+        "train": {n: {s: {k: tr[k] for k in ("steps", "wall_s", "seconds", "adapter_dir") if k in tr}
+                      for s, tr in d.items()} for n, d in trained.items()},
+        "scores": {n: {s: {"overall": r.overall, "rows": [row.__dict__ | {"base": row.base.__dict__,  # type: ignore[attr-defined]
+                                                                       "tuned": row.tuned.__dict__}
+                                                        for row in r.rows]}  # type: ignore[attr-defined]
+                       for s, r in d.items()} for n, d in reports.items()},
+        "comparisons": comparisons,
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
+    return results
+
+
+def _smoke_corpus(docs: Path) -> list[dict[str, object]]:
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "bridge.md").write_text("# The Eastbay bridge\n\nThe Eastbay council voted on 3 May 2021 to close the "
+                                    "old bridge. Repairs were estimated at 4 million euros by the engineer Ana "
+                                    "Ruiz.\n")
+    return [{"id": "q1", "question": "Who estimated the cost of the Eastbay bridge repairs?",
+             "answers": ["Ana Ruiz", "the engineer Ana Ruiz"], "source": "bridge.md"},
+            {"id": "q2", "question": "When did the Eastbay council vote to close the old bridge?",
+             "answers": ["3 May 2021"], "source": "bridge.md"}]
+
+
+def markdown(results: dict[str, object]) -> str:
+    def pts(x: float) -> str:
+        return f"{100 * x:+.1f}" if x == x else "n/a"
+
+    lines = [f"teacher: {results['teacher']}; student: {Path(str(results['student'])).name}; "
+             f"{results['questions']} held-out questions",
+             "", "| dataset | seed | pairs | teacher tokens | train steps | train s | F1 base | F1 tuned | EM tuned "
+             "| contains tuned |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ("qagen", "baseline"):
+        info = results[name]  # type: ignore[index]
+        for seed, sc in results["scores"][name].items():  # type: ignore[index]
+            o, tr = sc["overall"], results["train"][name][seed]  # type: ignore[index]
+            lines.append(f"| {name} | {seed} | {info['pairs']} | {info['tokens']:,} | {tr.get('steps')} | "
+                         f"{tr.get('wall_s')} | {100 * o['base_f1']:.1f} | {100 * o['tuned_f1']:.1f} | "
+                         f"{100 * o['tuned_em']:.1f} | {100 * o['tuned_contains']:.1f} |")
+    lines += ["", "| comparison | mean | 95 % CI |", "|---|---|---|"]
+    for key, comp in results["comparisons"].items():  # type: ignore[union-attr]
+        for what, iv in comp.items():
+            lines.append(f"| {key}: {what.replace('_', ' ')} | {pts(iv['mean'])} | "
+                         f"[{pts(iv['low'])}, {pts(iv['high'])}] |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

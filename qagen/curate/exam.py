@@ -1,0 +1,63 @@
+"""The held-out exam: questions the model never trains on, to measure whether it knows the documents.
+
+The exam prompt (``prompts/exam.md``, role ``exam``) is a different prompt
+family from the training suite: an examiner's short-answer questions, each
+with a supporting quote. Its pairs are never exported to train.jsonl or
+eval.jsonl. After the training pairs' verdicts are settled, each exam pair
+gets one of:
+
+* ``exam``: kept, written to ``OUT/exam.jsonl`` (``qagen.output.exam``);
+* ``exam_ungrounded``: its quote is not in the chunk (the answer may be invented);
+* ``exam_contaminated``: it nearly matches an exported training question (the
+  same near-duplicate test as dedup), so it would test recall of a training
+  pair, not knowledge of the fact.
+
+This is YourBench's recipe for knowing: held-out questions, written another
+way, decontaminated against the training data.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from qagen.core.records import Verdict
+from qagen.curate.quality import Decontaminator, grounding_score
+from qagen.store import Store
+
+EXAM_ROLE = "exam"
+
+
+@dataclass(frozen=True)
+class ExamPair:
+    pair_id: str
+    chunk_id: str
+    question: str
+    answer: str
+    quote: str
+
+
+def settle_exam(store: Store, run_id: int, exam: list[ExamPair], *, grounding_threshold: float,
+                dedup_threshold: float) -> Counter[str]:
+    """Give each exam pair its verdict, against the run's exported training questions; returns the counts."""
+    counts: Counter[str] = Counter()
+    if not exam:
+        return counts
+    training = Decontaminator([rp.pair.question for rp in store.run_pairs(run_id) if rp.verdict == "exported"],
+                              threshold=dedup_threshold)
+    verdicts = []
+    for p in exam:
+        g = round(grounding_score(p.quote, store.chunk_text(p.chunk_id) or ""), 1)
+        hit = training.match(p.question)
+        if g < grounding_threshold:
+            v = Verdict(p.pair_id, "exam_ungrounded", f"quote not found in the chunk (score {g})", grounded=False,
+                        grounding=g, quote=p.quote)
+        elif hit is not None:
+            v = Verdict(p.pair_id, "exam_contaminated", f"nearly matches the training question {hit!r}",
+                        grounded=True, grounding=g, quote=p.quote)
+        else:
+            v = Verdict(p.pair_id, "exam", "", grounded=True, grounding=g, quote=p.quote)
+        counts[v.verdict] += 1
+        verdicts.append(v)
+    store.put_verdicts(run_id, verdicts)
+    return counts

@@ -1,0 +1,87 @@
+"""Closed-book answers from a local model: the base model, a LoRA adapter on it, or a fully fine-tuned model.
+
+Closed book: the model sees a system message (the one it was trained with,
+which names the document) and the question, never the passage. Greedy
+decoding, so the same model and question give the same answer. CPU is fine
+(transformers + peft, the train extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from qagen.core.errors import StageError
+
+MAX_NEW_TOKENS = 64  # answers to held-out questions are short; a rambling model is scored as it is
+
+
+class AnswerError(StageError):
+    """The model could not be loaded or asked (the train extra missing, a bad model folder)."""
+
+
+def _libs() -> tuple[object, object, object, object]:
+    try:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        from qagen.flow.hfmodel import INSTALL_HINT
+
+        raise AnswerError(f"evaluating needs the train extra ({exc.name} missing): {INSTALL_HINT}") from None
+    return torch, PeftModel, AutoModelForCausalLM, AutoTokenizer
+
+
+def is_adapter(folder: str | Path) -> bool:
+    return (Path(folder) / "adapter_config.json").exists()
+
+
+def answer(
+    base_model: str,
+    prompts: Sequence[tuple[str, str]],
+    *,
+    tuned: str | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch: int = 8,
+    threads: int | None = None,
+) -> list[str]:
+    """Greedy answers to (system, question) prompts from ``base_model``, or from ``tuned`` on top of it.
+
+    ``tuned`` is a LoRA adapter folder (loaded over the base with peft) or a full model folder (loaded alone).
+    """
+    torch, peft_model, auto_model, auto_tokenizer = _libs()
+    if threads:
+        torch.set_num_threads(threads)  # type: ignore[attr-defined]  # see TrainSettings.threads
+    source = base_model if tuned is None or is_adapter(tuned) else tuned
+    try:
+        tokenizer = auto_tokenizer.from_pretrained(source)  # type: ignore[attr-defined]
+        model = auto_model.from_pretrained(source, dtype=torch.float32)  # type: ignore[attr-defined]
+        if tuned is not None and is_adapter(tuned):
+            model = peft_model.from_pretrained(model, tuned)  # type: ignore[attr-defined]
+    except OSError as exc:
+        raise AnswerError(f"cannot load the model {tuned or base_model}: {exc}") from None
+    tokenizer.padding_side = "left"  # decoder-only batch generation
+    model.eval()
+    return _generate(model, tokenizer, list(prompts), max_new_tokens, batch)
+
+
+def _generate(model: object, tokenizer: object, prompts: list[tuple[str, str]], max_new_tokens: int,
+              batch: int) -> list[str]:
+    import torch
+
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch):
+        texts = [
+            tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+                [{"role": "system", "content": system}, {"role": "user", "content": question}],
+                tokenize=False, add_generation_prompt=True,
+            )
+            for system, question in prompts[start : start + batch]
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # type: ignore[operator]
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,  # type: ignore[attr-defined]
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # type: ignore[attr-defined]
+        new = out[:, enc["input_ids"].shape[1] :]
+        answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]  # type: ignore[attr-defined]
+    return answers

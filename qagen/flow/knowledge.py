@@ -1,0 +1,161 @@
+"""Does the tuned model know the documents? Closed-book scores on held-out questions, base vs tuned.
+
+The questions come from the user (``qagen eval OUT --questions FILE``: JSONL,
+CSV or SQuAD JSON) or from the run's held-out exam (``OUT/exam.jsonl``, written
+by a different prompt family from the training suite and decontaminated
+against the training questions). Each question is tied to its document where
+the file says which (``doc_id``, ``source`` path, or a SQuAD article title),
+so the closed-book prompt carries the system message the model was trained
+with; otherwise the corpus-level message. A question naming a document that
+is not in the run is reported as unmatched and left out of the scores.
+
+Scores: exact match, SQuAD token F1 (max over gold answers) and "contains
+the gold answer", with paired-bootstrap 95 % intervals on tuned minus base,
+overall, per document and per question kind (YourBench's way of knowing:
+held-out questions, a different prompt family, decontaminated).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from qagen.core import ids
+from qagen.flow.questions import Question
+from qagen.flow.scoring import GroupScore, Scores, score_answer, score_table, summarize
+from qagen.output.export import corpus_message, system_message
+
+_WH = re.compile(r"^\W*(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DocRef:
+    doc_id: str
+    path: str
+    title: str
+
+
+@dataclass(frozen=True)
+class ExamItem:
+    """One closed-book question, tied to its document (``doc_id`` empty: the corpus-level message)."""
+
+    qid: str
+    question: str
+    answers: tuple[str, ...]
+    system: str
+    doc_id: str = ""
+    source: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class KnowledgeRow:
+    qid: str
+    question: str
+    answers: tuple[str, ...]
+    source: str
+    kind: str
+    base_answer: str
+    tuned_answer: str
+    base: Scores
+    tuned: Scores
+
+
+@dataclass
+class KnowledgeReport:
+    questions_from: str = ""  # the questions file, or OUT/exam.jsonl
+    base_model: str = ""
+    tuned: str = ""
+    questions: int = 0
+    unmatched: list[str] = field(default_factory=list)  # questions naming a document the run did not read
+    overall: dict[str, float | int] = field(default_factory=dict)  # GroupScore.to_dict()
+    per_document: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    per_kind: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    rows: list[KnowledgeRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def table(self) -> str:
+        """Base vs tuned, with the tuned-minus-base F1 interval: overall, per document, per kind (fixed width)."""
+        head = f"{'':<28}{'n':>4}  {'F1 base':>8}{'F1 tuned':>9}  {'delta F1 [95% CI]':<22}{'EM t':>6}{'cont t':>7}"
+        lines = [f"closed book on {self.questions} held-out questions ({self.questions_from})", head, "-" * len(head)]
+        groups = [("ALL", self.overall), *((f"doc {k}", v) for k, v in self.per_document.items()),
+                  *((f"kind {k}", v) for k, v in self.per_kind.items())]
+        for name, m in groups:
+            if not m:
+                continue
+            ci = f"{_pts(m['delta_f1'])} [{_pts(m['delta_f1_low'])}, {_pts(m['delta_f1_high'])}]"
+            lines.append(f"{name[:27]:<28}{m['count']:>4}  {_pts(m['base_f1']):>8}{_pts(m['tuned_f1']):>9}  {ci:<22}"
+                         f"{_pts(m['tuned_em']):>6}{_pts(m['tuned_contains']):>7}")
+        if self.unmatched:
+            lines.append(f"{len(self.unmatched)} question(s) name a document this run did not read (not scored): "
+                         + "; ".join(self.unmatched[:3]))
+        return "\n".join(lines)
+
+
+def _pts(value: float | int) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def question_kind(question: str) -> str:
+    """The question's wh-word (who/what/when...), or "other"."""
+    found = _WH.match(question)
+    return found.group(1).lower() if found else "other"
+
+
+def _norm_title(text: str) -> str:
+    return re.sub(r"[\W_]+", " ", text).strip().lower()
+
+
+def match_questions(questions: list[Question], docs: list[DocRef], group_id: str) -> tuple[list[ExamItem], list[str]]:
+    """Tie each question to its document: by doc_id (full or short), source path (or file name), or title."""
+    by_id = {d.doc_id: d for d in docs}
+    by_short = {ids.short(d.doc_id): d for d in docs}
+    by_path = {d.path: d for d in docs}
+    by_name: dict[str, DocRef] = {}
+    by_title: dict[str, DocRef] = {}
+    for d in docs:
+        by_name.setdefault(Path(d.path).name, d)
+        by_title.setdefault(_norm_title(d.title), d)
+        by_title.setdefault(_norm_title(Path(d.path).stem), d)
+    items, unmatched = [], []
+    for n, q in enumerate(questions):
+        named = q.doc_id or q.source or q.title
+        doc = None
+        if q.doc_id:
+            doc = by_id.get(q.doc_id) or by_short.get(q.doc_id[: ids.SHORT_LEN])
+        elif q.source:
+            doc = by_path.get(q.source) or by_name.get(Path(q.source).name)
+        elif q.title:
+            doc = by_title.get(_norm_title(q.title))
+        if named and doc is None:
+            unmatched.append(f"{q.question!r} ({named})")
+            continue
+        system = system_message(doc.doc_id, group_id, doc.title) if doc else corpus_message(group_id)
+        items.append(ExamItem(q.qid or str(q.line or n + 1), q.question, q.answers, system,
+                              doc.doc_id if doc else "", doc.path if doc else "", q.kind or question_kind(q.question)))
+    return items, unmatched
+
+
+def score(items: list[ExamItem], base_answers: list[str], tuned_answers: list[str], *, questions_from: str,
+          base_model: str, tuned: str, unmatched: list[str], seed: int = 0) -> KnowledgeReport:
+    """EM/F1/contains per question and model, with bootstrap intervals per group."""
+    if not len(items) == len(base_answers) == len(tuned_answers):
+        raise ValueError("one base and one tuned answer per question")
+    rows = [KnowledgeRow(it.qid, it.question, it.answers, it.source or "(corpus)", it.kind, b, t,
+                         score_answer(b, it.answers), score_answer(t, it.answers))
+            for it, b, t in zip(items, base_answers, tuned_answers, strict=True)]
+    report = KnowledgeReport(questions_from=questions_from, base_model=base_model, tuned=tuned, questions=len(rows),
+                             unmatched=unmatched, rows=rows)
+    if rows:
+        report.overall = _flat(summarize(rows, seed=seed))
+        report.per_document = {k: _flat(g) for k, g in score_table(rows, lambda r: r.source, seed=seed).items()}
+        report.per_kind = {k: _flat(g) for k, g in score_table(rows, lambda r: r.kind, seed=seed).items()}
+    return report
+
+
+def _flat(group: GroupScore) -> dict[str, float | int]:
+    return {k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else v) for k, v in group.to_dict().items()}

@@ -1,0 +1,27 @@
+"""OUT/exam.jsonl: the run's held-out exam, in the question format ``qagen eval --questions`` reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qagen.output.export import atomic_writer
+from qagen.store import Store
+
+EXAM_FILE = "exam.jsonl"
+
+
+def write_exam(store: Store, run_id: int, out_dir: Path) -> tuple[Path, int]:
+    """OUT/exam.jsonl: the kept exam questions in ``qagen eval --questions`` JSONL (question, answers, doc_id)."""
+    path = out_dir / EXAM_FILE
+    n = 0
+    with atomic_writer(path) as fh:
+        for rp in store.run_pairs(run_id):
+            if rp.verdict != "exam":
+                continue
+            p = rp.pair
+            row = {"id": p.pair_id, "question": p.question, "answers": [p.answer], "doc_id": p.doc_id,
+                   "source": rp.path, "kind": "exam", "quote": dict(p.extra).get("quote", "")}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return path, n

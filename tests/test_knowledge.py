@@ -1,0 +1,93 @@
+"""The closed-book knowledge evaluation: questions tied to documents, scored base vs tuned, bad files refused early."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qagen.core import ids
+from qagen.flow.knowledge import DocRef, match_questions, question_kind, score
+from qagen.flow.questions import Question
+from qagen.output.export import corpus_message, system_message
+
+QAGEN = [sys.executable, "-m", "qagen.cli"]
+DOC = DocRef(ids.doc_id("bridge text"), "news/bridge.md", "The Eastbay bridge")
+OTHER = DocRef(ids.doc_id("library text"), "library.md", "Library opening")
+GROUP = ids.group_id([DOC.doc_id, OTHER.doc_id])
+
+
+def test_questions_are_tied_to_their_documents_by_id_path_name_or_title():
+    qs = [
+        Question("Who estimated the cost?", ("Ana Ruiz",), doc_id=DOC.doc_id),
+        Question("When did the council vote?", ("3 May 2021",), doc_id=ids.short(OTHER.doc_id)),
+        Question("What closed?", ("the old bridge",), source="news/bridge.md"),
+        Question("Where is it?", ("Eastbay",), source="bridge.md"),  # the file name alone
+        Question("What opens in May?", ("the library",), title="Library_opening"),  # a SQuAD article title
+        Question("How much was the shelving?", ("4,000 euros",)),  # no document named: the corpus-level message
+        Question("Who wrote it?", ("nobody",), source="missing.md"),  # names a document the run did not read
+    ]
+    items, unmatched = match_questions(qs, [DOC, OTHER], GROUP)
+    assert [it.doc_id for it in items] == [DOC.doc_id, OTHER.doc_id, DOC.doc_id, DOC.doc_id, OTHER.doc_id, ""]
+    assert items[0].system == system_message(DOC.doc_id, GROUP, DOC.title)  # the message the model trained with
+    assert items[5].system == corpus_message(GROUP) and ids.short(GROUP) in items[5].system
+    assert unmatched == ["'Who wrote it?' (missing.md)"]  # reported, not silently dropped
+    assert [it.kind for it in items] == ["who", "when", "what", "where", "what", "how"]
+
+
+def test_question_kind_is_the_wh_word():
+    assert question_kind("  Who led it?") == "who" and question_kind("In 1905, what happened?") == "other"
+
+
+def test_scores_and_interval_match_a_hand_computation():
+    qs = [Question("Who estimated the cost?", ("Ana Ruiz",), doc_id=DOC.doc_id),
+          Question("When did the council vote?", ("3 May 2021",), doc_id=DOC.doc_id)]
+    items, _ = match_questions(qs, [DOC], GROUP)
+    base = ["I do not know", "In 2020"]
+    tuned = ["Ana Ruiz", "The council voted on 3 May"]
+    report = score(items, base, tuned, questions_from="q.jsonl", base_model="b", tuned="t", unmatched=[])
+    # tuned: q1 exact (EM 1, F1 1, contains 1); q2 tokens [council, voted, on, 3, may] vs [3, may, 2021]:
+    # common 2, precision 2/5, recall 2/3 -> F1 = 2*(0.4*0.6667)/(1.0667) = 0.5; EM 0; contains 0 (no "2021").
+    # base: q1 F1 0; q2 [in, 2020] vs [3, may, 2021] -> 0.
+    o = report.overall
+    assert o["count"] == 2 and o["base_f1"] == 0.0 and o["tuned_em"] == 0.5 and o["tuned_contains"] == 0.5
+    assert o["tuned_f1"] == pytest.approx(0.75, abs=1e-4)
+    # paired bootstrap over 2 questions: the per-question deltas are 1.0 and 0.5, so every resample's mean
+    # lies in [0.5, 1.0] and the mean delta is 0.75
+    assert o["delta_f1"] == pytest.approx(0.75, abs=1e-4) and 0.5 <= o["delta_f1_low"] <= o["delta_f1_high"] <= 1.0
+    assert set(report.per_document) == {"news/bridge.md"} and set(report.per_kind) == {"who", "when"}
+    table = report.table()
+    assert "closed book on 2 held-out questions" in table
+    # resample means are 0.5, 0.75 or 1.0 (P = 1/4, 1/2, 1/4): the 2.5th and 97.5th percentiles are the ends
+    assert "75.0 [50.0, 100.0]" in table.splitlines()[3]
+    assert "ALL" in table and "doc news/bridge.md" in table and "kind who" in table
+
+
+def test_a_malformed_questions_file_is_refused_before_any_model_loads(tmp_path: Path):
+    out = tmp_path / "out"
+    from qagen.store import Store
+
+    Store(out).close()  # an output folder that has never been trained
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"question": "Who?", "answer": "Ana"}\n{"question": "When?"}\n')
+    result = subprocess.run([*QAGEN, "eval", str(out), "--questions", str(bad)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "line 2" in result.stderr and "answer" in result.stderr
+    assert "no trained" not in result.stderr  # the file was checked first
+
+
+def test_eval_without_a_trained_model_says_so(tmp_path: Path):
+    out = tmp_path / "out"
+    from qagen.store import Store
+
+    Store(out).close()
+    good = tmp_path / "q.csv"
+    good.write_text("question,answer\nWho estimated the cost?,Ana Ruiz\n")
+    result = subprocess.run([*QAGEN, "eval", str(out), "--questions", str(good), "--json"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert "no trained adapter recorded" in json.loads(result.stdout.strip().splitlines()[-1])["error"]
