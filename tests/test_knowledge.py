@@ -91,3 +91,24 @@ def test_eval_without_a_trained_model_says_so(tmp_path: Path):
                             text=True, timeout=120)
     assert result.returncode == 1
     assert "no trained adapter recorded" in json.loads(result.stdout.strip().splitlines()[-1])["error"]
+
+
+def test_the_report_page_shows_the_knowledge_table_once_an_eval_wrote_it(tmp_path: Path):
+    import html
+
+    from qagen.output.report import write_report
+    from qagen.store import Store
+    from tests.report_fixture import make_run
+
+    out, run_id = make_run(tmp_path)
+    with Store(out) as store:
+        page = write_report(store, run_id, out).read_text()
+    assert 'id="knowledge"' in page and "Not measured yet" in page and 'id="knowledge-table"' not in page
+    items, _ = match_questions([Question("Who estimated the cost?", ("Ana Ruiz",), doc_id=DOC.doc_id)], [DOC], GROUP)
+    table = score(items, ["no idea"], ["Ana Ruiz"], questions_from="q.jsonl", base_model="b", tuned="t",
+                  unmatched=[]).table()
+    (out / "eval_report.json").write_text(json.dumps({"knowledge_table": table}))
+    with Store(out) as store:
+        page = write_report(store, run_id, out).read_text()
+    shown = page.split('id="knowledge-table">', 1)[1].split("</pre>", 1)[0]
+    assert html.unescape(shown) == table and "closed book on 1 held-out questions" in shown

@@ -81,7 +81,7 @@ def train_cmd(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Fine-tune a LoRA adapter on OUT/train.jsonl with axolotl (config validated before launch)."""
+    """Fine-tune on OUT/train.jsonl with axolotl: a LoRA by default (--template smollm2-cpu-full: every weight); validated first."""
     from qagen.flow.train import load_train_settings, train
     from qagen.store import Store
 
