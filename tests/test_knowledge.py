@@ -112,3 +112,11 @@ def test_the_report_page_shows_the_knowledge_table_once_an_eval_wrote_it(tmp_pat
         page = write_report(store, run_id, out).read_text()
     shown = page.split('id="knowledge-table">', 1)[1].split("</pre>", 1)[0]
     assert html.unescape(shown) == table and "closed book on 1 held-out questions" in shown
+
+
+def test_questions_about_documents_the_run_did_not_read_are_listed_not_scored():
+    report = score([], [], [], questions_from="q.jsonl", base_model="b", tuned="t",
+                   unmatched=["'Who wrote it?' (missing.md)"])
+    assert report.questions == 0 and report.overall == {}
+    assert "1 question(s) name a document this run did not read (not scored): 'Who wrote it?' (missing.md)" \
+        in report.table()

@@ -241,8 +241,8 @@ def evaluate(
                                       "questions": held_out_from, **settings.model_dump(exclude={"api_key"})})
     try:
         prompts = [(it.system, it.question) for it in items] + [(it.system, it.question) for it in exam]
-        base = answer(base_model, prompts, threads=threads)
-        tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads)
+        base = answer(base_model, prompts, threads=threads) if prompts else []
+        tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads) if prompts else []
         n = len(items)
         verdicts, judge_name = ([None] * 2 * n, "off")
         if items and judge_answers:
@@ -259,7 +259,7 @@ def evaluate(
     for r in rows:
         groups[r.perspective].append(r)
     knowledge: KnowledgeReport | None = None
-    if exam:
+    if held_out:  # even when every question was unmatched: the report lists them
         knowledge = score(exam, base[n:], tuned[n:], questions_from=held_out_from, base_model=base_model,
                           tuned=adapter_dir, unmatched=unmatched)
     report = EvalReport(
