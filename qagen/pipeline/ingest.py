@@ -102,7 +102,10 @@ def ingest(
         except KeyboardInterrupt:
             # Ctrl-C / SIGTERM: everything finished is already in the store;
             # write it out, then report the interruption.
-            assert stages is not None  # building the stages is not interruptible in practice
+            if stages is None:  # stopped while the stages were being built: nothing was generated
+                summary.status = "interrupted"
+                store.finish_run(run_id, "interrupted", summary.to_dict())
+                raise Interrupted(summary) from None
             _finish(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, "interrupted")
             raise Interrupted(summary) from None
         except BaseException as exc:
