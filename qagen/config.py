@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     # Near-duplicate questions across the corpus (MinHash LSH + rapidfuzz); the best-judged is kept.
     dedup: bool = True
     dedup_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    # Deterministic filters before the judge (qagen/curate/filters.py): repetition, too-short answers, echoes,
+    # truncation, unfilled templates, broken relations, metadata the document does not state. No LLM calls.
+    filters: bool = True
+    # An answer with more than this share of its characters inside repeated word 3-5-grams is degenerate.
+    max_repetition: float = Field(default=0.3, gt=0.0, le=1.0)
     # Fail fast: stop when, over the first N items of a stage, the failure rate passes the limit.
     fail_fast_after: int = Field(default=20, ge=0)
     max_parse_failure_rate: float = Field(default=0.5, ge=0.0, le=1.0)

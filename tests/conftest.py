@@ -37,10 +37,11 @@ def stub() -> StubServer:
 @pytest.fixture
 def settings_for(stub: StubServer):
     def make(**overrides: object) -> Settings:
-        # Generation-only unless a test asks for the critic loop / judge / dedup / report / exam
-        # (test_refine.py, test_curate.py, test_exam.py run them with their defaults).
+        # Generation-only unless a test asks for the critic loop / judge / dedup / report / exam / filters
+        # (test_refine.py, test_curate.py, test_exam.py, test_filters.py run them with their defaults; the stub's
+        # canned replies are junk by the filters' measure).
         base = {"base_url": stub.base_url, "model": "stub-model", "max_retries": 2, "concurrency": 4,
-                "refine": False, "judge": False, "dedup": False, "report": False, "exam": False}
+                "refine": False, "judge": False, "dedup": False, "report": False, "exam": False, "filters": False}
         base.update(overrides)
         return load_settings(**base)
 

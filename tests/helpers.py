@@ -121,3 +121,25 @@ def db_rows(store: Store, sql: str, *params: object) -> list[tuple]:
     store.flush()
     with closing(sqlite3.connect(store.path)) as db:
         return db.execute(sql, params).fetchall()
+
+
+# --- the judge through the stub (tests/test_curate.py, test_filters.py) ---
+def is_judge(req: dict) -> bool:
+    return not req.get("response_format") and "yes or no" in json.dumps(req.get("messages"))
+
+
+def judge_task(req: dict) -> str:
+    return req["messages"][-1]["content"].split("Task:", 1)[1]
+
+
+def judging(verdict) -> callable:
+    """Judge checks answered by ``verdict(task_text)`` -> StubReply; everything else as usual."""
+
+    def handler(req: dict) -> StubReply:
+        return verdict(judge_task(req)) if is_judge(req) else passage_reply(req)
+
+    return handler
+
+
+def logprob_reply(tops) -> StubReply:
+    return StubReply(content=tops[0][0], logprobs=tops, finish_reason="length", completion_tokens=1)

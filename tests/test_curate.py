@@ -19,7 +19,14 @@ from qagen.core.errors import FailFast
 from qagen.generate.judge import parse_yes_no, yes_probability
 from qagen.pipeline.ingest import ingest
 from qagen.testing import StubReply, StubServer
-from tests.helpers import YES, passage_reply
+from tests.helpers import (
+    YES,
+    is_judge,
+    judge_task,
+    judging,
+    logprob_reply,
+    passage_reply,
+)
 
 NO = [("No", -0.05), ("Yes", -3.0)]
 
@@ -35,27 +42,6 @@ def verdict_rows(out: Path) -> list[tuple]:
             "v.duplicate_of, p.question FROM verdicts v JOIN pairs p ON p.pair_id=v.pair_id "
             "WHERE v.run_id=(SELECT max(run_id) FROM runs)"
         ).fetchall()
-
-
-def is_judge(req: dict) -> bool:
-    return not req.get("response_format") and "yes or no" in json.dumps(req.get("messages"))
-
-
-def judge_task(req: dict) -> str:
-    return req["messages"][-1]["content"].split("Task:", 1)[1]
-
-
-def judging(verdict) -> callable:
-    """Judge checks answered by ``verdict(task_text)`` -> StubReply; everything else as usual."""
-
-    def handler(req: dict) -> StubReply:
-        return verdict(judge_task(req)) if is_judge(req) else passage_reply(req)
-
-    return handler
-
-
-def logprob_reply(tops) -> StubReply:
-    return StubReply(content=tops[0][0], logprobs=tops, finish_reason="length", completion_tokens=1)
 
 
 # --- the judge ---------------------------------------------------------------------------------

@@ -154,3 +154,23 @@ def test_a_regenerator_failure_keeps_the_last_good_pair(store):
     assert (outcome.final.question, outcome.final.answer) == ("When did the council vote on the bridge?", "On 4 May.")
     rows = refinement_rows(store, outcome.final.pair_id)
     assert [(k, revised) for k, *_, revised in rows] == [(1, "On 4 May."), (2, None)]
+
+
+def test_a_templated_question_stays_as_built_and_only_the_answer_is_revised(store):
+    """The regenerator once turned 'Give a short summary of ...' into 'copy.copy' (issue 15): code-built questions
+    (answers / entities / identity outputs) keep their question; a model-written one (facts) takes the revision."""
+    question = f'Give a short summary of "{UNIT_DOC.title}".'
+    draft = QAPair("s" * 64, CHUNK.chunk_id, UNIT_DOC.doc_id, "summaries", question, "m", "", "gen-model")
+    llm = FakeLLM()
+    llm.add("critic", verdict(True), verdict(False, "Fine now; no revision needed."))
+    llm.add("regenerator", revision("copy.copy", "The council voted in May to close the old bridge."))
+    outcome = asyncio.run(refiner_for(store, llm).refine(draft, UNIT_DOC, CHUNK))
+    assert outcome.final.question == question
+    assert outcome.final.answer == "The council voted in May to close the old bridge."
+    assert refinement_rows(store, outcome.final.pair_id)[0][6] == question  # the record says what was kept
+
+    llm = FakeLLM()
+    llm.add("critic", verdict(True), verdict(False, "Fine now; no revision needed."))
+    llm.add("regenerator", revision("When did the Eastbay council vote?", "On 4 May."))
+    facts = asyncio.run(refiner_for(store, llm).refine(DRAFT, UNIT_DOC, CHUNK))
+    assert facts.final.question == "When did the Eastbay council vote?"

@@ -105,6 +105,10 @@ def _summary_table(s: Summary) -> Table:
                            f"(threshold {s.judge_threshold}; {how})")
         if s.best_of > 1:
             t.add_row("best-of", f"{s.best_of} answers per question; a sample beat the draft {s.best_of_replaced} times")
+    if s.filtered:
+        by = ", ".join(f"{k} {v}" for k, v in s.filtered.items())
+        saved = f"; {s.screened} caught before the judge (no judge call)" if s.judged else ""
+        t.add_row("filters", f"{sum(s.filtered.values())} pairs thrown away by the deterministic filters ({by}){saved}")
     if s.grounding_checked:
         policy = "dropped" if s.ungrounded_policy == "drop" else "flagged"
         t.add_row("grounding", f"{s.grounded} of {s.grounding_checked} quotes found in their chunk; "

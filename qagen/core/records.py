@@ -32,7 +32,7 @@ class Verdict:
     """What happened to one pair of a run after generation, and why."""
 
     pair_id: str
-    verdict: str  # exported | judge_rejected | judge_failed | ungrounded | duplicate | contaminated
+    verdict: str  # exported | judge_rejected | judge_failed | ungrounded | duplicate | contaminated | a filter's
     detail: str = ""
     judge: dict[str, float] = field(default_factory=dict)
     judge_method: str = "none"  # logprobs | parsed | mixed | none
@@ -70,3 +70,13 @@ class Judgement:
     def method(self) -> str:
         kinds = set(self.methods)
         return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
+
+
+# The deterministic filters' verdicts (qagen/curate/filters.py); "ungrounded" is also the quote check's.
+FILTER_VERDICTS = ("repetitive", "too_short", "echo", "truncated", "template", "not_a_sentence", "ungrounded")
+# Which gate gives each verdict that throws a pair away: the summary and report.html say so.
+VERDICT_SOURCES = {
+    "judge_rejected": "judge", "judge_failed": "judge", "ungrounded": "grounding check or filter",
+    "duplicate": "dedup", "contaminated": "decontamination",
+    **{v: "filter" for v in FILTER_VERDICTS if v != "ungrounded"},
+}

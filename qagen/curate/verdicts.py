@@ -4,6 +4,9 @@ Runs once at the end of a run, over what the store holds for it, in this order
 (a pair gets the first verdict that applies):
 
 1. ``contaminated``: the question nearly matches a benchmark / held-out question;
+1b. a deterministic filter's verdict (``qagen.curate.filters``: ``repetitive``, ``too_short``, ``echo``,
+   ``truncated``, ``template``, ``not_a_sentence``, or ``ungrounded`` for metadata the document does not state);
+   cheap and LLM-free, so the judge is not the only gate;
 2. ``judge_failed``: a judge request failed (retried on the next run);
 3. ``judge_rejected``: the mean P(yes) of the judge's checks is under the threshold;
 4. ``ungrounded``: the supporting quote does not occur in the chunk (with
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from qagen.core.records import Verdict
 from qagen.curate.exam import EXAM_ROLE, ExamPair, settle_exam
+from qagen.curate.filters import FilterSettings, PairView, screen
 from qagen.curate.quality import (
     Decontaminator,
     DedupSession,
@@ -34,7 +38,7 @@ from qagen.curate.quality import (
     grounding_score,
     load_questions,
 )
-from qagen.prompting.prompts import PromptSet
+from qagen.prompting.prompts import Prompt, PromptSet
 from qagen.store import Store
 
 
@@ -46,6 +50,7 @@ class CurateSettings:
     dedup: bool = True
     dedup_threshold: float = 0.8
     decontaminate: tuple[Path, ...] = ()
+    filters: FilterSettings = field(default_factory=FilterSettings)
 
 
 @dataclass
@@ -57,6 +62,7 @@ class CurateResult:
     judge_passed: int = 0
     judge_methods: Counter[str] = field(default_factory=Counter)  # per judged pair: logprobs | parsed | mixed
     examples: dict[str, str] = field(default_factory=dict)  # verdict -> one example
+    filtered: Counter[str] = field(default_factory=Counter)  # filter verdict -> pairs a filter threw away
 
 
 _BATCH = 1000  # verdict rows written per transaction
@@ -82,6 +88,25 @@ def _grounding_mode(prompts: PromptSet, perspective: str) -> str:
         return "none"
 
 
+class _DocMeta:
+    """A document's stored metadata, one document at a time (pairs come in document order)."""
+
+    def __init__(self, store: Store):
+        self.store, self.doc_id, self.meta = store, "", ()
+
+    def __call__(self, doc_id: str) -> tuple[tuple[str, str], ...]:
+        if doc_id != self.doc_id:
+            self.doc_id, self.meta = doc_id, self.store.document_meta(doc_id)
+        return self.meta
+
+
+def _prompt(prompts: PromptSet, perspective: str) -> Prompt | None:
+    try:
+        return prompts.by_id(perspective)
+    except KeyError:
+        return None
+
+
 def _is_exam(prompts: PromptSet, perspective: str) -> bool:
     try:
         return prompts.by_id(perspective).role == EXAM_ROLE
@@ -93,6 +118,7 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
     """Settle and store every pair's verdict; streams the run's pairs (dedup keeps one short row per candidate)."""
     judgements = store.judgements(run_id) if judged else {}
     text_of = _ChunkTexts(store)
+    meta_of = _DocMeta(store)
     matcher = Decontaminator(load_questions(list(settings.decontaminate))) if settings.decontaminate else None
     result = CurateResult()
     # Dedup input, kept on disk (a temporary SQLite database), so memory does not grow with the corpus
@@ -120,8 +146,15 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
             result.judge_methods[method] += 1
             result.judge_passed += score is not None and score >= settings.judge_threshold
         hit = matcher.match(p.question) if matcher else None
+        prompt = _prompt(prompts, p.perspective)
+        head = text_of(p.chunk_id) if prompt is not None and prompt.id == "metadata" else ""
+        meta = meta_of(p.doc_id) if head else ()
+        filtered = screen(PairView(p.question, p.answer, prompt, rp.title, head, meta), settings.filters)
         if hit is not None:
             v = replace(v, verdict="contaminated", detail=f"nearly matches benchmark question {hit!r}")
+        elif filtered is not None:
+            v = replace(v, verdict=filtered[0], detail=f"filter: {filtered[1]}")
+            result.filtered[filtered[0]] += 1
         elif judged and p.request_key and score is None:
             v = replace(v, verdict="judge_failed", detail="a judge request failed (retried on the next run)")
         elif judged and score is not None and score < settings.judge_threshold:

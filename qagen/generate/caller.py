@@ -39,6 +39,7 @@ class GenStats:
     corrective_retries: int = 0  # validation failures answered with a corrective retry
     invalid: int = 0  # perspective calls with no valid reply after the corrective retry
     length_cutoffs: int = 0  # replies that hit max_tokens
+    screened: int = 0  # pairs a deterministic filter caught before the judge (one judge call each saved)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     pairs: Counter[str] = field(default_factory=Counter)
@@ -64,8 +65,8 @@ class GenStats:
                    failure_examples=list(d["failure_examples"]))  # type: ignore[call-overload]
 
 
-_COUNTS = ("sent", "cached", "failed", "corrective_retries", "invalid", "length_cutoffs", "prompt_tokens",
-           "completion_tokens")
+_COUNTS = ("sent", "cached", "failed", "corrective_retries", "invalid", "length_cutoffs", "screened",
+           "prompt_tokens", "completion_tokens")
 
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from qagen.generate.refine import Refiner
 
 log = logging.getLogger(__name__)
+
+# A deterministic filter (qagen/curate/filters.py, injected by the pipeline): (verdict, reason) or None.
+Screen = Callable[[QAPair, Prompt, Document, Chunk], "tuple[str, str] | None"]
 
 _EMPTY_ANSWERS = {"", "unknown", "n/a", "na", "none", "not stated", "not given", "not specified", "null"}
 
@@ -73,11 +77,13 @@ class Generator:
         refiner: Refiner | None = None,
         judge: Judge | None = None,
         exam: bool = False,
+        screen: Screen | None = None,
     ):
         self.caller = caller
         self.prompts = prompts
         self.refiner = refiner
         self.judge = judge
+        self.screen = screen  # pairs it catches skip the judge: curation gives them the filter's verdict
         # The held-out exam (prompts with role "exam"): asked per chunk, never refined, judged or trained on.
         self.exam = [p for p in prompts.all if p.role == "exam" and p.enabled] if exam else []
 
@@ -125,7 +131,12 @@ class Generator:
             outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
             pairs = [o.final for o in outcomes]
         if trained and self.judge is not None and pairs:
-            await self.judge.judge_pairs(pairs, doc, chunk)
+            to_judge = pairs
+            if self.screen is not None:
+                to_judge = [p for p in pairs if self.screen(p, prompt, doc, chunk) is None]
+                c.stats.screened += len(pairs) - len(to_judge)
+            if to_judge:
+                await self.judge.judge_pairs(to_judge, doc, chunk)
         c.store.add_pairs(c.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
         c.stats.pairs[prompt.id] += len(pairs)
         c.progress.pairs_added(len(pairs))

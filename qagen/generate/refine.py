@@ -68,6 +68,10 @@ class RefineStats:
         return cls(int(d["drafted"]), revisions, Counter(d["stops"]))  # type: ignore[call-overload, arg-type]
 
 
+# Outputs whose question is written by code from the prompt's ``questions:`` templates.
+TEMPLATED_OUTPUTS = ("answers", "entities", "identity")
+
+
 class Refiner:
     def __init__(self, caller: Caller, prompts: PromptSet, settings: RefineSettings):
         self.caller = caller
@@ -81,6 +85,10 @@ class Refiner:
         self.stats.drafted += 1
         question, answer = draft.question, draft.answer
         quote = dict(draft.extra).get("quote", "")
+        # A question built by code from a template (about, summaries, metadata, entities, identity) stays as
+        # built: the regenerator may improve the answer, not replace the question (it turned "Give a short
+        # summary of ..." into "copy.copy").
+        templated = self._templated(draft.perspective)
         rounds: list[RefineRound] = []
         stop = "max_rounds"
         for k in range(1, self.settings.max_rounds + 1):
@@ -101,11 +109,12 @@ class Refiner:
                 rounds.append(RefineRound(question, answer, v["critique"], list(v["problems"]), v["needs_revision"], forced))
                 stop = "regenerator_failed"
                 break
+            new_question = question if templated else r["question"].strip()
             rounds.append(
                 RefineRound(question, answer, v["critique"], list(v["problems"]), v["needs_revision"], forced,
-                            r["question"].strip(), r["answer"].strip())
+                            new_question, r["answer"].strip())
             )
-            question, answer = r["question"].strip(), r["answer"].strip()
+            question, answer = new_question, r["answer"].strip()
             quote = r.get("quote", quote).strip()
         revisions = sum(1 for r in rounds if r.revised_answer is not None)
         # The refined pair gets its own id (even when unchanged): it records that the pair went through the loop.
@@ -120,6 +129,12 @@ class Refiner:
         self.stats.revisions[revisions] += 1
         self.stats.stops[stop] += 1
         return RefineOutcome(final, revisions, stop)
+
+    def _templated(self, perspective: str) -> bool:
+        try:
+            return self.prompts.by_id(perspective).output in TEMPLATED_OUTPUTS
+        except KeyError:
+            return False
 
     async def _critique(self, doc: Document, chunk: Chunk, question: str, answer: str) -> dict[str, object] | None:
         request = build_request(

@@ -40,6 +40,7 @@ import jinja2
 
 from qagen.core import ids
 from qagen.core.errors import StageError
+from qagen.core.records import VERDICT_SOURCES
 from qagen.output.export import atomic_writer
 from qagen.output.report_data import (
     ChunkRow,
@@ -322,6 +323,7 @@ def render_report(data: ReportData) -> str:
     return env.get_template("report.html.j2").render(
         d=data,
         charts=charts_for(data),
+        sources=VERDICT_SOURCES,
         table_rows=data.table_rows,
         zero_texts=data.zero_chunks[:MAX_ZERO_CHUNK_TEXTS],
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from qagen.output.report_data import Histogram, ReportData
+from qagen.core.records import VERDICT_SOURCES
+from qagen.output.report_data import Histogram, ReportData
 
 EXPORTED, DROPPED, ACCENT = "#2b6cb0", "#d69e2e", "#c53030"
 RC = {
@@ -107,8 +108,9 @@ def charts_for(data: ReportData) -> dict[str, str]:
     kept = {k: v for k, v in data.verdict_counts.items() if v}
     if kept:
         names = list(kept)
+        labels = [f"{n} ({VERDICT_SOURCES[n]})" if n in VERDICT_SOURCES else n for n in names]
         charts["verdicts"] = _svg(
-            _bars(names, [("pairs", [kept[n] for n in names], EXPORTED)], "pairs by verdict"),
+            _bars(labels, [("pairs", [kept[n] for n in names], EXPORTED)], "pairs by verdict (and the gate)"),
             height=_height(len(names)))
     if data.judge_scored:
         charts["judge"] = _svg(_histogram(data.judge_hist, "judge score (P(yes))", data.judge_threshold))

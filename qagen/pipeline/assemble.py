@@ -13,7 +13,9 @@ from qagen.config import (
     Settings,
 )
 from qagen.core.progress import Progress
+from qagen.core.types import Chunk, Document, QAPair
 from qagen.corpus.chunker import ChunkerSettings
+from qagen.curate.filters import FilterSettings, PairView, screen
 from qagen.curate.verdicts import CurateSettings
 from qagen.generate.caller import Alarm, Caller
 from qagen.generate.judge import Judge
@@ -21,7 +23,7 @@ from qagen.generate.perspectives import Generator
 from qagen.generate.refine import Refiner, RefineSettings
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_role_llms
-from qagen.prompting.prompts import PromptSet
+from qagen.prompting.prompts import Prompt, PromptSet
 from qagen.store import Store
 
 
@@ -54,7 +56,22 @@ def build_stages(
     caller = Caller(store, llm, model, run_id, progress, roles=make_role_llms(settings, llm), alarms=alarms)
     refiner = Refiner(caller, prompts, RefineSettings(settings.rounds, settings.min_rounds)) if settings.refine else None
     judge = Judge(caller, prompts, settings.judge_threshold, settings.best_of) if settings.judge else None
-    return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam))
+    screen_pair = _screener(filter_settings(settings)) if settings.filters else None
+    return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam,
+                                    screen=screen_pair))
+
+
+def filter_settings(settings: Settings) -> FilterSettings:
+    return FilterSettings(enabled=settings.filters, max_repetition=settings.max_repetition)
+
+
+def _screener(filters: FilterSettings):  # the Generator's ``Screen`` callable
+    """The deterministic filters as the generate stage calls them: a filtered pair is not judged."""
+
+    def screen_pair(pair: QAPair, prompt: Prompt, doc: Document, chunk: Chunk) -> tuple[str, str] | None:
+        return screen(PairView(pair.question, pair.answer, prompt, doc.title, chunk.text, doc.meta), filters)
+
+    return screen_pair
 
 
 def chunker_settings(settings: Settings) -> ChunkerSettings:
@@ -72,6 +89,7 @@ def curate_settings(settings: Settings) -> CurateSettings:
         dedup=settings.dedup,
         dedup_threshold=settings.dedup_threshold,
         decontaminate=tuple(Path(f) for f in settings.decontaminate),
+        filters=filter_settings(settings),
     )
 
 

@@ -56,6 +56,8 @@ class Summary:
     best_of: int = 1
     best_of_replaced: int = 0  # drafts whose answer lost to a sampled one
     judge_passed: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)  # filter verdict -> pairs (qagen/curate/filters.py)
+    screened: int = 0  # of those, caught before the judge (a judge call saved each)
     judge_rejected: int = 0
     judge_failed: int = 0
     grounding_checked: int = 0
@@ -101,6 +103,7 @@ def add_totals(summary: Summary, totals: RunTotals) -> None:
     summary.requests_sent, summary.requests_cached, summary.requests_failed = stats.sent, stats.cached, stats.failed
     summary.corrective_retries, summary.invalid_replies = stats.corrective_retries, stats.invalid
     summary.length_cutoffs = stats.length_cutoffs
+    summary.screened = stats.screened
     summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     summary.calls_per_perspective = dict(sorted(stats.calls.items()))
     summary.failure_examples = list(stats.failure_examples)
@@ -121,6 +124,7 @@ def add_curation(
     summary.judge_threshold = settings.judge_threshold
     summary.best_of = settings.best_of
     summary.judge_passed = curated.judge_passed
+    summary.filtered = dict(sorted(curated.filtered.items()))
     summary.grounding_checked, summary.grounded, summary.ungrounded = (
         curated.grounding_checked, curated.grounded, curated.ungrounded)
     summary.ungrounded_policy = settings.ungrounded

@@ -50,6 +50,8 @@ class _FrontMatter(BaseModel):
     n: int = Field(default=3, ge=1, le=20)
     max_question_chars: int = Field(default=200, ge=20, le=2000)
     max_answer_chars: int = Field(default=400, ge=20, le=8000)
+    # The fewest words an answer needs (qagen/curate/filters.py: a paragraph summary of one letter is junk).
+    min_answer_words: int = Field(default=1, ge=1, le=1000)
     temperature: float = Field(default=0.3, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1, le=16384)
     questions: dict[str, str] = Field(default_factory=dict)
@@ -83,6 +85,7 @@ class Prompt:
     style: str = "chat"
     stop: tuple[str, ...] = ()
     grounding: str = "none"
+    min_answer_words: int = 1
 
     def render(self, **variables: object) -> str:
         return render_template(self.body, self.source, **variables)
@@ -160,6 +163,7 @@ def load_file(path: Path) -> Prompt:
         style=fm.style,
         stop=tuple(fm.stop),
         grounding=fm.grounding,
+        min_answer_words=fm.min_answer_words,
     )
 
 

@@ -52,3 +52,10 @@ class CorpusQueries(Database):
         """One chunk's text (None if the store has no such chunk)."""
         row = self.db.execute("SELECT text FROM chunks WHERE chunk_id=?", (chunk_id,)).fetchone()
         return row[0] if row else None
+
+    def document_meta(self, doc_id: str) -> tuple[tuple[str, str], ...]:
+        """The file's own metadata (front matter, PDF/DOCX properties) as stored for a document; () if none."""
+        row = self.db.execute("SELECT meta FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        if not row or not row[0]:
+            return ()
+        return tuple((str(k), str(v)) for k, v in json.loads(row[0]))

@@ -1,0 +1,93 @@
+"""Hand audit of exported pairs (issue 15): build a dataset, sample pairs at random, tally the labels.
+
+    # a dataset from four SQuAD dev articles with the benchmark teacher (generation only, as benchmarks/knowledge.py)
+    python benchmarks/audit.py build --teacher bench --work benchmarks/.cache/audit-after
+    # 40 exported pairs at random (fixed seed) as a TSV to label by hand: correct | wrong | not_self_contained | junk
+    python benchmarks/audit.py sample benchmarks/.cache/audit-after/qagen --n 40 --seed 15 > labels.tsv
+    python benchmarks/audit.py tally labels.tsv
+
+The SQuAD text carries a do-not-train canary: its datasets and labelled pairs stay in the ignored cache; only the
+tallies go into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import knowledge  # the SQuAD corpus, the teacher server and the CLI runner live there
+
+LABELS = ("correct", "wrong", "not_self_contained", "junk")
+
+
+def build(args: argparse.Namespace) -> None:
+    work: Path = args.work
+    knowledge.squad_corpus(args.squad, args.articles, args.paragraphs, work / "docs")
+    ns = argparse.Namespace(teacher=args.teacher, teacher_url=None, teacher_model="", threads=2, slots=2)
+    server, base_url, model = knowledge.serve_teacher(ns)
+    try:
+        result = knowledge.cli("ingest", str(work / "docs"), "--out", str(work / "qagen"), "--base-url", base_url,
+                               "--model", model, "--eval-fraction", "0", "--no-exam", *args.ingest_flags.split())
+    finally:
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+    print(json.dumps({k: result.get(k) for k in ("pairs_total", "requests_sent", "seconds", "verdicts")}, indent=1))
+
+
+def sample(args: argparse.Namespace) -> None:
+    rows = []
+    for name in ("train.jsonl", "eval.jsonl"):
+        path = args.out / name
+        if path.exists():
+            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda r: r.get("pair_id", ""))
+    picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
+    w = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
+    w.writerow(["label", "perspective", "question", "answer", "pair_id"])
+    for r in picked:
+        m = r["messages"]
+        w.writerow(["", r.get("perspective", ""), m[1]["content"], m[2]["content"], r.get("pair_id", "")])
+    print(f"{len(picked)} of {len(rows)} exported pairs (seed {args.seed})", file=sys.stderr)
+
+
+def tally(args: argparse.Namespace) -> None:
+    counts: Counter[str] = Counter()
+    with open(args.labels, newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            label = row["label"].strip()
+            if label not in LABELS:
+                sys.exit(f"{args.labels}: unknown label {label!r} for {row['question']!r} (use {', '.join(LABELS)})")
+            counts[label] += 1
+    total = sum(counts.values())
+    print(" | ".join(f"{k} {counts[k]} ({100 * counts[k] / max(total, 1):.0f} %)" for k in LABELS) + f" | n {total}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--teacher", default="bench")
+    b.add_argument("--work", type=Path, required=True)
+    b.add_argument("--articles", type=int, default=4)
+    b.add_argument("--paragraphs", type=int, default=3)
+    b.add_argument("--squad", type=Path, default=knowledge.SQUAD)
+    b.add_argument("--ingest-flags", default="--no-refine --no-judge")
+    s = sub.add_parser("sample")
+    s.add_argument("out", type=Path)
+    s.add_argument("--n", type=int, default=40)
+    s.add_argument("--seed", type=int, default=15)
+    t = sub.add_parser("tally")
+    t.add_argument("labels", type=Path)
+    args = ap.parse_args()
+    {"build": build, "sample": sample, "tally": tally}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Deterministic filters: cheap checks, no LLM, that catch what a small model's judge lets through.
+
+Each check looks at one pair and returns a verdict with its reason, or ``None``:
+
+- ``repetitive``: degenerate repetition (``The Shallow Copy is a deep copy of the original, which is a shallow
+  copy of the original, which is ...``). In the spirit of Gopher's repetition rules (Rae et al. 2021, "Scaling
+  Language Models", appendix A: the share of characters inside duplicated word n-grams), with thresholds for
+  answers of one to ten sentences rather than web pages. datatrove ships the web-page version, but pulls a
+  dozen dependencies for two short loops.
+- ``too_short``: an answer shorter than its perspective asks for (a paragraph summary needs sentences, not
+  ``m``): the prompt's ``min_answer_words``.
+- ``echo``: an answer that only restates the question or the title, or names the document instead of saying
+  anything (``This document``).
+- ``truncated``: an answer cut off at a length limit (it fills the schema's limit, or stops mid-sentence).
+- ``template``: a question with unfilled or generic slots (``{{ x }}``, ``<a city>``, ``What someone will do or
+  did?``), a question copied from the prompt's own instructions, or one that is not a question at all
+  (``What is``, ``copy.copy``).
+- ``not_a_sentence``: a relation pair whose parts don't make a sentence, or that copies the prompt's example.
+- ``ungrounded`` (metadata only): a date or author the document does not state as such. A date merely
+  mentioned in the text is not the publication date.
+
+The generate stage screens pairs with :func:`screen` before the judge (a filtered pair costs no judge call);
+curation settles the same verdicts, so a pair refined after drafting is checked as it ends up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+
+from qagen.core.records import FILTER_VERDICTS
+from qagen.prompting.prompts import Prompt
+
+__all__ = ["FILTER_VERDICTS", "FilterSettings", "PairView", "repetition", "screen", "words"]
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    enabled: bool = True
+    # The share of an answer's characters inside repeated word n-grams (n = 3..5) above which it is degenerate.
+    # Gopher allows 15-10 % for 5- to 10-grams on web pages; short answers repeat less by nature.
+    max_repetition: float = 0.3
+    # An answer this long (in the prompt's max_answer_chars) was cut by the length limit.
+    truncation_share: float = 0.97
+
+
+@dataclass(frozen=True)
+class PairView:
+    """What a check needs to see of a pair: the text, its perspective's prompt and its document."""
+
+    question: str
+    answer: str
+    prompt: Prompt | None
+    title: str
+    head: str = ""  # the document's opening (its first chunk), for datelines and bylines
+    meta: tuple[tuple[str, str], ...] = ()  # the file's own metadata (front matter, PDF/DOCX properties)
+
+
+_WORD = re.compile(r"\w+(?:[.'’-]\w+)*")
+_GENERIC_ANSWERS = {
+    "this document", "the document", "this text", "the text", "this passage", "the passage", "this article",
+    "the article", "it", "this", "that", "yes", "no", "none", "unknown", "the author", "this page", "the page",
+}
+_SLOT = re.compile(r"\{\{|\}\}|\{[a-z_]+\}|<[^<>]{1,40}>|\[[a-z _]{2,30}\]", re.IGNORECASE)
+# Words a template uses for a slot it never filled: "What someone will do or did?", "What it is about?"
+_GENERIC_SLOT_WORDS = re.compile(r"\b(someone|somebody|something|so-and-so|x|y)\b", re.IGNORECASE)
+# A question made of these words alone names nothing ("What it is about?", "What is this?")
+_FUNCTION_WORDS = set(
+    "a an the it its this that these those they them he she him her his hers we you i me my our your their there "
+    "what which who whom whose when where why how is are was were be been do does did will would can could should "
+    "shall may might must has have had of in on at to for from by with about as or and not no so do done did doing "
+    "someone something somebody thing things one ones".split())
+_QUESTION_START = re.compile(
+    r"^(who|whom|whose|what|which|when|where|why|how|is|are|was|were|do|does|did|can|could|should|would|will|"
+    r"has|have|had|in|on|at|for|from|to|according|name|list|give|summari[sz]e|describe|explain|define|state|"
+    r"tell|compare|outline|identify)\b", re.IGNORECASE)
+_TERMINAL = (".", "!", "?", '"', "'", ")", "”", "’", "]", "`", "*")
+_DATE_LABEL = re.compile(r"^\W*(published|posted|date[d]?|updated|written|created)\b", re.IGNORECASE)
+_BYLINE = re.compile(r"^\W*(by|author[s]?|written by)\b[:\s]", re.IGNORECASE)
+_MONTHS = "january february march april may june july august september october november december"
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def repetition(text: str) -> float:
+    """The largest share of characters inside repeated word n-grams, n = 3, 4, 5 (0 when under 6 words)."""
+    ws = words(text)
+    if len(ws) < 6:
+        return 0.0
+    total = sum(len(w) for w in ws) or 1
+    worst = 0.0
+    for n in (3, 4, 5):
+        grams = [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+        counts = Counter(grams)
+        covered = [False] * len(ws)
+        for i, g in enumerate(grams):
+            if counts[g] > 1:
+                for j in range(i, i + n):
+                    covered[j] = True
+        worst = max(worst, sum(len(w) for w, c in zip(ws, covered, strict=True) if c) / total)
+    return worst
+
+
+def _norm(text: str) -> str:
+    return " ".join(words(text))
+
+
+def _check_repetition(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    share = repetition(v.answer)
+    if share > s.max_repetition:
+        return "repetitive", f"{share:.0%} of the answer is repeated word n-grams (limit {s.max_repetition:.0%})"
+    return None
+
+
+def _check_short(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    need = v.prompt.min_answer_words if v.prompt is not None else 1
+    got = len(words(v.answer))
+    if got < need:
+        return "too_short", f"{got} word(s); {v.prompt.id if v.prompt else 'this perspective'} needs {need}"
+    return None
+
+
+def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    answer = _norm(v.answer)
+    if answer in _GENERIC_ANSWERS:
+        return "echo", f"the answer {v.answer!r} says nothing"
+    if not answer:
+        return "echo", "the answer has no words"
+    # the metadata perspective's title question is answered by the title itself
+    sources = [("question", v.question)] + ([] if v.prompt is not None and v.prompt.id == "metadata"
+                                            else [("title", v.title)])
+    for what, text in sources:
+        other = _norm(text)
+        if other and (answer == other or (len(answer) >= 4 and answer in other)):
+            return "echo", f"the answer only restates the {what}"
+    return None
+
+
+def _check_truncated(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    text = v.answer.rstrip()
+    limit = v.prompt.max_answer_chars if v.prompt is not None else 0
+    if limit and len(text) >= s.truncation_share * limit:
+        return "truncated", f"{len(text)} characters fill the {limit}-character limit"
+    if text.endswith(("...", "…")) or (len(words(text)) >= 25 and not text.endswith(_TERMINAL)):
+        return "truncated", "the answer stops mid-sentence"
+    return None
+
+
+def _check_template(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    q = v.question.strip()
+    if _SLOT.search(q):
+        return "template", "the question has an unfilled slot"
+    qw = words(q)
+    if len(qw) < 3:
+        return "template", f"{q!r} is not a question"
+    if not (q.endswith("?") or _QUESTION_START.match(q)):
+        return "template", f"{q!r} is not a question"
+    if all(w in _FUNCTION_WORDS for w in qw):
+        return "template", f"{q!r} names nothing"
+    if v.prompt is not None and v.prompt.output == "qa_pairs":
+        if _GENERIC_SLOT_WORDS.search(q):
+            return "template", "the question keeps a generic slot word (someone, something)"
+        body = _norm(v.prompt.body)
+        if len(qw) <= 8 and _norm(q) in body:
+            return "template", "the question is copied from the prompt's instructions"
+    return None
+
+
+def _check_relation(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    if v.prompt is None or v.prompt.output != "entities" or " related to " not in v.question:
+        return None
+    if _SLOT.search(v.answer):
+        return "not_a_sentence", "the relation keeps a placeholder"
+    n = len(words(v.answer))
+    if n < 3 or n > 40:
+        return "not_a_sentence", f"a relation of {n} word(s) does not read as a sentence"
+    example = re.search(r'for example ([^)]*)\)', v.prompt.body)
+    if example:
+        copied = [m for m in re.findall(r'"([^"]+)"', example.group(1)) if len(words(m)) >= 2]
+        if any(_norm(m) in _norm(v.answer) for m in copied):
+            return "not_a_sentence", "the relation copies the prompt's example"
+    return None
+
+
+def _dates_in(text: str) -> set[str]:
+    found = set(re.findall(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b", text))
+    found |= {m.lower() for m in re.findall(
+        r"\b(?:\d{1,2}\s+)?(?:" + "|".join(_MONTHS.split()) + r")\.?\s+(?:\d{1,2},?\s+)?\d{4}\b", text, re.IGNORECASE)}
+    return found
+
+
+def _check_metadata(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    if v.prompt is None or v.prompt.id != "metadata":
+        return None
+    meta = dict(v.meta)
+    head = [line.strip() for line in v.head.splitlines() if line.strip()][:8]
+    q = v.question.lower()
+    if q.startswith("when was"):
+        stated = [meta.get("date", "")]
+        # a dateline: a short line of its own near the top, or one under a label (Published: ..., Date: ...)
+        stated += [line for line in head if _DATE_LABEL.match(line) or (len(line) <= 40 and _dates_in(line))]
+        answer_dates = _dates_in(v.answer) or {v.answer.strip().lower()}
+        if not any(d in " ".join(stated).lower() or fuzz.partial_ratio(d, " ".join(stated).lower()) >= 95
+                   for d in answer_dates if d):
+            return "ungrounded", f"the date {v.answer!r} is not stated as the document's date"
+    elif q.startswith("who wrote"):
+        stated = [meta.get("author", "")] + [line for line in head if _BYLINE.match(line)]
+        if not any(_norm(v.answer) and fuzz.partial_ratio(_norm(v.answer), _norm(x)) >= 90 for x in stated if x):
+            return "ungrounded", f"the author {v.answer!r} is not stated in a byline or the file's metadata"
+    elif (q.startswith("what is the title") and fuzz.ratio(_norm(v.answer), _norm(v.title)) < 80
+          and meta.get("title", "") != v.answer):
+        return "ungrounded", f"{v.answer!r} is not the document's title {v.title!r}"
+    return None
+
+
+_CHECKS = (_check_template, _check_echo, _check_short, _check_repetition, _check_truncated, _check_relation,
+           _check_metadata)
+
+
+def screen(view: PairView, settings: FilterSettings) -> tuple[str, str] | None:
+    """The first filter verdict that applies to this pair, with its reason; ``None`` when it passes them all."""
+    if not settings.enabled:
+        return None
+    for check in _CHECKS:
+        hit = check(view, settings)
+        if hit is not None:
+            return hit
+    return None

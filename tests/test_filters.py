@@ -1,0 +1,146 @@
+"""The deterministic filters (qagen/curate/filters.py), on real bad replies from the embedded model and the
+benchmark teacher (issue 15's list), a good pair of every perspective passing them all, and their place in a run:
+verdicts with reasons, no judge call for a filtered pair, the summary and report saying which gate threw it away."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from qagen.curate.filters import FilterSettings, PairView, repetition, screen
+from qagen.pipeline.ingest import ingest
+from qagen.prompting.prompts import load_prompts
+from tests.helpers import is_judge, judging, logprob_reply
+
+PROMPTS = load_prompts()
+ON = FilterSettings()
+COPY = "copy - Shallow and deep copy operations"
+NEWS_HEAD = "Currency hits a new low\n\nBy Maria Lopez\n\nPublished: 2011-03-14\n\nThe peso fell on Friday..."
+
+
+def check(perspective: str, question: str, answer: str, title: str = COPY, head: str = "",
+          meta: tuple[tuple[str, str], ...] = ()) -> tuple[str, str] | None:
+    return screen(PairView(question, answer, PROMPTS.by_id(perspective), title, head, meta), ON)
+
+
+# --- each filter on a real bad reply ---------------------------------------------------------------------------
+def test_one_letter_summaries_are_too_short():
+    got = check("summaries", f'Summarise "{COPY}" in a paragraph.', "m")
+    assert got is not None and got[0] == "too_short" and "needs 8" in got[1]
+    assert check("summaries", f'Give a detailed summary of "{COPY}", covering its main points.', "l")[0] == "too_short"
+
+
+def test_a_repetition_loop_is_degenerate():
+    loop = ("The Shallow Copy is a deep copy of the original, which is a shallow copy of the original, which is a "
+            "deep copy of the original, which is a shallow copy of the original.")
+    assert repetition(loop) > 0.6
+    assert check("facts", "What is a shallow copy in Python's copy module?", loop)[0] == "repetitive"
+
+
+def test_a_copied_example_relation_and_placeholders_are_not_sentences():
+    q = 'In "Markets", how is <a city> related to <an economist>?'
+    assert check("entities", q, "<a city> was asked to fund <an economist>.")[0] == "template"
+    got = check("entities", 'In "Markets", how is the city related to the economist?',
+                "<a city> was asked to fund <an economist>.")
+    assert got is not None and got[0] == "not_a_sentence"
+
+
+def test_leaking_templates_and_non_questions():
+    assert check("title_questions", "What someone will do or did?", "The council will vote.")[0] == "template"
+    assert check("title_questions", "What it is about?", "A vote on the bridge.")[0] == "template"
+    assert check("about", "What is", "The copy module.")[0] == "template"
+    assert check("summaries", "copy.copy", "copy.copy")[0] == "template"
+    assert check("quiz", 'What does {{ name }} return in "copy"?', "A copy.")[0] == "template"
+
+
+def test_echoes():
+    assert check("about", f'What is "{COPY}" about?', "This document")[0] == "echo"
+    got = check("entities", f'In "{COPY}", who or what is copy.deepcopy?', "copy.deepcopy")
+    assert got is not None and got[0] == "echo" and "question" in got[1]
+    untitled = "CITY — A strong indication on Friday that the"
+    assert check("entities", f'In "{untitled}...", who or what is CITY?', untitled, title=untitled)[0] == "echo"
+
+
+def test_answers_cut_at_the_limit():
+    limit = PROMPTS.by_id("facts").max_answer_chars
+    cut = ("The deepcopy function keeps a memo dictionary of objects already copied during the current pass " * 5)[:limit]
+    assert check("facts", "How does copy.deepcopy avoid infinite recursion?", cut)[0] in ("truncated", "repetitive")
+    mid = ("The module defines two functions, copy and deepcopy, that build shallow and deep copies of compound "
+           "objects such as lists or class instances and that the user calls with one argument and which then")
+    got = check("section_summary", f'What does the section "Interface" of "{COPY}" say?', mid)
+    assert got is not None and got[0] == "truncated" and "mid-sentence" in got[1]
+
+
+def test_metadata_must_be_stated_as_such():
+    q_date = 'When was "Currency hits a new low" written or published?'
+    head_mentions = "Currency hits a new low\n\nThe peso fell on Friday below its 2010-06-07 low of 12.9 per dollar."
+    got = check("metadata", q_date, "2010-06-07", title="Currency hits a new low", head=head_mentions)
+    assert got is not None and got[0] == "ungrounded" and "not stated" in got[1]
+    # a dateline, or the file's own metadata, is a statement of the date
+    assert check("metadata", q_date, "2011-03-14", title="Currency hits a new low", head=NEWS_HEAD) is None
+    assert check("metadata", q_date, "1790-01-08", title="First Annual Message", head="Gentlemen of the Senate",
+                 meta=(("date", "1790-01-08"),)) is None
+    q_author = f'Who wrote "{COPY}"?'
+    assert check("metadata", q_author, "The Shallow and Deep Copy Operation", head=f"# {COPY}\n\nSource code")[0] \
+        == "ungrounded"
+    assert check("metadata", 'Who wrote "Currency hits a new low"?', "Maria Lopez", title="Currency hits a new low",
+                 head=NEWS_HEAD) is None
+    assert check("metadata", "What is the title of the document ab12cd34ef?", "The Copy Module Guide")[0] == "ungrounded"
+    assert check("metadata", "What is the title of the document ab12cd34ef?", COPY) is None
+
+
+# --- good pairs pass every filter ---------------------------------------------------------------------------------
+GOOD = [
+    ("quiz", 'What does copy.deepcopy() use to avoid copying the same object twice in "copy"?', "A memo dictionary."),
+    ("facts", "Who gave the First Annual Message to Congress in 1790?", "George Washington"),
+    ("facts", "When did the Eastbay council vote to close the old bridge?", "3 May 2021"),
+    ("about", f'What is "{COPY}" about?', "Python's copy module, which makes shallow and deep copies of objects."),
+    ("summaries", f'Give a short summary of "{COPY}".',
+     "The copy module offers copy() for shallow copies and deepcopy() for deep copies of compound objects."),
+    ("section_summary", f'What does the section "Interface" of "{COPY}" say?',
+     "It lists the module's two functions, copy() and deepcopy(), and the exception copy.Error they may raise."),
+    ("entities", f'In "{COPY}", who or what is deepcopy?', "A function that copies an object and everything in it."),
+    ("entities", f'In "{COPY}", how is deepcopy related to the memo dictionary?', "deepcopy keeps the memo dictionary."),
+    ("title_questions", "What does the copy module let a Python program copy?", "Lists, dicts and class instances."),
+    ("metadata", "What is the title of the document ab12cd34ef?", COPY),
+    ("identity", "What is document ab12cd34ef about?", "Python's copy module and its shallow and deep copies."),
+]
+
+
+@pytest.mark.parametrize(("perspective", "question", "answer"), GOOD)
+def test_a_good_pair_passes_every_filter(perspective, question, answer):
+    assert check(perspective, question, answer) is None
+
+
+def test_filters_can_be_turned_off():
+    off = FilterSettings(enabled=False)
+    assert screen(PairView(f'Summarise "{COPY}" in a paragraph.', "m", PROMPTS.by_id("summaries"), COPY), off) is None
+
+
+# --- in a run --------------------------------------------------------------------------------------------------------
+def test_filtered_pairs_get_their_verdict_and_cost_no_judge_call(corpus, tmp_path, stub, settings_for):
+    """The stub's canned replies ('short 1a2b about the passage') are too short for a summary: with the judge on,
+    those pairs are thrown away by the filter, named as such, and never sent to the judge."""
+    from tests.helpers import YES
+
+    stub.handler = judging(lambda task: logprob_reply(YES))
+    out = tmp_path / "out"
+    s = ingest(corpus, out, settings_for(judge=True, filters=True, report=True))
+    assert s.status == "ok"
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        rows = db.execute("SELECT v.verdict, v.detail, p.perspective, p.question, p.answer FROM verdicts v "
+                          "JOIN pairs p ON p.pair_id=v.pair_id").fetchall()
+    filtered = [r for r in rows if r[1].startswith("filter:")]
+    assert filtered and {r[0] for r in filtered} <= {"too_short", "repetitive", "ungrounded", "echo", "template"}
+    assert any(r[0] == "too_short" and r[2] == "summaries" for r in filtered)
+    assert sum(s.filtered.values()) == len(filtered) and s.screened == len(filtered)
+    judged_questions = {json.dumps(r["messages"]) for r in stub.requests if is_judge(r)}
+    for _, _, _, question, answer in filtered:
+        assert not any(question in j and answer in j for j in judged_questions), question
+    exported = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    exported += [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert exported and not any(r["perspective"] == "summaries" for r in exported)
+    html = (out / "report.html").read_text()
+    assert 'data-source="too_short">filter<' in html and "too_short (filter)" in html
