@@ -19,6 +19,9 @@ class Document:
     text: str
     fmt: str  # "markdown", "rst", "text"
     meta: tuple[tuple[str, str], ...] = ()  # e.g. (("date", "1790-01-08"),)
+    # Where the title came from: metadata | heading | first_line (a short line that reads as a heading) |
+    # filename (the document states none: the pipeline asks the model for a short one) | model
+    title_from: str = "heading"
 
 
 @dataclass(frozen=True)

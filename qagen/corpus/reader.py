@@ -164,12 +164,13 @@ def _read(path: Path, rel: str, max_bytes: int) -> Document:
     if size == 0:
         raise _Skip("empty")
     meta: dict[str, str] = {}
-    title = ""
+    title, title_from = "", "heading"
     if kind in ("text", "markdown", "rst"):
         text = ids.normalise_text(_decode(_read_bytes(path, max_bytes)))
         fmt = kind
         if kind == "markdown":
             text, meta = _split_front_matter(text)
+            title_from = "metadata" if meta.get("title") else "heading"
             title = meta.pop("title", "") or _md_title(text)
         elif kind == "rst":
             from qagen.corpus.chunker import (
@@ -178,27 +179,32 @@ def _read(path: Path, rel: str, max_bytes: int) -> Document:
 
             title = _md_title(rst_to_markdown("\n".join(text.split("\n", 3000)[:3000])))
         else:
-            title = _first_line(text)
+            title, title_from = heading_like(_first_line(text)), "first_line"
     else:
         fmt = "markdown"
         if kind == "html":
             html = _decode(_read_bytes(path, max_bytes))
             result = _convert(kind, io.BytesIO(_main_content(html).encode("utf-8")))
             meta = _html_meta(html)
+            title_from = "metadata" if (result.title or "").strip() else "heading"
             title = (result.title or "").strip() or _md_title(result.markdown)
         else:
             with open(path, "rb") as fh:
                 result = _convert(kind, fh)
             info = _pdf_info(path) if kind == "pdf" else _docx_info(path)
             meta = {k: v for k, v in info.items() if k != "title"}
-            title = info.get("title") or (_first_line(result.markdown) if kind == "pdf"
+            title_from = "metadata" if info.get("title") else ("first_line" if kind == "pdf" else "heading")
+            title = info.get("title") or (heading_like(_first_line(result.markdown)) if kind == "pdf"
                                           else _md_title(result.markdown))
         text = ids.normalise_text(result.markdown)
     if not text:
         raise _Skip("empty" if kind != "pdf" else "empty (no extractable text; scanned PDF?)")
-    title = _clip(" ".join(title.split())) or path.stem
+    title = _clip(" ".join(title.split()))
+    if not title:  # the document states none: the pipeline asks the model for a short one (qagen/generate)
+        title, title_from = " ".join(re.split(r"[_\W]+", path.stem)).strip() or path.stem, "filename"
     meta_t = tuple(sorted((k, " ".join(v.split())) for k, v in meta.items() if v and v.strip()))
-    return Document(doc_id=ids.doc_id(text), path=rel, title=title, text=text, fmt=fmt, meta=meta_t)
+    return Document(doc_id=ids.doc_id(text), path=rel, title=title, text=text, fmt=fmt, meta=meta_t,
+                    title_from=title_from)
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -336,6 +342,24 @@ def _first_line(text: str) -> str:
         if line.strip():
             return line.strip().lstrip("#").strip()
     return ""
+
+
+HEADING_MAX_WORDS = 14
+
+
+def heading_like(line: str) -> str:
+    """``line`` if it reads as a heading (short, no closing full stop or comma), else "" (a sentence is no title).
+
+    ``CITY — A strong indication on Friday that the ... is on the verge of ...`` is an article's first sentence;
+    used as a title it ends up inside every question.
+    """
+    s = " ".join(line.split())
+    words = s.split()
+    if not s or len(words) > HEADING_MAX_WORDS or len(s) > 100 or s.endswith((".", ",", ";", ":", "!")):
+        return ""
+    if not any(ch.isalpha() for ch in s):
+        return ""
+    return s
 
 
 def _clip(s: str) -> str:

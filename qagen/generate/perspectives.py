@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from dataclasses import replace
+
 from qagen.core import ids
+from qagen.corpus.reader import heading_like
 from qagen.core.types import Chunk, Document, QAPair
 from qagen.generate.caller import Caller
 from qagen.prompting.prompts import Prompt, PromptSet
@@ -62,6 +65,17 @@ def outputs_to_qa(prompt: Prompt, obj: BaseModel, variables: dict[str, object]) 
     return unique
 
 
+def clean_title(title: str, text: str) -> str:
+    """A model's title if it is one: short, not a sentence, not the document's opening words copied."""
+    title = heading_like(title.strip().strip('"').strip())
+    if not title or title.lower().strip(" .") in _EMPTY_ANSWERS:
+        return ""
+    opening = " ".join(text.split()[: len(title.split()) + 2]).lower()
+    if len(title.split()) >= 6 and opening.startswith(title.lower().rstrip(".…")):
+        return ""
+    return title
+
+
 def sort_key(doc: Document, chunk: Chunk, perspective: str, index: int) -> str:
     return f"{doc.path}\x00{chunk.index:06d}\x00{perspective}\x00{index:04d}"
 
@@ -86,6 +100,24 @@ class Generator:
         self.screen = screen  # pairs it catches skip the judge: curation gives them the filter's verdict
         # The held-out exam (prompts with role "exam"): asked per chunk, never refined, judged or trained on.
         self.exam = [p for p in prompts.all if p.role == "exam" and p.enabled] if exam else []
+        # A short title for documents that state none (prompts/title.md); without it the file name stays.
+        self.titler = next((p for p in prompts.all if p.role == "titler" and p.enabled), None)
+
+    async def title(self, doc: Document, chunks: list[Chunk]) -> tuple[Document, list[Chunk]]:
+        """A model-written title for a document whose title is only its file name (one cached call)."""
+        if doc.title_from != "filename" or self.titler is None or not chunks:
+            return doc, chunks
+        c, prompt = self.caller, self.titler
+        c.stats.calls[prompt.id] += 1
+        c.progress.requests_added(1)
+        request = build_request(self.prompts, prompt, doc, chunks[0], c.model_for(prompt.role))
+        result = await c.ask_structured(prompt, request, chunks[0])
+        if result is None:
+            return doc, chunks
+        title = clean_title(str(result[0].model_dump().get("title", "")), doc.text)
+        if not title:
+            return doc, chunks
+        return replace(doc, title=title, title_from="model"), [replace(ch, title=title) for ch in chunks]
 
     def plan(self, chunk: Chunk) -> list[Prompt]:
         """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk), then the exam."""

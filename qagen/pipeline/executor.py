@@ -151,6 +151,7 @@ class Shard:
                     continue
                 doc: Document = item
                 chunks = await asyncio.to_thread(self.chunker.chunk, doc)
+                doc, chunks = await generator.title(doc, chunks)  # only documents that state no title
                 self.store.add_document(self.run_id, doc, chunks)
                 progress.doc_read(doc.path, len(chunks))
                 for chunk in chunks:

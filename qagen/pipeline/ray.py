@@ -132,7 +132,8 @@ class ShardWorker:
 
 
 def _document(d: dict[str, Any]) -> Document:
-    return Document(d["doc_id"], d["path"], d["title"], d["text"], d["fmt"], tuple(tuple(m) for m in d["meta"]))
+    return Document(d["doc_id"], d["path"], d["title"], d["text"], d["fmt"], tuple(tuple(m) for m in d["meta"]),
+                    d.get("title_from", "heading"))
 
 
 def recover_shards(store: Store, out_dir: Path) -> int:

@@ -26,7 +26,9 @@ from qagen.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-Role = Literal["system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer", "exam"]
+Role = Literal[
+    "system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer", "exam", "titler"
+]
 Output = Literal[
     "qa_pairs", "answers", "entities", "identity", "critique", "revision", "answer", "judge", "text", "none"
 ]
