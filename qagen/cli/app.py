@@ -16,9 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from qagen.cli.common import errors
+from qagen.cli.doctor import register as register_doctor_command
 from qagen.cli.flow import register as register_flow_commands
 from qagen.cli.ingest import ingest_cmd
 from qagen.cli.report import register as register_report_commands
+from qagen.core.version import VERSION
 from qagen.prompting.prompts import load_prompts
 
 app = typer.Typer(help="Turn a folder of documents into question/answer fine-tuning data.", no_args_is_help=True)
@@ -27,6 +29,21 @@ app.command("ingest")(ingest_cmd)
 app.add_typer(prompts_app, name="prompts")
 register_flow_commands(app)  # train, eval, notify, run (qagen/cli/flow.py)
 register_report_commands(app)  # report, export (qagen/cli/report.py)
+register_doctor_command(app)  # doctor (qagen/cli/doctor.py)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"qagen {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print qagen's version and exit.")] = False,
+) -> None:
+    pass
 
 
 @prompts_app.command("list")
