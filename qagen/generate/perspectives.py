@@ -20,6 +20,7 @@ from qagen.core import ids
 from qagen.corpus.reader import heading_like
 from qagen.core.types import Chunk, Document, QAPair
 from qagen.generate.caller import Caller
+from qagen.generate.whole import Reducer
 from qagen.prompting.prompts import Prompt, PromptSet
 from qagen.prompting.requests import build_request, prompt_variables
 
@@ -92,12 +93,15 @@ class Generator:
         judge: Judge | None = None,
         exam: bool = False,
         screen: Screen | None = None,
+        reduce_chars: int | None = None,
     ):
         self.caller = caller
         self.prompts = prompts
         self.refiner = refiner
         self.judge = judge
         self.screen = screen  # pairs it catches skip the judge: curation gives them the filter's verdict
+        # ``reads: whole`` prompts on documents of several chunks: a map-reduce over the section summaries
+        self.reducer = Reducer(caller, prompts, reduce_chars) if reduce_chars else None
         # The held-out exam (prompts with role "exam"): asked per chunk, never refined, judged or trained on.
         self.exam = [p for p in prompts.all if p.role == "exam" and p.enabled] if exam else []
         # A short title for documents that state none (prompts/title.md); without it the file name stays.
@@ -119,13 +123,28 @@ class Generator:
             return doc, chunks
         return replace(doc, title=title, title_from="model"), [replace(ch, title=title) for ch in chunks]
 
-    def plan(self, chunk: Chunk) -> list[Prompt]:
-        """The LLM perspectives to run on this chunk (document-scope ones run on the first chunk), then the exam."""
+    def plan(self, chunk: Chunk, n_chunks: int = 1) -> list[Prompt]:
+        """The LLM perspectives to run on this chunk, then the exam. Document-scope ones run on the first chunk,
+        except those that read the whole document when it has several chunks (:meth:`whole_document`)."""
+        whole = set(p.id for p in self.whole_document(n_chunks))
         return [
             p
             for p in (*self.prompts.perspectives, *self.exam)
-            if p.role in ("generator", "exam") and (p.scope == "chunk" or chunk.index == 0)
+            if p.role in ("generator", "exam") and (p.scope == "chunk" or (chunk.index == 0 and p.id not in whole))
         ]
+
+    def whole_document(self, n_chunks: int) -> list[Prompt]:
+        """The document-scope prompts that run once on the map-reduce passage of a document of ``n_chunks``."""
+        if n_chunks <= 1 or self.reducer is None:
+            return []
+        return [p for p in self.prompts.perspectives
+                if p.role == "generator" and p.scope == "document" and p.reads == "whole"]
+
+    async def run_whole(self, doc: Document, chunks: list[Chunk], prompts: list[Prompt]) -> None:
+        """The reduce: the whole-document prompts on the section summaries (qagen/generate/whole.py)."""
+        assert self.reducer is not None
+        passage = await self.reducer.passage(doc, chunks)
+        await asyncio.gather(*(self.run_prompt(p, doc, passage) for p in prompts))
 
     async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
         """One perspective call on one chunk; drafts go through the refiner when one is set."""
@@ -140,7 +159,8 @@ class Generator:
         qa = outputs_to_qa(prompt, obj, variables)
         pairs = [
             QAPair(
-                pair_id=ids.hash_str("pair", request.key, str(i), q, a),
+                # the chunk ID too: an edited document reuses its unchanged chunks' requests under new chunk IDs
+                pair_id=ids.hash_str("pair", request.key, chunk.chunk_id, str(i), q, a),
                 chunk_id=chunk.chunk_id,
                 doc_id=doc.doc_id,
                 perspective=prompt.id,

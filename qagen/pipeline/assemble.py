@@ -57,8 +57,10 @@ def build_stages(
     refiner = Refiner(caller, prompts, RefineSettings(settings.rounds, settings.min_rounds)) if settings.refine else None
     judge = Judge(caller, prompts, settings.judge_threshold, settings.best_of) if settings.judge else None
     screen_pair = _screener(filter_settings(settings)) if settings.filters else None
+    # the whole-document reduce passage may be as long as a chunk (estimated at 4 characters a token)
+    reduce_chars = 4 * chunker_settings(settings).chunk_size
     return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam,
-                                    screen=screen_pair))
+                                    screen=screen_pair, reduce_chars=reduce_chars))
 
 
 def filter_settings(settings: Settings) -> FilterSettings:

@@ -155,11 +155,16 @@ class Shard:
                 self.store.add_document(self.run_id, doc, chunks)
                 progress.doc_read(doc.path, len(chunks))
                 for chunk in chunks:
-                    planned = generator.plan(chunk)
+                    planned = generator.plan(chunk, len(chunks))
                     self.stages.caller.progress.requests_added(len(planned))
                     for prompt in planned:
                         await gate.acquire()
                         tg.create_task(one(generator.run_prompt(prompt, doc, chunk)))
+                whole = generator.whole_document(len(chunks))
+                if whole:  # the reduce over the section summaries above (shared with their own requests)
+                    self.stages.caller.progress.requests_added(len(whole))
+                    await gate.acquire()
+                    tg.create_task(one(generator.run_whole(doc, chunks, whole)))
 
 
 def run_local(documents: Iterable[Document | SkippedFile], shard: Shard, totals: RunTotals) -> None:

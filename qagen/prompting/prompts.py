@@ -48,6 +48,9 @@ class _FrontMatter(BaseModel):
     description: str = ""
     enabled: bool = True
     scope: Literal["chunk", "document"] = "chunk"
+    # What a document-scope prompt reads: its first chunk ("opening": where a title, byline and dateline are),
+    # or the whole document through a map-reduce over the section summaries ("whole": qagen/generate/whole.py).
+    reads: Literal["opening", "whole"] = "opening"
     output: Output = "none"
     n: int = Field(default=3, ge=1, le=20)
     max_question_chars: int = Field(default=200, ge=20, le=2000)
@@ -88,6 +91,7 @@ class Prompt:
     stop: tuple[str, ...] = ()
     grounding: str = "none"
     min_answer_words: int = 1
+    reads: str = "opening"
 
     def render(self, **variables: object) -> str:
         return render_template(self.body, self.source, **variables)
@@ -166,6 +170,7 @@ def load_file(path: Path) -> Prompt:
         stop=tuple(fm.stop),
         grounding=fm.grounding,
         min_answer_words=fm.min_answer_words,
+        reads=fm.reads,
     )
 
 
