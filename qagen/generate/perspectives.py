@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from dataclasses import replace
-
 from qagen.core import ids
-from qagen.corpus.reader import heading_like
 from qagen.core.types import Chunk, Document, QAPair
+from qagen.corpus.reader import heading_like
 from qagen.generate.caller import Caller
 from qagen.generate.whole import Reducer
 from qagen.prompting.prompts import Prompt, PromptSet
@@ -126,7 +125,7 @@ class Generator:
     def plan(self, chunk: Chunk, n_chunks: int = 1) -> list[Prompt]:
         """The LLM perspectives to run on this chunk, then the exam. Document-scope ones run on the first chunk,
         except those that read the whole document when it has several chunks (:meth:`whole_document`)."""
-        whole = set(p.id for p in self.whole_document(n_chunks))
+        whole = {p.id for p in self.whole_document(n_chunks)}
         return [
             p
             for p in (*self.prompts.perspectives, *self.exam)
