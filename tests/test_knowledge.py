@@ -120,3 +120,38 @@ def test_questions_about_documents_the_run_did_not_read_are_listed_not_scored():
     assert report.questions == 0 and report.overall == {}
     assert "1 question(s) name a document this run did not read (not scored): 'Who wrote it?' (missing.md)" \
         in report.table()
+
+
+def test_the_judge_role_scores_closed_book_answers_where_one_is_configured(tmp_path: Path):
+    """A served judge (here the stub, answering 'yes' only for 'Ana Ruiz') gives the semantic-match share, base
+    vs tuned, cached like every request; with the embedded default no judge is asked."""
+    from qagen.config import load_settings
+    from qagen.flow.evaluate import judge_knowledge, knowledge_judge
+    from qagen.store import Store
+    from qagen.testing import StubReply, StubServer
+
+    qs = [Question("Who estimated the cost?", ("Ana Ruiz",), doc_id=DOC.doc_id),
+          Question("When did the council vote?", ("3 May 2021",), doc_id=DOC.doc_id)]
+    items, _ = match_questions(qs, [DOC], GROUP)
+    base, tuned = ["I do not know", "In 2020"], ["Ana Ruiz", "It voted in May 2021"]
+    assert knowledge_judge(load_settings()) is None  # embedded default: no judge
+    stub = StubServer().start()
+    try:
+        stub.handler = lambda req: StubReply(
+            content="yes" if "Candidate answer: Ana Ruiz" in req["messages"][-1]["content"] else "no")
+        settings = load_settings(base_url="http://127.0.0.1:9/v1", model="gen", judge_base_url=stub.base_url,
+                                 judge_model="judge-model")
+        assert knowledge_judge(settings).base_url == stub.base_url
+        with Store(tmp_path / "out") as store:
+            run_id = store.start_run("eval", {})
+            judged = judge_knowledge(store, settings, run_id, items, base, tuned)
+            assert judged is not None and judged[1] == [False, False] and judged[2] == [True, False]
+            asked = stub.count()
+            assert judge_knowledge(store, settings, run_id, items, base, tuned) == judged
+            assert stub.count() == asked == 4  # the second time from the store
+    finally:
+        stub.stop()
+    report = score(items, base, tuned, questions_from="q.jsonl", base_model="b", tuned="t", unmatched=[],
+                   judged=judged)
+    assert report.judge["judged"] == 2 and report.judge["base_yes"] == 0.0 and report.judge["tuned_yes"] == 0.5
+    assert report.rows[0].tuned_judge is True and "same meaning as a gold answer on 2 judged" in report.table()

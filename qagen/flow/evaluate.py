@@ -260,8 +260,9 @@ def evaluate(
         groups[r.perspective].append(r)
     knowledge: KnowledgeReport | None = None
     if held_out:  # even when every question was unmatched: the report lists them
+        judged = judge_knowledge(store, settings, run_id, exam, base[n:], tuned[n:]) if judge_answers else None
         knowledge = score(exam, base[n:], tuned[n:], questions_from=held_out_from, base_model=base_model,
-                          tuned=adapter_dir, unmatched=unmatched)
+                          tuned=adapter_dir, unmatched=unmatched, judged=judged)
     report = EvalReport(
         eval_path=str(eval_path) if items else "", base_model=base_model, adapter_dir=adapter_dir, judge=judge_name,
         questions=n, overall={"base": _metrics(rows, "base"), "tuned": _metrics(rows, "tuned")} if rows else {},
@@ -272,6 +273,25 @@ def evaluate(
     write_report(out_dir / "eval_report.json", report)
     store.finish_run(run_id, "ok", {k: v for k, v in report.to_dict().items() if k not in ("rows", "knowledge")})
     return report
+
+
+def knowledge_judge(settings: Settings) -> Settings | None:
+    """The judge role for the knowledge score, only where one is configured (``--judge-base-url``, or a served
+    ``--base-url``): the embedded 135M model's yes/no is noise, so it does not judge closed-book answers."""
+    if settings.judge_base_url:
+        return settings.model_copy(update={"base_url": settings.judge_base_url,
+                                           "model": settings.judge_model or settings.model, "extra_base_urls": []})
+    return settings if settings.base_url else None
+
+
+def judge_knowledge(store: Store, settings: Settings, run_id: int, exam: list[ExamItem], base: list[str],
+                     tuned: list[str]) -> tuple[str, list[bool | None], list[bool | None]] | None:
+    judge_settings = knowledge_judge(settings)
+    if judge_settings is None or not exam:
+        return None
+    items = [EvalItem(it.qid, it.kind, it.system, it.question, " | ".join(it.answers)) for it in exam]
+    verdicts, name = judge(store, judge_settings, run_id, [*zip(items, base), *zip(items, tuned)])
+    return name, verdicts[: len(exam)], verdicts[len(exam):]
 
 
 def _exam_items(store: Store, questions: list[Question], limit: int | None) -> tuple[list[ExamItem], list[str]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from qagen.core import ids
 from qagen.flow.questions import Question
-from qagen.flow.scoring import GroupScore, Scores, score_answer, score_table, summarize
+from qagen.flow.scoring import GroupScore, Scores, paired_bootstrap, score_answer, score_table, summarize
 from qagen.output.export import corpus_message, system_message
 
 _WH = re.compile(r"^\W*(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
@@ -61,6 +61,8 @@ class KnowledgeRow:
     tuned_answer: str
     base: Scores
     tuned: Scores
+    base_judge: bool | None = None  # the judge role's yes/no "same meaning as a gold answer", where configured
+    tuned_judge: bool | None = None
 
 
 @dataclass
@@ -74,6 +76,9 @@ class KnowledgeReport:
     per_document: dict[str, dict[str, float | int]] = field(default_factory=dict)
     per_kind: dict[str, dict[str, float | int]] = field(default_factory=dict)
     rows: list[KnowledgeRow] = field(default_factory=list)
+    # The judge role's semantic match, where one is configured: {"judge", "judged", "base_yes", "tuned_yes",
+    # "delta", "delta_low", "delta_high"} (tuned minus base share of "yes", paired bootstrap).
+    judge: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -90,6 +95,11 @@ class KnowledgeReport:
             ci = f"{_pts(m['delta_f1'])} [{_pts(m['delta_f1_low'])}, {_pts(m['delta_f1_high'])}]"
             lines.append(f"{name[:27]:<28}{m['count']:>4}  {_pts(m['base_f1']):>8}{_pts(m['tuned_f1']):>9}  {ci:<22}"
                          f"{_pts(m['tuned_em']):>6}{_pts(m['tuned_contains']):>7}")
+        if self.judge:
+            j = self.judge
+            lines.append(f"judge ({j['judge']}), same meaning as a gold answer on {j['judged']} judged: base "
+                         f"{_pts(j['base_yes'])} %, tuned {_pts(j['tuned_yes'])} %, delta {_pts(j['delta'])} "
+                         f"[{_pts(j['delta_low'])}, {_pts(j['delta_high'])}]")
         if self.unmatched:
             lines.append(f"{len(self.unmatched)} question(s) name a document this run did not read (not scored): "
                          + "; ".join(self.unmatched[:3]))
@@ -141,19 +151,32 @@ def match_questions(questions: list[Question], docs: list[DocRef], group_id: str
 
 
 def score(items: list[ExamItem], base_answers: list[str], tuned_answers: list[str], *, questions_from: str,
-          base_model: str, tuned: str, unmatched: list[str], seed: int = 0) -> KnowledgeReport:
-    """EM/F1/contains per question and model, with bootstrap intervals per group."""
+          base_model: str, tuned: str, unmatched: list[str], seed: int = 0,
+          judged: tuple[str, list[bool | None], list[bool | None]] | None = None) -> KnowledgeReport:
+    """EM/F1/contains per question and model, with bootstrap intervals per group.
+
+    ``judged``: (judge name, base verdicts, tuned verdicts), one per question, where a judge is configured.
+    """
     if not len(items) == len(base_answers) == len(tuned_answers):
         raise ValueError("one base and one tuned answer per question")
+    vb, vt = (judged[1], judged[2]) if judged else ([None] * len(items), [None] * len(items))
     rows = [KnowledgeRow(it.qid, it.question, it.answers, it.source or "(corpus)", it.kind, b, t,
-                         score_answer(b, it.answers), score_answer(t, it.answers))
-            for it, b, t in zip(items, base_answers, tuned_answers, strict=True)]
+                         score_answer(b, it.answers), score_answer(t, it.answers), jb, jt)
+            for it, b, t, jb, jt in zip(items, base_answers, tuned_answers, vb, vt, strict=True)]
     report = KnowledgeReport(questions_from=questions_from, base_model=base_model, tuned=tuned, questions=len(rows),
                              unmatched=unmatched, rows=rows)
     if rows:
         report.overall = _flat(summarize(rows, seed=seed))
         report.per_document = {k: _flat(g) for k, g in score_table(rows, lambda r: r.source, seed=seed).items()}
         report.per_kind = {k: _flat(g) for k, g in score_table(rows, lambda r: r.kind, seed=seed).items()}
+    both = [(float(r.base_judge), float(r.tuned_judge)) for r in rows
+            if r.base_judge is not None and r.tuned_judge is not None]
+    if judged and both:
+        iv = paired_bootstrap([t for _, t in both], [b for b, _ in both], seed=seed)
+        report.judge = {"judge": judged[0], "judged": len(both),
+                        "base_yes": round(sum(b for b, _ in both) / len(both), 4),
+                        "tuned_yes": round(sum(t for _, t in both) / len(both), 4),
+                        "delta": round(iv.mean, 4), "delta_low": round(iv.low, 4), "delta_high": round(iv.high, 4)}
     return report
 
 
