@@ -24,7 +24,14 @@ from pathlib import Path
 
 from qagen.core import ids
 from qagen.flow.questions import Question
-from qagen.flow.scoring import GroupScore, Scores, paired_bootstrap, score_answer, score_table, summarize
+from qagen.flow.scoring import (
+    GroupScore,
+    Scores,
+    paired_bootstrap,
+    score_answer,
+    score_table,
+    summarize,
+)
 from qagen.output.export import corpus_message, system_message
 
 _WH = re.compile(r"^\W*(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
