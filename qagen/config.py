@@ -66,7 +66,10 @@ class Settings(BaseSettings):
     # Refinement (critic -> regenerator), on by default. max_rounds defaults to
     # 3 (SelFee caps at 5); on the embedded CPU model to 1, since every round
     # costs two calls per pair (benchmarks/RESULTS.md).
-    refine: bool = True
+    # None (the default): on for a served model, off for the embedded 135M model, whose critic cannot tell a good
+    # pair from a bad one and whose loop multiplies a first run's time (the "embedded profile"; --refine turns it
+    # on). The deterministic filters and the judge still run.
+    refine: bool | None = None
     max_rounds: int | None = Field(default=None, ge=1, le=10)
     min_rounds: int = Field(default=0, ge=0, le=10)
     refine_style: str = Field(default="chat", pattern="^(chat|helixnet)$")
@@ -129,6 +132,16 @@ class Settings(BaseSettings):
     def endpoints(self) -> list[str]:
         """Every configured OpenAI-compatible endpoint, --base-url first."""
         return [u for u in [self.base_url, *self.extra_base_urls] if u]
+
+    @property
+    def refining(self) -> bool:
+        """Whether the critic -> regenerator loop runs (``refine``, or the backend's default)."""
+        return self.refine if self.refine is not None else not self.uses_embedded
+
+    @property
+    def profile(self) -> str:
+        """"embedded" when the embedded model's lighter defaults apply (the summary says so), else ""."""
+        return "embedded" if self.uses_embedded and self.refine is None else ""
 
     @property
     def rounds(self) -> int:

@@ -343,3 +343,16 @@ def test_cut_off_reply_in_a_failed_chain_is_retried_next_run(corpus, tmp_path, s
     stub.handler = passage_reply  # the server recovers
     again = ingest(corpus, out, settings_for())
     assert again.requests_sent == first.chunks and again.pairs_per_perspective["quiz"] > 0
+
+
+def test_the_embedded_profile_turns_the_critic_loop_off_unless_asked():
+    """The first run on the embedded model skips the critic loop (its 135M critic cannot tell good from bad);
+    a served model keeps it; --refine / --no-refine always win."""
+    from qagen.config import load_settings
+
+    embedded = load_settings()
+    assert (embedded.refining, embedded.profile) == (False, "embedded")
+    assert (load_settings(refine=True).refining, load_settings(refine=True).profile) == (True, "")
+    served = load_settings(base_url="http://127.0.0.1:9/v1", model="m")
+    assert (served.refining, served.profile) == (True, "")
+    assert load_settings(base_url="http://127.0.0.1:9/v1", model="m", refine=False).refining is False

@@ -93,6 +93,9 @@ def _summary_table(s: Summary) -> Table:
         per_call = f" ({y} per call)" if y is not None else ""
         t.add_row(f"  pairs: {name}", f"{n} generated, {exported} exported{per_call}")
     t.add_row("pairs", f"{s.pairs_total} ({s.train_pairs} train, {s.eval_pairs} eval, held out by {s.split_by})")
+    if s.profile == "embedded":
+        t.add_row("profile", "embedded model: the critic loop is off (it cannot judge its own pairs; --refine turns "
+                             "it on); filters and judge ran")
     if s.refined:
         hist = ", ".join(f"{k} revisions: {v}" for k, v in s.revisions_histogram.items())
         t.add_row("refinement", f"{s.drafted} drafts; {hist}")
@@ -155,7 +158,7 @@ def ingest_cmd(
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json path or local HF tokenizer for token-exact chunking.")] = None,
     split_by: Annotated[str | None, typer.Option(help="Hold-out unit: auto, document, chunk or pair.")] = None,
     eval_fraction: Annotated[float | None, typer.Option(help="Share held out for eval.jsonl.")] = None,
-    refine: Annotated[bool | None, typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop.")] = None,
+    refine: Annotated[bool | None, typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop (default: on, except on the embedded model).")] = None,
     max_rounds: Annotated[int | None, typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
     min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,

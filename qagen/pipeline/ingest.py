@@ -177,6 +177,7 @@ def _finish(
     if settings.exam:
         exam_path, summary.exam_questions = write_exam(store, run_id, out_dir)
         summary.exam_path = str(exam_path)
+    summary.profile = settings.profile
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
         summary.refined, summary.drafted = True, totals.refine.drafted

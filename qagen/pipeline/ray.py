@@ -177,7 +177,8 @@ def run_ray(
     # Workers must chunk and refine exactly as a local run would: pin what depends on the backend.
     chunking = chunker_settings(settings)
     update: dict[str, Any] = {"executor": "local", "chunk_size": chunking.chunk_size,
-                              "chunk_overlap": chunking.chunk_overlap, "max_rounds": settings.rounds}
+                              "chunk_overlap": chunking.chunk_overlap, "max_rounds": settings.rounds,
+                              "refine": settings.refining}
     llm = stages.caller.llm
     if isinstance(llm, EmbeddedLLM):  # one embedded server on the driver, shared by every worker
         update.update(base_url=llm.server.start(), model=MODEL_NAME, extra_base_urls=[])
