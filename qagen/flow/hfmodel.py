@@ -27,7 +27,7 @@ CHATML = (
 )
 END_OF_TURN = "<|im_end|>"
 MARKER = "qagen-source.json"
-INSTALL_HINT = 'pip install "qagen[train]"   (axolotl, torch==2.13.0, transformers, peft, gguf)'
+INSTALL_HINT = 'qagen setup --train   (axolotl, torch==2.13.0, transformers, peft, gguf)'
 
 
 class ModelError(BackendError):

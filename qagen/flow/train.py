@@ -39,7 +39,7 @@ from qagen.core.errors import StageError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "qagen[train]"   (axolotl 0.19.0 with torch==2.13.0; about 6 min, 4.3 GB)'
+INSTALL_HINT = 'qagen setup --train   (axolotl 0.19.0 with the CPU build of torch==2.13.0; minutes, about 4 GB)'
 EMBEDDED_TEMPLATE = "smollm2-cpu-lora"
 CPU_TEMPLATE_PREFIX = "smollm2-cpu-"
 DEFAULT_BASE_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
