@@ -59,8 +59,15 @@ def test_echoes():
     assert check("about", f'What is "{COPY}" about?', "This document")[0] == "echo"
     got = check("entities", f'In "{COPY}", who or what is copy.deepcopy?', "copy.deepcopy")
     assert got is not None and got[0] == "echo" and "question" in got[1]
-    untitled = "CITY — A strong indication on Friday that the"
-    assert check("entities", f'In "{untitled}...", who or what is CITY?', untitled, title=untitled)[0] == "echo"
+    cut = "CITY — A strong indication on Friday that the..."
+    assert check("facts", "Which city saw a strong indication on Friday?", cut, title=cut)[0] == "echo"
+    # a title as the answer is fine where the question does not give it away
+    assert check("quiz", "Which game was played on February 7, 2016?", "Super Bowl 50", title="Super Bowl 50") is None
+
+
+def test_questions_that_point_at_the_passage():
+    got = check("title_questions", "What is the name of the first person mentioned in the passage?", "Rollo")
+    assert got is not None and got[0] == "template" and "passage" in got[1]
 
 
 def test_answers_cut_at_the_limit():

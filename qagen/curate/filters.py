@@ -73,6 +73,8 @@ _FUNCTION_WORDS = set(
     "what which who whom whose when where why how is are was were be been do does did will would can could should "
     "shall may might must has have had of in on at to for from by with about as or and not no so do done did doing "
     "someone something somebody thing things one ones".split())
+# "the passage" / "the text" / "the author" without saying which: the system prompt forbids it (not self-contained)
+_UNNAMED = re.compile(r"\b(in|of|from|by|according to) (the|this) (passage|text|excerpt|document)\b", re.IGNORECASE)
 _QUESTION_START = re.compile(
     r"^(who|whom|whose|what|which|when|where|why|how|is|are|was|were|do|does|did|can|could|should|would|will|"
     r"has|have|had|in|on|at|for|from|to|according|name|list|give|summari[sz]e|describe|explain|define|state|"
@@ -131,13 +133,14 @@ def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
         return "echo", f"the answer {v.answer!r} says nothing"
     if not answer:
         return "echo", "the answer has no words"
-    # the metadata perspective's title question is answered by the title itself
-    sources = [("question", v.question)] + ([] if v.prompt is not None and v.prompt.id == "metadata"
-                                            else [("title", v.title)])
-    for what, text in sources:
-        other = _norm(text)
-        if other and (answer == other or (len(answer) >= 4 and answer in other)):
-            return "echo", f"the answer only restates the {what}"
+    question = _norm(v.question)
+    if question and (answer == question or (len(answer) >= 4 and answer in question)):
+        return "echo", "the answer only restates the question"
+    # An answer that is the title is fine ("Which game was played on 7 February 2016?" -> "Super Bowl 50"), but a
+    # title that is a cut sentence ("CITY — A strong indication on Friday that the...") answers nothing.
+    title = _norm(v.title)
+    if title and answer == title and v.title.rstrip().endswith(("...", "…")):
+        return "echo", "the answer only restates a cut title"
     return None
 
 
@@ -162,7 +165,9 @@ def _check_template(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
         return "template", f"{q!r} is not a question"
     if all(w in _FUNCTION_WORDS for w in qw):
         return "template", f"{q!r} names nothing"
-    if v.prompt is not None and v.prompt.output == "qa_pairs":
+    if v.prompt is not None and v.prompt.output == "qa_pairs":  # model-written questions
+        if _UNNAMED.search(q):
+            return "template", "the question points at the passage instead of naming what it is about"
         if _GENERIC_SLOT_WORDS.search(q):
             return "template", "the question keeps a generic slot word (someone, something)"
         body = _norm(v.prompt.body)
