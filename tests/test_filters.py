@@ -65,6 +65,26 @@ def test_echoes():
     assert check("quiz", "Which game was played on February 7, 2016?", "Super Bowl 50", title="Super Bowl 50") is None
 
 
+def test_an_echo_with_other_accents_is_an_echo():
+    assert check("title_questions", "What is the Łazienki Park?", "Lazienki Park", title="Warsaw")[0] == "echo"
+
+
+def test_a_relation_must_be_stated_in_one_sentence_of_the_passage():
+    """Real relations from the benchmark teacher on SQuAD's Super Bowl 50 article."""
+    passage = ("The American Football Conference (AFC) champion Denver Broncos defeated the National Football "
+               "Conference (NFC) champion Carolina Panthers 24–10 to earn their third Super Bowl title. The game "
+               "was played on February 7, 2016, at Levi's Stadium in the San Francisco Bay Area at Santa Clara.")
+
+    def rel(subject: str, obj: str, answer: str) -> tuple[str, str] | None:
+        return check("entities", f'In "Super Bowl 50", how is {subject} related to {obj}?', answer,
+                     title="Super Bowl 50", head=passage)
+
+    assert rel("Denver Broncos", "Carolina Panthers", "Denver Broncos defeated Carolina Panthers.") is None
+    got = rel("Denver Broncos", "Levi's Stadium", "Denver Broncos defeated Levi's Stadium.")
+    assert got is not None and got[0] == "ungrounded" and "sentence" in got[1]
+    assert rel("Carolina Panthers", "Santa Clara", "Carolina Panthers hosted Santa Clara.")[0] == "ungrounded"
+
+
 def test_questions_that_point_at_the_passage():
     got = check("title_questions", "What is the name of the first person mentioned in the passage?", "Rollo")
     assert got is not None and got[0] == "template" and "passage" in got[1]

@@ -26,6 +26,7 @@ curation settles the same verdicts, so a pair refined after drafting is checked 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ class PairView:
     answer: str
     prompt: Prompt | None
     title: str
-    head: str = ""  # the document's opening (its first chunk), for datelines and bylines
+    head: str = ""  # the pair's chunk (a document's opening for document-scope pairs): datelines, relations
     meta: tuple[tuple[str, str], ...] = ()  # the file's own metadata (front matter, PDF/DOCX properties)
 
 
@@ -108,8 +109,14 @@ def repetition(text: str) -> float:
     return worst
 
 
+_FOLD = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe", "ı": "i"})
+
+
 def _norm(text: str) -> str:
-    return " ".join(words(text))
+    """Lower-case words without accents ("Łazienki" and "Lazienki" are one name)."""
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text.lower().translate(_FOLD))
+                    if not unicodedata.combining(ch))
+    return " ".join(words(plain))
 
 
 def _check_repetition(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
@@ -184,12 +191,35 @@ def _check_relation(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     n = len(words(v.answer))
     if n < 3 or n > 40:
         return "not_a_sentence", f"a relation of {n} word(s) does not read as a sentence"
+    if v.head and not _stated_together(v):
+        return "ungrounded", "the passage has no sentence naming both ends of the relation with its verb"
     example = re.search(r'for example ([^)]*)\)', v.prompt.body)
     if example:
         copied = [m for m in re.findall(r'"([^"]+)"', example.group(1)) if len(words(m)) >= 2]
         if any(_norm(m) in _norm(v.answer) for m in copied):
             return "not_a_sentence", "the relation copies the prompt's example"
     return None
+
+
+def _stated_together(v: PairView) -> bool:
+    """A relation pair ("S rel O.") is stated when one sentence of the passage names S and O and holds the
+    relation's main word (its first 5 letters, so "defeated" matches "defeat"): "Denver Broncos defeated
+    Levi's Stadium" names two ends that never meet in a sentence."""
+    m = re.match(r"In \"[^\"]*\", how is (.+) related to (.+)\?$", v.question.strip())
+    if not m:
+        return True
+    subject, obj = _norm(m.group(1)), _norm(m.group(2))
+    rest = _norm(v.answer)
+    if not (rest.startswith(subject) and rest.endswith(obj)):
+        return True  # not the code-built shape: nothing to check
+    relation = [w for w in rest[len(subject):len(rest) - len(obj)].split() if w not in _FUNCTION_WORDS]
+    stem = max(relation, key=len)[:5] if relation else ""
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", v.head):
+        s = _norm(sentence)
+        if (fuzz.partial_ratio(subject, s) >= 90 and fuzz.partial_ratio(obj, s) >= 90
+                and (not stem or stem in s)):
+            return True
+    return False
 
 
 def _dates_in(text: str) -> set[str]:
