@@ -44,7 +44,10 @@ def test_a_copied_example_relation_and_placeholders_are_not_sentences():
     assert check("entities", q, "<a city> was asked to fund <an economist>.")[0] == "template"
     got = check("entities", 'In "Markets", how is the city related to the economist?',
                 "<a city> was asked to fund <an economist>.")
-    assert got is not None and got[0] == "not_a_sentence"
+    assert got is not None and got[0] == "template" and "placeholder" in got[1]
+    long = "the city " + " ".join(["and the port"] * 12) + " hired the economist."
+    got = check("entities", 'In "Markets", how is the city related to the economist?', long)
+    assert got is not None and got[0] in ("not_a_sentence", "repetitive")
 
 
 def test_leaking_templates_and_non_questions():
@@ -63,6 +66,26 @@ def test_echoes():
     assert check("facts", "Which city saw a strong indication on Friday?", cut, title=cut)[0] == "echo"
     # a title as the answer is fine where the question does not give it away
     assert check("quiz", "Which game was played on February 7, 2016?", "Super Bowl 50", title="Super Bowl 50") is None
+
+
+def test_the_embedded_models_restated_titles_and_placeholders():
+    """Replies the embedded model wrote on the sample corpus after the first filters (README command 1)."""
+    wash = "George Washington: Annual Address to Congress (January 8, 1790)"
+    got = check("summaries", f'Give a short summary of "{wash}".',
+                "The passage of George Washington: Annual Address to Congress (January 8, 1790)", title=wash)
+    assert got is not None and got[0] == "echo" and "title" in got[1]
+    assert check("summaries", f'Summarise "{wash}" in a paragraph.',
+                 "The passage of the Annual Address to Congress by George Washington, 1790", title=wash)[0] == "echo"
+    got = check("about", f'What is "{COPY}" about?',
+                "This document is about the [Python 3.11.2] documentation, which covers [specific details].")
+    assert got is not None and got[0] == "template" and "placeholder" in got[1]
+    assert check("title_questions", "What is the title?", "The Annual Address to Congress", title=wash)[0] == "template"
+    # a fact answer may well be words of the title
+    assert check("facts", "Who gave the Annual Address to Congress of January 1790?", "George Washington",
+                 title=wash) is None
+    # markdown links are not placeholders
+    assert check("section_summary", f'What does the section "Interface" of "{COPY}" say?',
+                 "It describes [`copy.copy`](#copy.copy), which returns a shallow copy of an object.") is None
 
 
 def test_an_echo_with_other_accents_is_an_echo():

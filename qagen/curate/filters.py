@@ -134,7 +134,15 @@ def _check_short(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     return None
 
 
+_ANSWER_SLOT = re.compile(r"\[[a-z][a-z _]{2,30}\](?!\()|\{\{|<[a-z][a-z _]{1,30}>")
+# Words that name no particular thing: a prose answer made of the title's words and these restates the title.
+_GENERIC_NOUNS = {"passage", "document", "text", "article", "page", "summary", "title", "name", "topic", "subject",
+                  "section", "part", "main", "idea", "ideas", "point", "points", "content", "information", "details"}
+
+
 def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
+    if _ANSWER_SLOT.search(v.answer):
+        return "template", "the answer keeps a placeholder ([specific details], <name>)"
     answer = _norm(v.answer)
     if answer in _GENERIC_ANSWERS:
         return "echo", f"the answer {v.answer!r} says nothing"
@@ -148,6 +156,10 @@ def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     title = _norm(v.title)
     if title and answer == title and v.title.rstrip().endswith(("...", "…")):
         return "echo", "the answer only restates a cut title"
+    if v.prompt is not None and v.prompt.output == "answers" and v.prompt.id != "metadata":  # prose answers
+        named = set(title.split()) | set(question.split()) | _FUNCTION_WORDS | _GENERIC_NOUNS
+        if all(w in named for w in answer.split()):
+            return "echo", "the answer only restates the title"
     return None
 
 
@@ -170,7 +182,7 @@ def _check_template(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
         return "template", f"{q!r} is not a question"
     if not (q.endswith("?") or _QUESTION_START.match(q)):
         return "template", f"{q!r} is not a question"
-    if all(w in _FUNCTION_WORDS for w in qw):
+    if all(w in _FUNCTION_WORDS or w in _GENERIC_NOUNS for w in qw):
         return "template", f"{q!r} names nothing"
     if v.prompt is not None and v.prompt.output == "qa_pairs":  # model-written questions
         if _UNNAMED.search(q):
