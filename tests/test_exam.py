@@ -21,6 +21,7 @@ TRAIN_Q = "Who estimated the cost of the Eastbay bridge repairs?"
 PARAPHRASE = "Who estimated the repair costs of the Eastbay bridge?"  # the same question in other words
 FRESH = "When did the Eastbay council vote to close the old bridge?"
 INVENTED = "Which company built the Eastbay bridge?"
+QUOTED = "The Eastbay council voted on 3 May 2021 to close the old bridge"  # a quote asked as a question
 
 
 def _is_exam(req: dict) -> bool:
@@ -98,3 +99,23 @@ def test_the_exam_is_incremental_and_can_be_turned_off(bridge, tmp_path, exam_st
     summary = ingest(bridge, off, _settings(exam_stub, exam=False))
     assert not (off / "exam.jsonl").exists() and summary.exam_questions == 0
     assert summary.calls_per_perspective.get("exam") is None and exam_stub.count() - before == summary.requests_sent
+
+
+def test_an_exam_question_that_is_a_quote_is_filtered(bridge, tmp_path):
+    """The embedded model once asked a sentence of the document as its exam question: it never reaches exam.jsonl."""
+    def quoting(req: dict) -> StubReply:
+        if _is_exam(req):
+            pairs = [{"question": FRESH, "quote": "voted on 3 May 2021 to close the old bridge", "answer": "3 May 2021"},
+                     {"question": QUOTED, "quote": "voted on 3 May 2021", "answer": "3 May 2021"}]
+            return StubReply(content=json.dumps({"pairs": pairs}))
+        return passage_reply(req)
+
+    out = tmp_path / "out"
+    with StubServer(quoting) as stub:
+        summary = ingest(bridge, out, _settings(stub, filters=True))
+    assert [row["question"] for row in _jsonl(out / "exam.jsonl")] == [FRESH]
+    assert summary.verdicts.get("exam_filtered") == 1
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        row = db.execute("SELECT v.verdict, v.detail FROM verdicts v JOIN pairs p ON p.pair_id=v.pair_id "
+                         "WHERE p.question=?", (QUOTED,)).fetchone()
+    assert row[0] == "exam_filtered" and "not a question" in row[1]

@@ -114,6 +114,13 @@ def test_unchanged_corpus_is_not_even_replayed(corpus, tmp_path, stub, settings_
     with sqlite3.connect(out / "qagen.sqlite") as db:
         runs = db.execute("SELECT status, json_extract(summary, '$.unchanged') FROM runs ORDER BY run_id").fetchall()
     assert runs == [("ok", 0), ("ok", 1)]
+    # the no-op run holds the corpus it repeats: `qagen eval` matched no exam question against it before
+    from qagen.store import Store
+
+    with Store(out) as store:
+        assert store.run_documents(2) == store.run_documents(1) != []
+        assert [rp.pair.pair_id for rp in store.run_pairs(2)] == [rp.pair.pair_id for rp in store.run_pairs(1)]
+        assert [rp.verdict for rp in store.run_pairs(2)] == [rp.verdict for rp in store.run_pairs(1)]
 
 
 def test_what_defeats_the_unchanged_check(corpus, tmp_path, stub, settings_for):

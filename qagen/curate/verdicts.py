@@ -16,7 +16,8 @@ Runs once at the end of a run, over what the store holds for it, in this order
 6. ``exported``.
 
 The held-out exam's pairs are never exported: they get ``exam``,
-``exam_ungrounded`` or ``exam_contaminated`` (``qagen.curate.exam``).
+``exam_ungrounded`` or ``exam_contaminated`` (``qagen.curate.exam``), or
+``exam_filtered`` when a deterministic filter catches them (a quote asked as a question).
 
 Every verdict is stored with its detail, so the report and the summary can say
 what was thrown away and why.
@@ -129,6 +130,12 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
     for rp in store.run_pairs(run_id):
         p = rp.pair
         if _is_exam(prompts, p.perspective):
+            # an exam question must read as one too ("The welfare of our country is ..." is a quote, not a question)
+            bad = screen(PairView(p.question, p.answer, _prompt(prompts, p.perspective), rp.title), settings.filters)
+            if bad is not None:
+                batch.append(Verdict(p.pair_id, "exam_filtered", detail=f"filter: {bad[1]}"))
+                result.counts["exam_filtered"] += 1
+                continue
             exam.append(ExamPair(p.pair_id, p.chunk_id, p.question, p.answer, dict(p.extra).get("quote", "")))
             continue
         scores, method, score = judgements.pop(p.pair_id, ({}, "none", None))

@@ -92,6 +92,9 @@ def unchanged(store: Store, out_dir: Path, inputs: str, settings: Settings, summ
     summary.prompt_tokens = summary.completion_tokens = 0
     summary.unchanged = True
     summary.seconds = round(time.perf_counter() - started, 2)
+    repeated = store.latest_finished_run("ingest")
     run_id = store.start_run("ingest", {**settings.model_dump(exclude={"api_key"}), "docs_dir": str(summary.docs_dir)})
+    if repeated is not None:  # `qagen eval` / `report` / `export` read the latest ingest run: it holds the corpus
+        store.carry_run(repeated, run_id)
     store.finish_run(run_id, "ok", summary.to_dict())
     return True

@@ -39,6 +39,18 @@ class FlowQueries(Database):
             )
         self.flush()  # the end of a run is always durable
 
+    def carry_run(self, from_run: int, to_run: int) -> None:
+        """A run that changed nothing holds what the run it repeats held (its documents, pairs and verdicts), so
+        everything that reads "the latest ingest run" (eval, report, export) finds the corpus there."""
+        with self.transaction():
+            self.db.execute("INSERT OR IGNORE INTO run_docs SELECT ?, doc_id, path FROM run_docs WHERE run_id=?",
+                            (to_run, from_run))
+            self.db.execute("INSERT OR IGNORE INTO run_pairs SELECT ?, pair_id, sort_key FROM run_pairs "
+                            "WHERE run_id=?", (to_run, from_run))
+            self.db.execute("INSERT OR IGNORE INTO verdicts SELECT ?, pair_id, verdict, detail, judge, judge_method, "
+                            "judge_score, grounded, grounding, quote, duplicate_of FROM verdicts WHERE run_id=?",
+                            (to_run, from_run))
+
     def run_record(self, run_id: int) -> RunRecord | None:
         row = self.db.execute(
             "SELECT run_id, command, status, started_at, finished_at, settings, summary FROM runs WHERE run_id=?",
