@@ -137,6 +137,9 @@ def test_metadata_must_be_stated_as_such():
         == "ungrounded"
     assert check("metadata", 'Who wrote "Currency hits a new low"?', "Maria Lopez", title="Currency hits a new low",
                  head=NEWS_HEAD) is None
+    wash = "George Washington: Annual Address to Congress (January 8, 1790)"
+    assert check("metadata", f'Who wrote "{wash}"?', "George Washington", title=wash, head="Gentlemen of the Senate",
+                 meta=(("author", "George Washington"),)) is None  # the title names its author: no echo
     assert check("metadata", "What is the title of the document ab12cd34ef?", "The Copy Module Guide")[0] == "ungrounded"
     assert check("metadata", "What is the title of the document ab12cd34ef?", COPY) is None
 

@@ -149,7 +149,8 @@ def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     if not answer:
         return "echo", "the answer has no words"
     question = _norm(v.question)
-    if question and (answer == question or (len(answer) >= 4 and answer in question)):
+    metadata = v.prompt is not None and v.prompt.id == "metadata"  # "Who wrote 'George Washington: ...'?" is fair
+    if question and not metadata and (answer == question or (len(answer) >= 4 and answer in question)):
         return "echo", "the answer only restates the question"
     # An answer that is the title is fine ("Which game was played on 7 February 2016?" -> "Super Bowl 50"), but a
     # title that is a cut sentence ("CITY — A strong indication on Friday that the...") answers nothing.
