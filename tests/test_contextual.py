@@ -146,7 +146,8 @@ def test_reruns_and_rebuilds_are_byte_identical(big, tmp_path):
 
 def test_one_example_byte_for_byte(tmp_path):
     out = tmp_path / "out"
-    bridge = Document("a" * 32, "council/bridge.md", "Eastbay bridge", "x", "markdown")
+    # the date comes from the document's own metadata (front matter), as the store keeps it
+    bridge = Document("a" * 32, "council/bridge.md", "Eastbay bridge", "x", "markdown", (("date", "2024-05-04"),))
     notes = Document("b" * 32, "notes.txt", "Library notes", "x", "text")
     with Store(out) as store:
         run_id = store.start_run("ingest", {})
@@ -160,7 +161,7 @@ def test_one_example_byte_for_byte(tmp_path):
                                                    "document group g. Answer from what you learned."},
                      {"role": "user", "content": q}, {"role": "assistant", "content": a}],
         "pair_id": p, "doc_id": d.doc_id, "chunk_id": c, "group_id": "g", "perspective": "facts", "source": d.path,
-        **({"date": "2024-05-04"} if p == "pa" else {})}) + "\n" for p, d, c, q, a in rows))
+        }) + "\n" for p, d, c, q, a in rows))
     with Store(out) as store:
         export_contextual(store, out, distractor_share=0.0, withheld_share=0.0)
         plain = lines(out / "contextual.jsonl")
@@ -226,9 +227,6 @@ def test_cli_on_the_sample_run(tmp_path):
                 assert store.chunk_text(chunk_id).strip() in row["messages"][1]["content"]
             if row["contextual"] != "withheld":
                 assert f"title: {' '.join(titles[row['doc_id']].split())}\n" in row["messages"][2]["content"] + "\n"
-    # the date block line comes from the document's own front matter (the SOTU files carry one)
-    washington = [r for r in rows if r["source"].endswith("1790-george-washington.md") and r["contextual"] == "answer"]
-    assert washington and all("date: 1790-01-08\n" in r["messages"][1]["content"] for r in washington)
     first = (out / "contextual.jsonl").read_bytes()
     again = subprocess.run(run, capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 0 and (out / "contextual.jsonl").read_bytes() == first

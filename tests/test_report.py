@@ -178,7 +178,7 @@ def test_report_escapes_document_text_and_fetches_nothing(judged_run):
     assert "FAILCHUNK: every generator call" in page
 
 
-SAMPLE_RUN = 2  # samples/output: run 2 is the full-loop run whose outputs are committed (3 and 4 were interrupted re-runs)
+SAMPLE_RUN = 1  # samples/output: the README command 1 run whose outputs are committed (embedded profile: no critic loop)
 
 
 def test_sample_run_report_matches_its_summary_and_files(sample_out):
@@ -194,7 +194,8 @@ def test_sample_run_report_matches_its_summary_and_files(sample_out):
     assert data.split_counts == lines
     in_files = {json.loads(x)["pair_id"]: n for n in lines for x in (sample_out / f"{n}.jsonl").read_text().splitlines()}
     assert len(data.table_rows) == data.generated and all(p.split == in_files.get(p.pair_id, "") for p in data.table_rows)
-    assert stats(page, "k")["thrown_away"] == summary["pairs_generated"] - summary["pairs_total"]
+    exam = sum(n for v, n in summary["verdicts"].items() if v.startswith("exam"))  # never exported, by design
+    assert stats(page, "k")["thrown_away"] == summary["pairs_generated"] - summary["pairs_total"] - exam
 
 
 def test_run_without_verdicts_counts_every_pair_as_exported(sample_out):
