@@ -39,11 +39,16 @@ class Reducer:
         self.caller, self.prompts = caller, prompts
         self.map_prompt: Prompt = prompts.by_id(MAP_PROMPT)
         self.budget_chars = max(budget_chars, 1000)
+        # the map's requests in flight at once per document: a 10,000-chunk document must not build 10,000
+        # requests at a time (the perspective stage bounds its own queue the same way)
+        self.gate = asyncio.Semaphore(8)
 
     async def summary(self, doc: Document, chunk: Chunk) -> str | None:
         """One chunk's section summary: the section_summary perspective's own request (cached, or shared in flight)."""
-        request = build_request(self.prompts, self.map_prompt, doc, chunk, self.caller.model_for(self.map_prompt.role))
-        result = await self.caller.ask_structured(self.map_prompt, request, chunk)
+        async with self.gate:
+            request = build_request(self.prompts, self.map_prompt, doc, chunk,
+                                    self.caller.model_for(self.map_prompt.role))
+            result = await self.caller.ask_structured(self.map_prompt, request, chunk)
         if result is None:
             return None
         return " ".join(str(v) for v in result[0].model_dump().values()).strip() or None
