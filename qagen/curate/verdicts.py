@@ -155,8 +155,8 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
         hit = matcher.match(p.question) if matcher else None
         prompt = _prompt(prompts, p.perspective)
         # the chunk, where a check reads it: datelines and bylines (metadata), relations (entities)
-        head = text_of(p.chunk_id) if prompt is not None and prompt.output in ("answers", "entities") and \
-            prompt.id in ("metadata", "entities") else ""
+        head = text_of(p.chunk_id) if prompt is not None and (prompt.id == "metadata" or prompt.output == "entities") \
+            else ""
         meta = meta_of(p.doc_id) if head else ()
         filtered = screen(PairView(p.question, p.answer, prompt, rp.title, head, meta), settings.filters)
         if hit is not None:

@@ -8,7 +8,6 @@ Secrets (the API key, the SMTP password) are used, never shown: every text a che
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from qagen.config import Settings
-from qagen.flow.notify import NotifySettings, scrub
+from qagen.flow.notify import NotifySettings, UnencryptedLogin, scrub, smtp_session
 from qagen.flow.train import CPU_TEMPLATE_PREFIX, TrainSettings, template_names
 
 Status = Literal["ok", "fail", "warn", "skip"]
@@ -273,8 +272,9 @@ def check_email(ns: NotifySettings, timeout: float) -> Check:
     if ns.email is not None and any("@" not in a for a in ns.email.split(",")):
         return Check("email", "fail", f"not an email address: {ns.email!r}", "pass --email you@example.org")
     try:
-        _smtp_session(ns, timeout)
-    except _Refused as exc:
+        with smtp_session(ns, timeout):
+            pass  # connected, TLS as configured, logged in: nothing is sent
+    except UnencryptedLogin as exc:
         return Check("email", "fail", scrub(str(exc), secrets), "use --smtp-tls starttls or ssl (QAGEN_SMTP_TLS)")
     except smtplib.SMTPAuthenticationError as exc:
         unset = "" if secrets else " (QAGEN_SMTP_PASSWORD is not set)"
@@ -288,40 +288,6 @@ def check_email(ns: NotifySettings, timeout: float) -> Check:
     login = f", logged in as {ns.smtp_user}" if ns.smtp_user else ""
     to = f"; mail goes to {ns.email}" if ns.email else "; no recipient set (--email)"
     return Check("email", "ok", scrub(f"{where} answers ({ns.smtp_tls} TLS{login}){to}", secrets))
-
-
-class _Refused(Exception):
-    pass
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _smtp_session(ns: NotifySettings, timeout: float) -> None:
-    """The handshake of ``qagen.flow.notify.send`` up to the login, then QUIT."""
-    context = ssl.create_default_context()
-    client: smtplib.SMTP
-    if ns.smtp_tls == "ssl":
-        client = smtplib.SMTP_SSL(ns.smtp_host, ns.port, timeout=timeout, context=context)
-    else:
-        client = smtplib.SMTP(ns.smtp_host, ns.port, timeout=timeout)
-    with client:
-        client.ehlo()
-        encrypted = ns.smtp_tls == "ssl"
-        if ns.smtp_tls == "starttls" or (ns.smtp_tls == "auto" and client.has_extn("starttls")):
-            client.starttls(context=context)
-            client.ehlo()
-            encrypted = True
-        if ns.smtp_user:
-            if not encrypted and not _loopback(ns.smtp_host):
-                raise _Refused(f"{ns.smtp_host} offers no encryption; the SMTP password would go unencrypted")
-            client.login(ns.smtp_user, ns.smtp_password.get_secret_value() if ns.smtp_password else "")
 
 
 # --- the output folder -----------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import logging
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -95,31 +97,46 @@ def build_message(sender: str, recipient: str, subject: str, body: str) -> Email
     return msg
 
 
+class UnencryptedLogin(NotifyError):
+    """The server offers no encryption and is not this machine: the password is not sent."""
+
+
+@contextmanager
+def smtp_session(settings: NotifySettings, timeout: float | None = None) -> Iterator[smtplib.SMTP]:
+    """A connected client, TLS as configured and logged in when a user is set (``send`` and ``qagen doctor``).
+
+    smtplib's own errors pass through; an unencrypted login to another machine raises ``UnencryptedLogin``.
+    """
+    context = ssl.create_default_context()
+    wait = timeout if timeout is not None else settings.smtp_timeout
+    client: smtplib.SMTP
+    if settings.smtp_tls == "ssl":
+        client = smtplib.SMTP_SSL(settings.smtp_host, settings.port, timeout=wait, context=context)
+    else:
+        client = smtplib.SMTP(settings.smtp_host, settings.port, timeout=wait)
+    with client:
+        client.ehlo()
+        encrypted = settings.smtp_tls == "ssl"
+        if settings.smtp_tls == "starttls" or (settings.smtp_tls == "auto" and client.has_extn("starttls")):
+            client.starttls(context=context)
+            client.ehlo()
+            encrypted = True
+        if settings.smtp_user:
+            if not encrypted and not _is_loopback(settings.smtp_host):
+                raise UnencryptedLogin(
+                    f"refusing to send the SMTP password unencrypted to {settings.smtp_host}: "
+                    "use --smtp-tls starttls or ssl"
+                )
+            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+            client.login(settings.smtp_user, password)
+        yield client
+
+
 def send(settings: NotifySettings, recipient: str, subject: str, body: str) -> None:
     """Deliver one message; raise ``NotifyError`` (without any secret in it) if that fails."""
     msg = build_message(settings.sender, recipient, subject, body)
-    context = ssl.create_default_context()
     try:
-        client: smtplib.SMTP
-        if settings.smtp_tls == "ssl":
-            client = smtplib.SMTP_SSL(settings.smtp_host, settings.port, timeout=settings.smtp_timeout, context=context)
-        else:
-            client = smtplib.SMTP(settings.smtp_host, settings.port, timeout=settings.smtp_timeout)
-        with client:
-            client.ehlo()
-            encrypted = settings.smtp_tls == "ssl"
-            if settings.smtp_tls == "starttls" or (settings.smtp_tls == "auto" and client.has_extn("starttls")):
-                client.starttls(context=context)
-                client.ehlo()
-                encrypted = True
-            if settings.smtp_user:
-                if not encrypted and not _is_loopback(settings.smtp_host):
-                    raise NotifyError(
-                        f"refusing to send the SMTP password unencrypted to {settings.smtp_host}: "
-                        "use --smtp-tls starttls or ssl"
-                    )
-                password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
-                client.login(settings.smtp_user, password)
+        with smtp_session(settings) as client:
             client.send_message(msg)
     except (smtplib.SMTPException, OSError) as exc:
         # smtplib errors carry the server's reply, never our password; scrub anyway.
