@@ -229,20 +229,45 @@ def test_ingest_skips_every_bad_file_and_keeps_documents_apart(tmp_path, stub, s
     check_isolation(stub.requests, good)
 
 
+# The launcher runs the CLI and reports its peak RSS (wait4's ru_maxrss, in kB) on its own stdout. A fresh
+# interpreter is needed between pytest and the CLI: Linux carries the pre-exec high-water mark across fork + exec,
+# so a CLI forked straight from this process reports at least pytest's own peak (1.6 GB in a full run, after the
+# in-process training and evaluation tests), whatever the CLI itself uses.
+_LAUNCHER = """
+import os, subprocess, sys
+with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
+    proc = subprocess.Popen(sys.argv[3:], stdout=out, stderr=err)
+    _, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def _run_cli(args: list[str], tmp_path: Path, tag: str) -> tuple[int, str, str, int]:
     """Run the CLI; return (exit code, stdout, stderr, peak RSS in kB of exactly that process)."""
+    return _run_cli_raw([*QAGEN, *args], tmp_path, tag)
+
+
+def _run_cli_raw(cmd: list[str], tmp_path: Path, tag: str) -> tuple[int, str, str, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_") and k != "OPENAI_API_KEY"}
     out_path, err_path = tmp_path / f"{tag}.stdout", tmp_path / f"{tag}.stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([*QAGEN, *args], stdout=out, stderr=err, env=env)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)  # wait4: the rusage of exactly this child
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return proc.returncode, out_path.read_text(), err_path.read_text(), usage.ru_maxrss
+    launched = subprocess.run([sys.executable, "-c", _LAUNCHER, str(out_path), str(err_path), *cmd],
+                              env=env, capture_output=True, text=True, check=True)
+    code, rss_kb = (int(x) for x in launched.stdout.split())
+    return code, out_path.read_text(), err_path.read_text(), rss_kb
+
+
+def test_peak_rss_is_the_cli_s_own_not_pytest_s(tmp_path):
+    """The measure above counts the CLI, not the process that started it, and still sees what the CLI allocates."""
+    ballast = bytearray(1200 * 1024 * 1024)  # this process's peak: the high-water mark a plain fork + exec inherits
+    ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))
+    allocate = "import sys; b = bytearray(400 * 1024 * 1024); b[::4096] = b'1' * len(b[::4096]); sys.exit(3)"
+    try:
+        small = _run_cli_raw([sys.executable, "-c", "pass"], tmp_path, "small")
+        large = _run_cli_raw([sys.executable, "-c", allocate], tmp_path, "large")
+    finally:
+        del ballast
+    assert small[0] == 0 and small[3] < 200 * 1024
+    assert large[0] == 3 and 400 * 1024 < large[3] < 1000 * 1024
 
 
 def test_cli_exit_codes_and_peak_memory(tmp_path, stub, capsys):
@@ -261,8 +286,8 @@ def test_cli_exit_codes_and_peak_memory(tmp_path, stub, capsys):
         print(f"\n[hostile inputs] CLI ingest peak RSS: {rss_kb / 1024:.0f} MiB")
     # (~230 MiB here, the same as without the huge file: imports dominate. The
     # byte-exact check that the file is never read is the tracemalloc test below.)
-    # rss_kb is exactly this process (wait4). RUSAGE_CHILDREN is not used: it is the max over every child
-    # the test process ever reaped, e.g. an earlier test's axolotl training (3 GB in CI).
+    # rss_kb is exactly the CLI process (wait4 in the launcher). RUSAGE_CHILDREN is not used: it is the max over
+    # every child the test process ever reaped, e.g. an earlier test's axolotl training (3 GB in CI).
     assert rss_kb < 1024 * 1024
 
     strict, stdout, stderr, _ = _run_cli([*args, "--fail-on-skip"], tmp_path, "strict")
@@ -310,7 +335,7 @@ def _python_for(user: str, paths: list[str], cwd: str) -> tuple[str | None, str]
             probe = subprocess.run(
                 [exe, "-s", "-c", "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); import qagen.corpus.reader",
                  json.dumps(paths)],
-                user=user, cwd=cwd, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                check=False, user=user, cwd=cwd, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 capture_output=True, text=True, timeout=60,
             )
         except OSError as exc:
@@ -349,7 +374,7 @@ def test_unreadable_files_as_an_unprivileged_user():
             pytest.skip(f"user 'nobody' cannot run a Python that imports qagen here ({why.strip()})")
         result = subprocess.run(
             [exe, "-s", "-c", NOBODY_SCRIPT, json.dumps(paths), str(root)],
-            user="nobody", cwd=base, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            check=False, user="nobody", cwd=base, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             capture_output=True, text=True, timeout=120,
         )
         assert result.returncode == 0, result.stderr
