@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     filters: bool = True
     # An answer with more than this share of its characters inside repeated word 3-5-grams is degenerate.
     max_repetition: float = Field(default=0.3, gt=0.0, le=1.0)
+    # Facts x k (qagen/generate/facts.py): every fact of the facts perspective is asked at least k times (pairs of
+    # other perspectives whose quote overlaps it count), by a cached top-up request per fact below k; with
+    # ``reversal`` one of them asks the reverse way (the question names the answer). None: k = 3 with reversal for
+    # a served model, k = 1 without for the embedded 135M model (the embedded profile: a first run stays short).
+    facts_k: int | None = Field(default=None, ge=1, le=10)
+    reversal: bool | None = None
     # Fail fast: stop when, over the first N items of a stage, the failure rate passes the limit.
     fail_fast_after: int = Field(default=20, ge=0)
     max_parse_failure_rate: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -142,6 +148,16 @@ class Settings(BaseSettings):
     def profile(self) -> str:
         """"embedded" when the embedded model's lighter defaults apply (the summary says so), else ""."""
         return "embedded" if self.uses_embedded and self.refine is None else ""
+
+    @property
+    def coverage_k(self) -> int:
+        """How many exposures each fact gets at least (``facts_k``, or the backend's default)."""
+        return self.facts_k if self.facts_k is not None else (1 if self.uses_embedded else 3)
+
+    @property
+    def reversing(self) -> bool:
+        """Whether each fact with a short answer is also asked the reverse way."""
+        return self.reversal if self.reversal is not None else not self.uses_embedded
 
     @property
     def rounds(self) -> int:

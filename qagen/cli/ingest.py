@@ -112,6 +112,12 @@ def _summary_table(s: Summary) -> Table:
         by = ", ".join(f"{k} {v}" for k, v in s.filtered.items())
         saved = f"; {s.screened} caught before the judge (no judge call)" if s.judged else ""
         t.add_row("filters", f"{sum(s.filtered.values())} pairs thrown away by the deterministic filters ({by}){saved}")
+    if s.facts:
+        f = s.facts
+        hist = ", ".join(f"{n} x{b}" for b, n in f["histogram"].items())  # type: ignore[union-attr]
+        t.add_row("facts", f"{f['facts']} facts, exported exposures per fact: {hist}; {f['below_k']} below "
+                           f"k={f['k']}; {f['reverse_pairs']} reverse questions; "
+                           f"{float(f['chunk_share_at_k']):.0%} of a chunk's facts reach k (mean)")  # type: ignore[arg-type]
     if s.grounding_checked:
         policy = "dropped" if s.ungrounded_policy == "drop" else "flagged"
         t.add_row("grounding", f"{s.grounded} of {s.grounding_checked} quotes found in their chunk; "
@@ -171,6 +177,8 @@ def ingest_cmd(
     dedup: Annotated[bool | None, typer.Option("--dedup/--no-dedup", help="Drop near-duplicate questions across the corpus, keeping the best-judged.")] = None,
     filters: Annotated[bool | None, typer.Option("--filters/--no-filters", help="Deterministic filters before the judge: repetition, too-short, echoes, truncation, unfilled templates, unstated metadata.")] = None,
     max_repetition: Annotated[float | None, typer.Option(help="Filter answers with more than this share of characters in repeated word 3-5-grams (default 0.3).")] = None,
+    facts_k: Annotated[int | None, typer.Option(help="Ask every fact of the facts perspective at least K times, in other words (pairs of other perspectives that quote it count; a top-up asks only for facts below K). Default 3; 1 on the embedded model.")] = None,
+    reversal: Annotated[bool | None, typer.Option("--reversal/--no-reversal", help="Also ask each fact the reverse way: the question names the answer and asks for the other side. Default on; off on the embedded model.")] = None,
     fail_fast_after: Annotated[int | None, typer.Option(help="Stop when the parse-failure or judge-rejection rate over the first N items passes its limit (0: never).")] = None,
     critic_base_url: Annotated[str | None, typer.Option(help="Endpoint for the critic role (default: the generator's).")] = None,
     critic_model: Annotated[str | None, typer.Option(help="Model for the critic role.")] = None,
@@ -204,7 +212,7 @@ def ingest_cmd(
         refine=refine, max_rounds=max_rounds, min_rounds=min_rounds, refine_style=refine_style,
         judge=judge, judge_threshold=judge_threshold, best_of=best_of, grounding_threshold=grounding_threshold,
         ungrounded=ungrounded, dedup=dedup, filters=filters, max_repetition=max_repetition,
-        fail_fast_after=fail_fast_after,
+        facts_k=facts_k, reversal=reversal, fail_fast_after=fail_fast_after,
         critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
         regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
         report=report, exam=exam, license=license, transport=transport, executor=executor, ray_address=ray_address,

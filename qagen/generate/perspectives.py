@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from qagen.core import ids
 from qagen.core.types import Chunk, Document, QAPair
 from qagen.corpus.reader import heading_like
+from qagen.generate import facts
 from qagen.generate.caller import Caller
 from qagen.generate.whole import Reducer
 from qagen.prompting.prompts import Prompt, PromptSet
@@ -93,6 +94,8 @@ class Generator:
         exam: bool = False,
         screen: Screen | None = None,
         reduce_chars: int | None = None,
+        facts_k: int = 0,
+        reversal: bool = False,
     ):
         self.caller = caller
         self.prompts = prompts
@@ -105,6 +108,10 @@ class Generator:
         self.exam = [p for p in prompts.all if p.role == "exam" and p.enabled] if exam else []
         # A short title for documents that state none (prompts/title.md); without it the file name stays.
         self.titler = next((p for p in prompts.all if p.role == "titler" and p.enabled), None)
+        # Facts x k (qagen/generate/facts.py): facts below k exposures are asked again (prompts/fact_questions.md)
+        self.paraphraser = next((p for p in prompts.all if p.role == "paraphraser" and p.enabled), None)
+        self.facts_k, self.reversal = facts_k, reversal
+        self.covering = self.paraphraser is not None and (facts_k > 1 or reversal)
 
     async def title(self, doc: Document, chunks: list[Chunk]) -> tuple[Document, list[Chunk]]:
         """A model-written title for a document whose title is only its file name (one cached call)."""
@@ -145,17 +152,62 @@ class Generator:
         passage = await self.reducer.passage(doc, chunks)
         await asyncio.gather(*(self.run_prompt(p, doc, passage) for p in prompts))
 
-    async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]:
-        """One perspective call on one chunk; drafts go through the refiner when one is set."""
+    async def run_chunk(self, prompts: list[Prompt], doc: Document, chunk: Chunk) -> None:
+        """The chunk's perspectives; then, with facts x k on, the facts' links and the top-up; then stored."""
+        async with asyncio.TaskGroup() as tg:  # a task group: one failing (a fail-fast trip) cancels the others
+            drafted = [tg.create_task(self.run_prompt(p, doc, chunk, keep=False)) for p in prompts]
+        rows = [(p, task.result()) for p, task in zip(prompts, drafted, strict=True)]
+        if self.covering:
+            rows = await self._cover(rows, doc, chunk)
+        self.caller.store.add_pairs(self.caller.run_id, [
+            (pair, sort_key(doc, chunk, prompt.id, i)) for prompt, pairs in rows for i, pair in enumerate(pairs)])
+
+    async def _cover(self, rows: list[tuple[Prompt, list[QAPair]]], doc: Document, chunk: Chunk,
+                     ) -> list[tuple[Prompt, list[QAPair]]]:
+        """Tag every quoted pair with its fact; ask again for the facts below k (one cached request each)."""
+        trained = [pair for prompt, pairs in rows if prompt.role != "exam" for pair in pairs]
+        known = facts.facts_of(trained, chunk.text)
+        if not known:
+            return rows
+        rows = [(prompt, pairs if prompt.role == "exam" else facts.link(pairs, known, chunk.text))
+                for prompt, pairs in rows]
+        passed = [pair for prompt, pairs in rows if prompt.role != "exam" for pair in pairs
+                  if self.screen is None or self.screen(pair, prompt, doc, chunk) is None]
+        plans = facts.plan_top_up(known, passed, self.facts_k, self.reversal)
+        assert self.paraphraser is not None
+        self.caller.progress.requests_added(len(plans))
+        async with asyncio.TaskGroup() as tg:
+            more = [tg.create_task(self._top_up(plan, doc, chunk)) for plan in plans]
+        extra = [pair for task in more for pair in task.result()]
+        return [*rows, (self.paraphraser, extra)] if extra else rows
+
+    async def _top_up(self, plan: facts.TopUp, doc: Document, chunk: Chunk) -> list[QAPair]:
+        """New questions for one fact, grounded by its quote; the reverse one is recognised by code."""
+        prompt = replace(self.paraphraser, n=min(plan.need, 20))  # type: ignore[arg-type]
+        f = plan.fact
+        pairs = await self.run_prompt(prompt, doc, chunk, keep=False, quote=f.quote, fact=f.quote,
+                                      question=f.question, answer=f.answer, reverse=plan.reverse,
+                                      asked=list(plan.asked))
+        return [facts.with_fact(p, f, facts.is_reverse(p.question, p.answer, f)) for p in pairs]
+
+    async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk, *, keep: bool = True,
+                         quote: str = "", **variables_: object) -> list[QAPair]:
+        """One perspective call on one chunk; drafts go through the refiner when one is set.
+
+        ``keep``: store the pairs now (else the caller stores them, :meth:`run_chunk`). ``quote``: the supporting
+        quote of every pair, set by code (the facts top-up asks no quote of its own); ``variables_`` go to the
+        prompt's template.
+        """
         c = self.caller
         c.stats.calls[prompt.id] += 1
         model = c.model_for(prompt.role)
-        result = await c.ask_structured(prompt, build_request(self.prompts, prompt, doc, chunk, model), chunk)
+        request = build_request(self.prompts, prompt, doc, chunk, model, quote=False if quote else None, **variables_)
+        result = await c.ask_structured(prompt, request, chunk, quote=False if quote else None)
         if result is None:
             return []
         obj, request = result
         variables = prompt_variables(doc, chunk)
-        qa = outputs_to_qa(prompt, obj, variables)
+        qa = [(q, a, quote or found) for q, a, found in outputs_to_qa(prompt, obj, variables)]
         pairs = [
             QAPair(
                 # the chunk ID too: an edited document reuses its unchanged chunks' requests under new chunk IDs
@@ -188,7 +240,8 @@ class Generator:
                 c.stats.screened += len(pairs) - len(to_judge)
             if to_judge:
                 await self.judge.judge_pairs(to_judge, doc, chunk)
-        c.store.add_pairs(c.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
+        if keep:
+            c.store.add_pairs(c.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
         c.stats.pairs[prompt.id] += len(pairs)
         c.progress.pairs_added(len(pairs))
         return pairs

@@ -60,7 +60,8 @@ def build_stages(
     # the whole-document reduce passage may be as long as a chunk (estimated at 4 characters a token)
     reduce_chars = 4 * chunker_settings(settings).chunk_size
     return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam,
-                                    screen=screen_pair, reduce_chars=reduce_chars))
+                                    screen=screen_pair, reduce_chars=reduce_chars,
+                                    facts_k=settings.coverage_k, reversal=settings.reversing))
 
 
 def filter_settings(settings: Settings) -> FilterSettings:

@@ -135,11 +135,12 @@ class Shard:
         gate = asyncio.Semaphore(self.max_pending)  # bounds queued work: memory stays flat
         generator, progress = self.stages.generator, self.progress
 
-        async def one(task_coro: object) -> None:
+        async def one(task_coro: object, permits: int = 1) -> None:
             try:
                 await task_coro  # type: ignore[misc]
             finally:
-                gate.release()
+                for _ in range(permits):
+                    gate.release()
 
         async with asyncio.TaskGroup() as tg:
             while True:
@@ -157,9 +158,11 @@ class Shard:
                 for chunk in chunks:
                     planned = generator.plan(chunk, len(chunks))
                     self.stages.caller.progress.requests_added(len(planned))
-                    for prompt in planned:
+                    # one task per chunk (its facts are linked across its perspectives), holding a permit per call
+                    permits = min(max(len(planned), 1), self.max_pending)  # a long suite still fits the gate
+                    for _ in range(permits):
                         await gate.acquire()
-                        tg.create_task(one(generator.run_prompt(prompt, doc, chunk)))
+                    tg.create_task(one(generator.run_chunk(planned, doc, chunk), permits))
                 whole = generator.whole_document(len(chunks))
                 if whole:  # the reduce over the section summaries above (shared with their own requests)
                     self.stages.caller.progress.requests_added(len(whole))

@@ -32,7 +32,13 @@ from qagen.pipeline.assemble import (
 )
 from qagen.pipeline.executor import RunTotals, Shard, run_local
 from qagen.pipeline.fingerprint import input_fingerprint, outputs, unchanged
-from qagen.pipeline.summary import Interrupted, Summary, add_curation, add_totals
+from qagen.pipeline.summary import (
+    Interrupted,
+    Summary,
+    add_coverage,
+    add_curation,
+    add_totals,
+)
 from qagen.prompting.prompts import PromptSet, load_prompts
 from qagen.store import Store
 
@@ -168,6 +174,8 @@ def _finish(
         pairs["identity"] += _add_identity(store, prompts, run_id, group_id)
     curated = curate(store, run_id, prompts, curate_settings(settings), judged=stages.judge is not None)
     add_curation(summary, curated, store, run_id, totals.stats.calls, settings)
+    if stages.generator.covering:
+        add_coverage(summary, store, run_id, settings.coverage_k)
     result = export_run(store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by)
     summary.http_retries = int(getattr(llm, "retries", 0))
     summary.pairs_per_perspective = dict(sorted(pairs.items()))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from qagen.config import Settings
 from qagen.curate.verdicts import CurateResult
+from qagen.generate.facts import coverage
 from qagen.pipeline.executor import RunTotals
 from qagen.store import Store
 
@@ -71,6 +73,8 @@ class Summary:
     pairs_generated: int = 0  # before curation (after refinement)
     exported_per_perspective: dict[str, int] = field(default_factory=dict)
     yield_per_perspective: dict[str, float] = field(default_factory=dict)  # exported pairs per call
+    # Facts x k (qagen/generate/facts.py): exposures per fact in the exported pairs, the facts below k, reversals
+    facts: dict[str, object] = field(default_factory=dict)
     chunks_without_pairs: int = 0
     chunks_without_pairs_examples: list[str] = field(default_factory=list)
     contaminated_removed: int = 0
@@ -141,3 +145,17 @@ def add_curation(
     summary.chunks_without_pairs, empty = store.chunks_without_pairs(run_id)
     summary.chunks_without_pairs_examples = [f"{path} part {idx + 1} ({section or 'no section'})"
                                              for path, idx, section in empty]
+
+
+def add_coverage(summary: Summary, store: Store, run_id: int, k: int) -> None:
+    """How often each fact is asked in the exported pairs (after judge, grounding and dedup)."""
+    def rows() -> Iterator[tuple[str, str, str, bool, bool]]:  # streamed: memory grows with the facts only
+        for rp in store.run_pairs(run_id):
+            extra = dict(rp.pair.extra)
+            if extra.get("fact_id"):
+                yield (extra["fact_id"], rp.pair.chunk_id, rp.pair.question, rp.verdict == "exported",
+                       extra.get("direction") == "reverse")
+
+    found = coverage(rows(), k)
+    if found.facts:
+        summary.facts = asdict(found)

@@ -27,7 +27,8 @@ from qagen.core.errors import InputError
 log = logging.getLogger(__name__)
 
 Role = Literal[
-    "system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer", "exam", "titler"
+    "system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer", "exam", "titler",
+    "paraphraser",
 ]
 Output = Literal[
     "qa_pairs", "answers", "entities", "identity", "critique", "revision", "answer", "judge", "text", "none"
