@@ -38,7 +38,7 @@ def out(tmp_path: Path) -> Path:
 
 def test_the_four_templates_exist():
     assert set(template_names()) >= {"smollm2-cpu-lora", "smollm2-cpu-full", "mistral-7b-qlora", "mistral-7b-lora",
-                                     "mistral-7b-fsdp2"}
+                                     "mistral-7b-fsdp2", "smollm2-cpu-cpt", "mistral-7b-cpt"}
 
 
 @pytest.mark.parametrize("name", ["smollm2-cpu-lora", "smollm2-cpu-full", "mistral-7b-qlora", "mistral-7b-lora", "mistral-7b-fsdp2"])
@@ -69,6 +69,34 @@ def test_each_template_renders_and_axolotl_accepts_it(out, name):
         assert cfg["fsdp_version"] == 2 and cfg["fsdp_config"]["transformer_layer_cls_to_wrap"] == "MistralDecoderLayer"
     if name == "mistral-7b-qlora":
         assert cfg["adapter"] == "qlora" and cfg["load_in_4bit"] is True
+
+
+@pytest.mark.parametrize(("name", "sft"), [("smollm2-cpu-cpt", "smollm2-cpu-lora"), ("mistral-7b-cpt", "mistral-7b-qlora")])
+def test_each_cpt_template_renders_and_axolotl_accepts_it(out, name, sft):
+    """Stage 1 of --recipe cpt+sft: plain text from OUT/cpt.jsonl, every weight trained, picked beside its SFT
+    template; stage 2's base model is stage 1's folder."""
+    from qagen.flow.train import CPT_DATA, cpt_template
+
+    (out / CPT_DATA).write_text(json.dumps({"text": "doc: abc\ntitle: T\n\nSome text.", "kind": "chunk"}) + "\n")
+    settings = load_train_settings(template=sft, base_model="/models/base-hf", max_steps=3, recipe="cpt+sft")
+    assert cpt_template(settings) == name
+    cfg, key, folder = prepare(out, settings, template=name, data=CPT_DATA, folder_prefix="cpt-")
+    [ds] = cfg["datasets"]
+    assert ds["path"] == str((out / CPT_DATA).resolve())
+    assert (ds["type"], ds["field"], ds["ds_type"]) == ("completion", "text", "json")
+    assert "adapter" not in cfg and cfg["val_set_size"] == 0 and cfg["base_model"] == "/models/base-hf"
+    assert folder.name == f"cpt-{key[:12]}" and cfg["output_dir"] == str(folder)
+    if name.startswith("smollm2-cpu-"):
+        assert cfg["bf16"] is False and cfg["fp16"] is False and cfg["sequence_len"] == 512
+        assert cfg["special_tokens"] == {"eos_token": "<|im_end|>", "pad_token": "<|im_end|>"}
+    else:
+        assert cfg["fsdp_version"] == 2 and cfg["fsdp_config"]["state_dict_type"] == "FULL_STATE_DICT"
+    second, second_key, _ = prepare(out, settings, base_model=str(folder))
+    assert second["base_model"] == str(folder) and second["datasets"][0]["type"] == "chat_template"
+    (out / CPT_DATA).write_text(json.dumps({"text": "other text"}) + "\n")
+    _, new_key, new_folder = prepare(out, settings, template=name, data=CPT_DATA, folder_prefix="cpt-")
+    assert new_key != key and new_folder != folder  # new cpt.jsonl: a new stage 1, so a new stage 2 base model
+    assert prepare(out, settings, base_model=str(new_folder))[1] != second_key
 
 
 def _cfg(out: Path) -> dict:

@@ -77,11 +77,13 @@ def train_cmd(
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (caps --epochs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (default 42).")] = None,
     sequence_len: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="sft (default): fine-tune on train.jsonl. cpt+sft: continued pretraining on OUT/cpt.jsonl (`qagen ingest --cpt`) first, then the SFT template from that model.")] = None,
+    cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template (default smollm2-cpu-cpt beside a CPU template, else mistral-7b-cpt).")] = None,
     force: Annotated[bool, typer.Option(help="Train again even if this dataset + config was trained before.")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Fine-tune on OUT/train.jsonl with axolotl: a LoRA by default (--template smollm2-cpu-full: every weight); validated first."""
+    """Fine-tune on OUT/train.jsonl with axolotl: a LoRA by default (--template smollm2-cpu-full: every weight; --recipe cpt+sft: continued pretraining on OUT/cpt.jsonl first); validated first."""
     from qagen.flow.train import load_train_settings, train
     from qagen.store import Store
 
@@ -89,7 +91,7 @@ def train_cmd(
     require_out(out, as_json)
     ts = settings_or_exit(lambda: load_train_settings(
         template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, seed=seed,
-        sequence_len=sequence_len, launcher_args=launcher_arg), as_json)
+        sequence_len=sequence_len, launcher_args=launcher_arg, recipe=recipe, cpt_template=cpt_template), as_json)
     sigterm_as_interrupt()
     try:
         with errors(as_json), Store(out) as store:
@@ -100,6 +102,10 @@ def train_cmd(
         print(json.dumps({**summary.to_dict(), "loss_curve": summary.loss_curve()}))
         return
     note = " (reused: this dataset + config was trained before; --force to train again)" if summary.cached else ""
+    if summary.cpt:
+        first = summary.cpt
+        reused = " (reused)" if first.get("cached") else ""
+        err.print(f"stage 1, continued pretraining: {first.get('steps')} steps{reused}; model: {first.get('adapter_dir')}")
     err.print(f"trained {summary.steps} steps in {summary.seconds:.0f} s{note}; loss {summary.loss_curve()}")
     err.print(f"adapter: [bold]{summary.adapter_dir}[/bold]   log: {summary.log_path}")
 
@@ -187,6 +193,8 @@ def run_cmd(
     launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun or python.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training passes over train.jsonl (default 3).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="sft (default), or cpt+sft: continued pretraining on OUT/cpt.jsonl first (turns on the ingest's --cpt).")] = None,
+    cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template.")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
     questions: Annotated[Path | None, typer.Option(help="Your held-out questions for the knowledge score (.jsonl, .csv, SQuAD .json); default: the run's exam.jsonl.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for generation and judge.")] = None,
@@ -207,7 +215,8 @@ def run_cmd(
     settings = settings_or_exit(lambda: load_settings(
         base_url=base_url, model=model, concurrency=concurrency, chunk_size=chunk_size), as_json)
     ts = settings_or_exit(lambda: load_train_settings(
-        template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps), as_json)
+        template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, recipe=recipe,
+        cpt_template=cpt_template), as_json)
     ns = settings_or_exit(lambda: load_notify_settings(
         email=email, smtp_host=smtp_host, smtp_port=smtp_port, smtp_user=smtp_user, smtp_from=smtp_from,
         smtp_tls=smtp_tls), as_json)

@@ -137,8 +137,13 @@ def _summary_table(s: Summary) -> Table:
     t.add_row("group", s.group_id[:10])
     t.add_row("train", s.train_path)
     if s.exam_path:
-        t.add_row("exam", f"{s.exam_questions} held-out questions in {s.exam_path} (never trained on)")
+        controls = s.verdicts.get("exam_control", 0)
+        t.add_row("exam", f"{s.exam_questions} held-out questions in {s.exam_path} (never trained on)"
+                  + (f", {controls} of them control questions the documents don't answer" if controls else ""))
     t.add_row("eval", s.eval_path)
+    if s.cpt_path:
+        t.add_row("cpt", f"{s.cpt_texts} texts in {s.cpt_path} (chunks + {s.rewrites} rewrites; {s.rewrites_dropped} "
+                         "rewrites dropped: a number, name or date their chunk does not state)")
     t.add_row("state", s.state_db)
     if s.report_path:
         t.add_row("report", f"{s.report_path} (dataset card: {s.card_path})")
@@ -177,8 +182,8 @@ def ingest_cmd(
     dedup: Annotated[bool | None, typer.Option("--dedup/--no-dedup", help="Drop near-duplicate questions across the corpus, keeping the best-judged.")] = None,
     filters: Annotated[bool | None, typer.Option("--filters/--no-filters", help="Deterministic filters before the judge: repetition, too-short, echoes, truncation, unfilled templates, unstated metadata.")] = None,
     max_repetition: Annotated[float | None, typer.Option(help="Filter answers with more than this share of characters in repeated word 3-5-grams (default 0.3).")] = None,
-    facts_k: Annotated[int | None, typer.Option(help="Ask every fact of the facts perspective at least K times, in other words (pairs of other perspectives that quote it count; a top-up asks only for facts below K). Default 3; 1 on the embedded model.")] = None,
-    reversal: Annotated[bool | None, typer.Option("--reversal/--no-reversal", help="Also ask each fact the reverse way: the question names the answer and asks for the other side. Default on; off on the embedded model.")] = None,
+    facts_k: Annotated[int | None, typer.Option(help="Ask every fact of the facts perspective at least K times, in other words (pairs of other perspectives that quote it count; a top-up asks only for facts below K). Default 1 (off): not a win on the knowledge benchmark yet.")] = None,
+    reversal: Annotated[bool | None, typer.Option("--reversal/--no-reversal", help="Also ask each fact the reverse way: the question names the answer and asks for the other side. Default off.")] = None,
     fail_fast_after: Annotated[int | None, typer.Option(help="Stop when the parse-failure or judge-rejection rate over the first N items passes its limit (0: never).")] = None,
     critic_base_url: Annotated[str | None, typer.Option(help="Endpoint for the critic role (default: the generator's).")] = None,
     critic_model: Annotated[str | None, typer.Option(help="Model for the critic role.")] = None,
@@ -191,6 +196,9 @@ def ingest_cmd(
     workers: Annotated[int | None, typer.Option(help="With --executor ray: workers calling the endpoint(s), --concurrency requests each (default: the cluster's CPUs).")] = None,
     transport: Annotated[str | None, typer.Option(help="HTTP client for chat calls: openai (the SDK, default) or aiohttp (lean: for many endpoints at scale).")] = None,
     exam: Annotated[bool | None, typer.Option("--exam/--no-exam", help="Write the held-out exam OUT/exam.jsonl (never trained on; `qagen eval` scores it). Default on.")] = None,
+    cpt: Annotated[bool | None, typer.Option("--cpt/--no-cpt", help="Also write OUT/cpt.jsonl for continued pretraining (`qagen train --recipe cpt+sft`): every chunk plus grounded rewrites of it (one cached request per chunk). Default off.")] = None,
+    cpt_rewrites: Annotated[int | None, typer.Option(help="With --cpt: rewrites asked per chunk, each in another style (relations, brief, encyclopedia entry, list of facts). Default 2.")] = None,
+    unanswerable: Annotated[bool | None, typer.Option("--unanswerable/--no-unanswerable", help="\"The documents don't say\": a few near-miss questions per document that it does not answer (prompts/unanswerable.md, n per document), answered by code with a decline, so the tuned model learns to stay within its documents; with the exam on, the exam gets control questions of that kind and `qagen eval` reports how often each model declines them. Default off: the knowledge benchmark does not measure it yet.")] = None,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
     license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
     fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
@@ -215,7 +223,7 @@ def ingest_cmd(
         facts_k=facts_k, reversal=reversal, fail_fast_after=fail_fast_after,
         critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
         regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
-        report=report, exam=exam, license=license, transport=transport, executor=executor, ray_address=ray_address,
+        report=report, exam=exam, unanswerable=unanswerable, cpt=cpt, cpt_rewrites=cpt_rewrites, license=license, transport=transport, executor=executor, ray_address=ray_address,
         workers=workers,
         decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
     ), as_json)

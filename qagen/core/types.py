@@ -54,3 +54,19 @@ class QAPair:
     request_key: str  # the LLM request it came from ("" when built by code)
     model: str
     extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A chunk said again in other words, for continued pretraining (``--cpt``; ``qagen/generate/rewrite.py``).
+
+    Only rewrites that state no number, name or date the chunk does not are kept; ``OUT/cpt.jsonl`` holds them
+    beside the chunk's own text.
+    """
+
+    rewrite_id: str
+    chunk_id: str
+    doc_id: str
+    request_key: str  # the LLM request it came from
+    style: str  # relations | brief | encyclopedia | facts (qagen.prompting.schemas.REWRITE_STYLES)
+    text: str

@@ -10,7 +10,12 @@ gets one of:
 * ``exam_ungrounded``: its quote is not in the chunk (the answer may be invented);
 * ``exam_contaminated``: it nearly matches an exported training question (the
   same near-duplicate test as dedup), so it would test recall of a training
-  pair, not knowledge of the fact.
+  pair, not knowledge of the fact;
+* ``exam_control``: a control question (``--unanswerable``, ``prompts/exam_unanswerable.md``)
+  whose answer the document does not give, kept: its expected answer is the
+  code-built decline, so it has no quote to check (the filters checked it
+  against the whole document instead). ``qagen eval`` reports how often each
+  model declines these, apart from the score on the real questions.
 
 This is YourBench's recipe for knowing: held-out questions, written another
 way, decontaminated against the training data.
@@ -35,6 +40,7 @@ class ExamPair:
     question: str
     answer: str
     quote: str
+    control: bool = False  # an unanswerable control question: no quote, decontaminated only
 
 
 def settle_exam(store: Store, run_id: int, exam: list[ExamPair], *, grounding_threshold: float,
@@ -47,8 +53,15 @@ def settle_exam(store: Store, run_id: int, exam: list[ExamPair], *, grounding_th
                               threshold=dedup_threshold)
     verdicts = []
     for p in exam:
-        g = round(grounding_score(p.quote, store.chunk_text(p.chunk_id) or ""), 1)
         hit = training.match(p.question)
+        if p.control:
+            v = (Verdict(p.pair_id, "exam_contaminated", f"nearly matches the training question {hit!r}")
+                 if hit is not None else
+                 Verdict(p.pair_id, "exam_control", "a control question: the documents don't say"))
+            counts[v.verdict] += 1
+            verdicts.append(v)
+            continue
+        g = round(grounding_score(p.quote, store.chunk_text(p.chunk_id) or ""), 1)
         if g < grounding_threshold:
             v = Verdict(p.pair_id, "exam_ungrounded", f"quote not found in the chunk (score {g})", grounded=False,
                         grounding=g, quote=p.quote)

@@ -18,6 +18,9 @@ Each check looks at one pair and returns a verdict with its reason, or ``None``:
 - ``not_a_sentence``: a relation pair whose parts don't make a sentence, or that copies the prompt's example.
 - ``ungrounded`` (metadata only): a date or author the document does not state as such. A date merely
   mentioned in the text is not the publication date.
+- ``ungrounded`` / ``template`` ("The documents don't say", output ``unanswerable``): a question that names nothing
+  the document names (not a near miss), one the document may answer (:func:`seems_answered`: cheap word-overlap
+  tests, no LLM), or an answer that is no longer the code-built decline.
 
 The generate stage screens pairs with :func:`screen` before the judge (a filtered pair costs no judge call);
 curation settles the same verdicts, so a pair refined after drafting is checked as it ends up.
@@ -29,13 +32,16 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rapidfuzz import fuzz
 
 from qagen.core.records import FILTER_VERDICTS
+from qagen.prompting.declines import what_of
 from qagen.prompting.prompts import Prompt
 
-__all__ = ["FILTER_VERDICTS", "FilterSettings", "PairView", "repetition", "screen", "words"]
+__all__ = ["FILTER_VERDICTS", "FilterSettings", "PairView", "check_unanswerable", "repetition", "screen",
+           "seems_answered", "words"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class PairView:
     title: str
     head: str = ""  # the pair's chunk (a document's opening for document-scope pairs): datelines, relations
     meta: tuple[tuple[str, str], ...] = ()  # the file's own metadata (front matter, PDF/DOCX properties)
+    asked: tuple[str, ...] = ()  # the document's questions of other perspectives (answered ones): unanswerable only
 
 
 _WORD = re.compile(r"\w+(?:[.'’-]\w+)*")
@@ -167,6 +174,11 @@ def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
 def _check_truncated(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     text = v.answer.rstrip()
     limit = v.prompt.max_answer_chars if v.prompt is not None else 0
+    if v.prompt is not None and v.prompt.output == "unanswerable":  # code wrote the answer: only ``what`` can be cut
+        what = what_of(text) or ""
+        if limit and len(what) >= s.truncation_share * limit:
+            return "truncated", f"its 'what' ({len(what)} characters) fills the {limit}-character limit"
+        return None
     if limit and len(text) >= s.truncation_share * limit:
         return "truncated", f"{len(text)} characters fill the {limit}-character limit"
     if text.endswith(("...", "…")) or (len(words(text)) >= 25 and not text.endswith(_TERMINAL)):
@@ -185,7 +197,7 @@ def _check_template(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
         return "template", f"{q!r} is not a question"
     if all(w in _FUNCTION_WORDS or w in _GENERIC_NOUNS for w in qw):
         return "template", f"{q!r} names nothing"
-    if v.prompt is not None and v.prompt.output == "qa_pairs":  # model-written questions
+    if v.prompt is not None and v.prompt.output in ("qa_pairs", "unanswerable"):  # model-written questions
         if _UNNAMED.search(q):
             return "template", "the question points at the passage instead of naming what it is about"
         if _GENERIC_SLOT_WORDS.search(q):
@@ -266,8 +278,136 @@ def _check_metadata(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     return None
 
 
+# --- "The documents don't say" (prompts/unanswerable.md) ---------------------------------------------------------
+# Words that say what kind of answer a question wants, not what it asks about ("how many", "in what year").
+_ASK_WORDS = frozenset({"many", "much", "number", "numbers", "year", "years", "date", "dates", "day", "days", "month",
+                        "time", "times", "long", "old", "often", "far", "called", "named", "kind", "type", "sort",
+                        "exactly", "first", "last"})
+_SUFFIXES = ("ations", "ation", "ances", "ance", "ences", "ence", "ments", "ment", "ings", "ing", "ies", "ied", "ers",
+             "er", "ed", "es", "s", "ly")
+_TOKEN = re.compile(r"[\w'’.-]+")
+
+
+def _terms(text: str) -> list[str]:
+    """Lower-case words without accents or a possessive 's ("Ruiz's" -> "ruiz")."""
+    return [re.sub(r"['’]s$", "", w) for w in _norm(text).split()]
+
+
+def _stem(word: str) -> str:
+    """A crude stem: one common suffix off, then 6 letters ("attended", "attendance" -> "attend")."""
+    if word.isdigit():
+        return word
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:6]
+
+
+def _content(terms: list[str]) -> list[str]:
+    return [w for w in terms if (len(w) > 2 or w.isdigit()) and w not in _FUNCTION_WORDS
+            and w not in _GENERIC_NOUNS and w not in _ASK_WORDS]
+
+
+def _names(text: str, numbers: bool = True) -> set[str]:
+    """The words of names (and numbers) in a sentence: its capitalised (or numeric) tokens after the first word."""
+    tokens = _TOKEN.findall(text)[1:]
+    return {t for tok in tokens if tok[:1].isupper() or (numbers and tok[:1].isdigit())
+            for t in _content(_terms(tok))}
+
+
+@lru_cache(maxsize=8)  # a document's few pairs share one split (the hash of a str is cached)
+def _sentences(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The passage's sentences, each with its words' stems."""
+    out = []
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+        if sentence.strip():
+            out.append((sentence.strip(), frozenset(_stem(w) for w in _terms(sentence))))
+    return tuple(out)
+
+
+# Questions whose answer is a number or a date, and those whose answer is a name.
+_WANTS_NUMBER = re.compile(
+    r"^\W*(how (many|much|long|old|far|often|big|tall|large|high)|when|(in|on|at|by|since) (what|which) "
+    r"(year|date|day|month|time)|what (year|date|day|month|time|number|percentage|share|amount|age|price|cost|size))\b",
+    re.IGNORECASE)
+_WANTS_NAME = re.compile(r"^\W*(who|whom|whose|where|(in|at|from|by) (what|which)|which)\b", re.IGNORECASE)
+_MONTH_WORDS = frozenset(_MONTHS.split())
+
+
+def _answer_kind(sentence: str, question: str, known: set[str]) -> str:
+    """What kind of answer a sentence holds that the question does not: "number", "name" or ""."""
+    kinds = ""
+    numbers = set(re.findall(r"\d+", sentence)) - set(re.findall(r"\d+", question))
+    if numbers or _MONTH_WORDS & set(_terms(sentence)):
+        kinds += "number "
+    if _names(sentence, numbers=False) - known:
+        kinds += "name"
+    return kinds
+
+
+def seems_answered(question: str, what: str, text: str, asked: tuple[str, ...] = (), title: str = "") -> str | None:
+    """Why the passage may answer this "unanswerable" question, or ``None`` when nothing suggests it does.
+
+    Cheap and judge-free, so it errs on the side of dropping (a pair lost costs little; a false "the documents don't
+    say" teaches the model to deny what it was taught). Words are compared by a crude stem ("attendance" matches
+    "attended").
+
+    - The question must name something the passage names (a capitalised name or a number, else a content word):
+      otherwise it is not a near miss.
+    - Its *asked* words (content words of the question and of ``what`` that are neither names nor the title's words:
+      "people attended", "built"; a name the passage does not give, "MVP", is asked too) must not meet in one
+      sentence of the passage: two thirds of them, or only some of them where the sentence also holds the kind of
+      answer the question wants (a number or a date for "how many" / "when", a name for "who" / "where"). A
+      question with no asked word ("Who is Ana Ruiz?") is taken as answered.
+    - No question another perspective asked of this document (and answered) holds all its asked words and one of
+      its names ("Which team won Super Bowl 50?" answers "Who won Super Bowl 50?").
+
+    Limits: synonyms and paraphrase get through ("the crowd numbered 71,088" answers "How many people attended?"
+    with no shared word; "won" vs "defeated"), as do answers put together from two sentences; a shared common word
+    drops a good question. Only the text given is read (curation passes the document's chunks that have pairs),
+    never the rest of the corpus.
+    """
+    sentences = _sentences(text)
+    stems = {w for _, sentence in sentences for w in sentence}
+    names = _names(question) | _names(f"x {what}")
+    named = {_stem(n) for n in names} & stems  # the names the passage gives ("MVP", when it does not, is asked)
+    terms = _content(_terms(question))
+    if not (named if names else any(_stem(w) in stems for w in terms)):
+        return "the question names nothing the passage names: not a near miss"
+    asked_words = {_stem(w) for w in [*terms, *_content(_terms(what))]} - named - {
+        _stem(w) for w in _content(_terms(title))}
+    if not asked_words:
+        return "it asks only about names the passage gives, so the passage may well answer it"
+    need = -(-2 * len(asked_words) // 3)  # two thirds, rounded up: 1 of 1, 2 of 2 or 3, 3 of 4
+    wants = "number" if _WANTS_NUMBER.match(question) else "name" if _WANTS_NAME.match(question) else ""
+    for sentence, sentence_stems in sentences:
+        hits = asked_words & sentence_stems
+        if len(hits) >= need or (hits and wants and wants in _answer_kind(sentence, question, names)):
+            return f"the passage may answer it ({', '.join(sorted(hits))}): {sentence[:120]!r}"
+    for other in asked:
+        theirs = {_stem(w) for w in _content(_terms(other))}
+        if asked_words <= theirs and (not named or named & theirs):
+            return f"another perspective asked (and answered) it: {other!r}"
+    return None
+
+
+def check_unanswerable(v: PairView, s: FilterSettings | None = None) -> tuple[str, str] | None:
+    """A "The documents don't say" pair: the answer is still the code-built decline, and nothing suggests the
+    passage (``head``: the document's text, in curation) answers the question."""
+    if v.prompt is None or v.prompt.output != "unanswerable":
+        return None
+    what = what_of(v.answer)
+    if what is None:
+        return "template", "the answer is not the code-built decline (\"The documents don't say ...\")"
+    if not v.head:
+        return None
+    why = seems_answered(v.question, what, v.head, v.asked, v.title)
+    return ("ungrounded", why) if why else None
+
+
 _CHECKS = (_check_template, _check_echo, _check_short, _check_repetition, _check_truncated, _check_relation,
-           _check_metadata)
+           _check_metadata, check_unanswerable)
 
 
 def screen(view: PairView, settings: FilterSettings) -> tuple[str, str] | None:

@@ -17,7 +17,13 @@ Runs once at the end of a run, over what the store holds for it, in this order
 
 The held-out exam's pairs are never exported: they get ``exam``,
 ``exam_ungrounded`` or ``exam_contaminated`` (``qagen.curate.exam``), or
-``exam_filtered`` when a deterministic filter catches them (a quote asked as a question).
+``exam_filtered`` when a deterministic filter catches them (a quote asked as a question);
+its control questions (output ``unanswerable``) get ``exam_control``.
+
+"The documents don't say" pairs (output ``unanswerable``: code-built declines, ``judge: false``) are checked
+against their whole document, not one chunk, before the loop (:func:`_unanswerable_checks`): the document's text
+and the questions its other perspectives asked. These checks run even with the filters off: with no judge and no
+quote, they are the only gate such a pair has.
 
 Every verdict is stored with its detail, so the report and the summary can say
 what was thrown away and why.
@@ -29,9 +35,9 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from qagen.core.records import Verdict
+from qagen.core.records import RunPair, Verdict
 from qagen.curate.exam import EXAM_ROLE, ExamPair, settle_exam
-from qagen.curate.filters import FilterSettings, PairView, screen
+from qagen.curate.filters import FilterSettings, PairView, check_unanswerable, screen
 from qagen.curate.quality import (
     Decontaminator,
     DedupSession,
@@ -115,9 +121,48 @@ def _is_exam(prompts: PromptSet, perspective: str) -> bool:
         return False
 
 
+def _unanswerable_checks(store: Store, run_id: int, prompts: PromptSet,
+                         filters: FilterSettings) -> dict[str, tuple[str, str] | None]:
+    """The filter verdict (or None) of every pair of an ``unanswerable``-output prompt, read against its whole
+    document: the text of the document's chunks that have pairs, and the questions its other perspectives asked
+    (and answered). One more pass over the run's pairs, made only when such a prompt is on; pairs come in document
+    order, so one document is held at a time."""
+    ours = {p.id: p for p in prompts.all if p.enabled and p.output == "unanswerable"}
+    if not ours:
+        return {}
+    verdicts: dict[str, tuple[str, str] | None] = {}
+    doc_id: str = ""
+    chunks: dict[str, None] = {}  # the document's chunk IDs, in order (read only for a document with such pairs)
+    asked: list[str] = []
+    pending: list[RunPair] = []
+
+    def settle() -> None:
+        if not pending:
+            return
+        text = "\n\n".join(t for t in (store.chunk_text(c) for c in chunks) if t)
+        for rp in pending:
+            view = PairView(rp.pair.question, rp.pair.answer, ours[rp.pair.perspective], rp.title, text,
+                            asked=tuple(asked))
+            verdicts[rp.pair.pair_id] = screen(view, filters) if filters.enabled else check_unanswerable(view)
+
+    for rp in store.run_pairs(run_id):
+        p = rp.pair
+        if p.doc_id != doc_id:
+            settle()
+            doc_id, chunks, asked, pending = p.doc_id, {}, [], []
+        chunks.setdefault(p.chunk_id)
+        if p.perspective in ours:
+            pending.append(rp)
+        else:
+            asked.append(p.question)
+    settle()
+    return verdicts
+
+
 def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettings, *, judged: bool) -> CurateResult:
     """Settle and store every pair's verdict; streams the run's pairs (dedup keeps one short row per candidate)."""
     judgements = store.judgements(run_id) if judged else {}
+    declines = _unanswerable_checks(store, run_id, prompts, settings.filters)
     text_of = _ChunkTexts(store)
     meta_of = _DocMeta(store)
     matcher = Decontaminator(load_questions(list(settings.decontaminate))) if settings.decontaminate else None
@@ -131,12 +176,16 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
         p = rp.pair
         if _is_exam(prompts, p.perspective):
             # an exam question must read as one too ("The welfare of our country is ..." is a quote, not a question)
-            bad = screen(PairView(p.question, p.answer, _prompt(prompts, p.perspective), rp.title), settings.filters)
+            exam_prompt = _prompt(prompts, p.perspective)
+            bad = declines[p.pair_id] if p.pair_id in declines else screen(
+                PairView(p.question, p.answer, exam_prompt, rp.title), settings.filters)
             if bad is not None:
                 batch.append(Verdict(p.pair_id, "exam_filtered", detail=f"filter: {bad[1]}"))
                 result.counts["exam_filtered"] += 1
                 continue
-            exam.append(ExamPair(p.pair_id, p.chunk_id, p.question, p.answer, dict(p.extra).get("quote", "")))
+            control = exam_prompt is not None and exam_prompt.output == "unanswerable"
+            exam.append(ExamPair(p.pair_id, p.chunk_id, p.question, p.answer, dict(p.extra).get("quote", ""),
+                                 control=control))
             continue
         scores, method, score = judgements.pop(p.pair_id, ({}, "none", None))
         v = Verdict(p.pair_id, "exported", judge=scores, judge_method=method, judge_score=score)
@@ -154,19 +203,21 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
             result.judge_passed += score is not None and score >= settings.judge_threshold
         hit = matcher.match(p.question) if matcher else None
         prompt = _prompt(prompts, p.perspective)
+        judged_here = judged and (prompt is None or prompt.judge)  # ``judge: false``: the judge never saw it
         # the chunk, where a check reads it: datelines and bylines (metadata), relations (entities)
         head = text_of(p.chunk_id) if prompt is not None and (prompt.id == "metadata" or prompt.output == "entities") \
             else ""
         meta = meta_of(p.doc_id) if head else ()
-        filtered = screen(PairView(p.question, p.answer, prompt, rp.title, head, meta), settings.filters)
+        filtered = declines[p.pair_id] if p.pair_id in declines else screen(
+            PairView(p.question, p.answer, prompt, rp.title, head, meta), settings.filters)
         if hit is not None:
             v = replace(v, verdict="contaminated", detail=f"nearly matches benchmark question {hit!r}")
         elif filtered is not None:
             v = replace(v, verdict=filtered[0], detail=f"filter: {filtered[1]}")
             result.filtered[filtered[0]] += 1
-        elif judged and p.request_key and score is None:
+        elif judged_here and p.request_key and score is None:
             v = replace(v, verdict="judge_failed", detail="a judge request failed (retried on the next run)")
-        elif judged and score is not None and score < settings.judge_threshold:
+        elif judged_here and score is not None and score < settings.judge_threshold:
             v = replace(v, verdict="judge_rejected",
                         detail=f"judge score {score:.2f} < {settings.judge_threshold} ({_fmt(scores)})")
         elif v.grounded is False and settings.ungrounded == "drop":

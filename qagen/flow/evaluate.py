@@ -45,6 +45,7 @@ from qagen.flow.knowledge import (
 from qagen.flow.questions import Question, load_questions
 from qagen.flow.scoring import normalize_tokens, token_f1  # noqa: F401  (normalize_tokens: re-exported)
 from qagen.llm.base import ChatRequest, LLMError, Message
+from qagen.output.exam import CONTROL_KIND
 
 if TYPE_CHECKING:
     from qagen.config import Settings
@@ -287,11 +288,18 @@ def knowledge_judge(settings: Settings) -> Settings | None:
 def judge_knowledge(store: Store, settings: Settings, run_id: int, exam: list[ExamItem], base: list[str],
                      tuned: list[str]) -> tuple[str, list[bool | None], list[bool | None]] | None:
     judge_settings = knowledge_judge(settings)
-    if judge_settings is None or not exam:
+    real = [i for i, it in enumerate(exam) if it.kind != CONTROL_KIND]  # a control's decline is read by code
+    if judge_settings is None or not real:
         return None
-    items = [EvalItem(it.qid, it.kind, it.system, it.question, " | ".join(it.answers)) for it in exam]
-    verdicts, name = judge(store, judge_settings, run_id, [*zip(items, base), *zip(items, tuned)])
-    return name, verdicts[: len(exam)], verdicts[len(exam):]
+    items = [EvalItem(exam[i].qid, exam[i].kind, exam[i].system, exam[i].question, " | ".join(exam[i].answers))
+             for i in real]
+    verdicts, name = judge(store, judge_settings, run_id,
+                           [*zip(items, (base[i] for i in real)), *zip(items, (tuned[i] for i in real))])
+    vb: list[bool | None] = [None] * len(exam)
+    vt: list[bool | None] = [None] * len(exam)
+    for k, i in enumerate(real):
+        vb[i], vt[i] = verdicts[k], verdicts[len(real) + k]
+    return name, vb, vt
 
 
 def _exam_items(store: Store, questions: list[Question], limit: int | None) -> tuple[list[ExamItem], list[str]]:

@@ -13,6 +13,12 @@ Scores: exact match, SQuAD token F1 (max over gold answers) and "contains
 the gold answer", with paired-bootstrap 95 % intervals on tuned minus base,
 overall, per document and per question kind (YourBench's way of knowing:
 held-out questions, a different prompt family, decontaminated).
+
+Control questions (``kind: "control"``: the exam's ``--unanswerable`` questions, whose
+documents do not give the answer) are left out of those scores: for them the report
+gives the share of answers each model *declined* ("The documents don't say ...",
+:func:`qagen.flow.scoring.is_decline`), and, beside it, the share it declined of the
+real questions (each one a miss), so a model that declines everything shows as such.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from qagen.flow.questions import Question
 from qagen.flow.scoring import (
     GroupScore,
     Scores,
+    is_decline,
     paired_bootstrap,
     score_answer,
     score_table,
     summarize,
 )
+from qagen.output.exam import CONTROL_KIND
 from qagen.output.export import corpus_message, system_message
 
 _WH = re.compile(r"^\W*(who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
@@ -70,6 +78,8 @@ class KnowledgeRow:
     tuned: Scores
     base_judge: bool | None = None  # the judge role's yes/no "same meaning as a gold answer", where configured
     tuned_judge: bool | None = None
+    base_declined: bool = False  # the answer declines ("The documents don't say ..."): see controls
+    tuned_declined: bool = False
 
 
 @dataclass
@@ -77,7 +87,7 @@ class KnowledgeReport:
     questions_from: str = ""  # the questions file, or OUT/exam.jsonl
     base_model: str = ""
     tuned: str = ""
-    questions: int = 0
+    questions: int = 0  # the real questions scored (control questions are counted in ``controls``)
     unmatched: list[str] = field(default_factory=list)  # questions naming a document the run did not read
     overall: dict[str, float | int] = field(default_factory=dict)  # GroupScore.to_dict()
     per_document: dict[str, dict[str, float | int]] = field(default_factory=dict)
@@ -86,6 +96,10 @@ class KnowledgeReport:
     # The judge role's semantic match, where one is configured: {"judge", "judged", "base_yes", "tuned_yes",
     # "delta", "delta_low", "delta_high"} (tuned minus base share of "yes", paired bootstrap).
     judge: dict[str, object] = field(default_factory=dict)
+    # Control questions (kind "control"), where there are any: {"count", "base_declined", "tuned_declined",
+    # "delta", "delta_low", "delta_high"} (tuned minus base share declined, paired bootstrap), and the share each
+    # model declined of the real questions: {"answerable", "answerable_base_declined", "answerable_tuned_declined"}.
+    controls: dict[str, float | int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -107,6 +121,13 @@ class KnowledgeReport:
             lines.append(f"judge ({j['judge']}), same meaning as a gold answer on {j['judged']} judged: base "
                          f"{_pts(j['base_yes'])} %, tuned {_pts(j['tuned_yes'])} %, delta {_pts(j['delta'])} "
                          f"[{_pts(j['delta_low'])}, {_pts(j['delta_high'])}]")
+        if self.controls:
+            c = self.controls
+            lines.append(f"controls: {c['count']} questions the documents don't answer, declined: base "
+                         f"{_pts(c['base_declined'])} %, tuned {_pts(c['tuned_declined'])} %, delta {_pts(c['delta'])} "
+                         f"[{_pts(c['delta_low'])}, {_pts(c['delta_high'])}]; declined of the {c['answerable']} real "
+                         f"questions (a miss): base {_pts(c['answerable_base_declined'])} %, tuned "
+                         f"{_pts(c['answerable_tuned_declined'])} %")
         if self.unmatched:
             lines.append(f"{len(self.unmatched)} question(s) name a document this run did not read (not scored): "
                          + "; ".join(self.unmatched[:3]))
@@ -160,7 +181,8 @@ def match_questions(questions: list[Question], docs: list[DocRef], group_id: str
 def score(items: list[ExamItem], base_answers: list[str], tuned_answers: list[str], *, questions_from: str,
           base_model: str, tuned: str, unmatched: list[str], seed: int = 0,
           judged: tuple[str, list[bool | None], list[bool | None]] | None = None) -> KnowledgeReport:
-    """EM/F1/contains per question and model, with bootstrap intervals per group.
+    """EM/F1/contains per question and model, with bootstrap intervals per group; the decline shares of the
+    control questions (kind "control"), which the scores leave out.
 
     ``judged``: (judge name, base verdicts, tuned verdicts), one per question, where a judge is configured.
     """
@@ -168,15 +190,19 @@ def score(items: list[ExamItem], base_answers: list[str], tuned_answers: list[st
         raise ValueError("one base and one tuned answer per question")
     vb, vt = (judged[1], judged[2]) if judged else ([None] * len(items), [None] * len(items))
     rows = [KnowledgeRow(it.qid, it.question, it.answers, it.source or "(corpus)", it.kind, b, t,
-                         score_answer(b, it.answers), score_answer(t, it.answers), jb, jt)
+                         score_answer(b, it.answers), score_answer(t, it.answers), jb, jt, is_decline(b), is_decline(t))
             for it, b, t, jb, jt in zip(items, base_answers, tuned_answers, vb, vt, strict=True)]
-    report = KnowledgeReport(questions_from=questions_from, base_model=base_model, tuned=tuned, questions=len(rows),
+    real = [r for r in rows if r.kind != CONTROL_KIND]
+    controls = [r for r in rows if r.kind == CONTROL_KIND]
+    report = KnowledgeReport(questions_from=questions_from, base_model=base_model, tuned=tuned, questions=len(real),
                              unmatched=unmatched, rows=rows)
-    if rows:
-        report.overall = _flat(summarize(rows, seed=seed))
-        report.per_document = {k: _flat(g) for k, g in score_table(rows, lambda r: r.source, seed=seed).items()}
-        report.per_kind = {k: _flat(g) for k, g in score_table(rows, lambda r: r.kind, seed=seed).items()}
-    both = [(float(r.base_judge), float(r.tuned_judge)) for r in rows
+    if real:
+        report.overall = _flat(summarize(real, seed=seed))
+        report.per_document = {k: _flat(g) for k, g in score_table(real, lambda r: r.source, seed=seed).items()}
+        report.per_kind = {k: _flat(g) for k, g in score_table(real, lambda r: r.kind, seed=seed).items()}
+    if controls:
+        report.controls = decline_shares(controls, real, seed=seed)
+    both = [(float(r.base_judge), float(r.tuned_judge)) for r in real
             if r.base_judge is not None and r.tuned_judge is not None]
     if judged and both:
         iv = paired_bootstrap([t for _, t in both], [b for b, _ in both], seed=seed)
@@ -185,6 +211,22 @@ def score(items: list[ExamItem], base_answers: list[str], tuned_answers: list[st
                         "tuned_yes": round(sum(t for _, t in both) / len(both), 4),
                         "delta": round(iv.mean, 4), "delta_low": round(iv.low, 4), "delta_high": round(iv.high, 4)}
     return report
+
+
+def decline_shares(controls: list[KnowledgeRow], real: list[KnowledgeRow], *, seed: int = 0) -> dict[str, float | int]:
+    """The share of control questions each model declined, with a paired-bootstrap interval on tuned minus base,
+    and the share of real questions each declined (NaN with none)."""
+    base = [float(r.base_declined) for r in controls]
+    tuned = [float(r.tuned_declined) for r in controls]
+    iv = paired_bootstrap(tuned, base, seed=seed)
+
+    def share(values: list[float]) -> float:
+        return round(sum(values) / len(values), 4) if values else math.nan
+
+    return {"count": len(controls), "base_declined": share(base), "tuned_declined": share(tuned),
+            "delta": round(iv.mean, 4), "delta_low": round(iv.low, 4), "delta_high": round(iv.high, 4),
+            "answerable": len(real), "answerable_base_declined": share([float(r.base_declined) for r in real]),
+            "answerable_tuned_declined": share([float(r.tuned_declined) for r in real])}
 
 
 def _flat(group: GroupScore) -> dict[str, float | int]:

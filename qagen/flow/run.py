@@ -110,6 +110,8 @@ class Flow:
         questions: Path | None = None,
     ):
         self.docs_dir, self.out_dir = docs_dir, out_dir
+        if train_settings.recipe == "cpt+sft" and not settings.cpt:  # stage 1 trains on the ingest's OUT/cpt.jsonl
+            settings = settings.model_copy(update={"cpt": True})
         self.settings, self.train_settings, self.notify_settings = settings, train_settings, notify_settings
         self.gate, self.eval_limit, self.prompts_dir = gate, eval_limit, prompts_dir
         self.questions = questions  # the user's held-out questions (else the run's exam.jsonl)
@@ -207,7 +209,8 @@ class Flow:
         from qagen.store import Store
 
         self.result.stage = "train"
-        self.progress.stage("train", self.train_settings.template)
+        ts = self.train_settings
+        self.progress.stage("train", ts.template if ts.recipe == "sft" else f"{ts.recipe}, then {ts.template}")
         t = time.perf_counter()
         try:
             with Store(self.out_dir) as store:
@@ -265,6 +268,10 @@ class Flow:
                          f"{ing.get('requests_failed')} failed")
         if tr:
             cached = " (reused: same data and config as an earlier run)" if tr.get("cached") else ""
+            first = tr.get("cpt") or {}
+            if first:  # cpt+sft: stage 1, continued pretraining on OUT/cpt.jsonl
+                lines.append(f"train stage 1 (continued pretraining): {first.get('template')}, {first.get('steps')} "  # type: ignore[union-attr]
+                             f"steps; model {first.get('adapter_dir')}")  # type: ignore[union-attr]
             lines.append(f"train: {tr.get('template')} on {tr.get('base_model')}, {tr.get('steps')} steps{cached}")
             lines.append(f"train loss: {tr.get('loss_curve')}")
             lines.append(f"adapter: {tr.get('adapter_dir')}")

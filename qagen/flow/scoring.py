@@ -90,6 +90,45 @@ def score_answer(prediction: str, golds: str | Sequence[str]) -> Scores:
     return Scores(exact_match(prediction, golds), f1(prediction, golds), contains(prediction, golds))
 
 
+# --- declines ------------------------------------------------------------------
+_SOURCE = (r"(?:(?:the|these|this|those|my|your|provided|given|available)\s+)*(?:documents?|passages?|texts?|"
+           r"sources?|articles?|context|materials?|records?|data|information)")
+_NEGATION = r"(?:do(?:es)?n'?t|do(?:es)?\s+not|did\s+not|didn'?t|never|cannot|can'?t|can\s+not)"
+_SAY = (r"(?:say|state|mention|contain|specify|include|provide|give|tell|cover|discuss|indicate|address|reveal|"
+        r"list|name|describe|report|answer)s?")
+_DECLINES = re.compile("|".join((
+    # "The documents don't say ...", "the passage does not explicitly mention ...", "It doesn't specify."
+    rf"\b{_SOURCE}\s+{_NEGATION}\s+(?:\w+\s+){{0,2}}?{_SAY}\b",
+    rf"\bit\s+{_NEGATION}\s+(?:\w+\s+)?(?:say|mention|specify|state)s?\b",
+    # "The attendance is not mentioned", "it isn't stated"; "... is not given in the text" (a source named:
+    # "he was not given a medal" answers)
+    r"\b(?:is|are|was|were)(?:n'?t|\s+not)\s+(?:\w+\s+)?(?:mentioned|stated|specified)\b",
+    (rf"\b(?:is|are|was|were)(?:n'?t|\s+not)\s+(?:\w+\s+)?(?:given|provided|included|covered|listed|named|"
+     rf"described|reported|known)\s+(?:in|by|from)\s+{_SOURCE}\b"),
+    r"\binformation\s+(?:is|was)(?:n'?t|\s+not)\s+(?:given|provided|available|included)\b",
+    r"^\W*not\s+(?:mentioned|stated|specified)\b",  # "Not mentioned in the passage."
+    # "There is no information about ...", "There's no mention of ..."
+    r"\bthere(?:\s+is|'s|\s+are)\s+no\s+(?:\w+\s+)?(?:information|mention|details?|data|record|indication)\b",
+    r"\bno\s+(?:information|mention|details?|data|record)\s+(?:is|are|was|were)\s+(?:given|provided|available)\b",
+    # "I don't know", "I'm not sure", "I cannot find ..."
+    r"\bi\s+(?:do\s+not|don'?t)\s+know\b",
+    r"\bi(?:'m|\s+am)\s+not\s+sure\b",
+    r"\bi\s+(?:cannot|can'?t|can\s+not|could\s+not|couldn'?t)\s+(?:find|tell|say|answer|determine|know)\b",
+)), re.IGNORECASE)
+
+
+def is_decline(answer: str) -> bool:
+    """Whether an answer declines: it says the documents (passage, text, sources...) don't say, mention, contain or
+    specify it, that it is not mentioned or stated, that there is no information, or "I don't know". A plain
+    answer, or one saying what the documents *do* say, is not. Wording only, English only: it does not check that
+    declining was right, and an answer that declines in other words ("Nobody recorded it") is missed."""
+    text = answer.translate(_APOSTROPHES)
+    return _DECLINES.search(text) is not None
+
+
+_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
+
+
 # --- bootstrap -----------------------------------------------------------------
 @dataclass(frozen=True)
 class Interval:

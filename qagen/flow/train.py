@@ -10,6 +10,10 @@ config is checked twice before anything is launched:
 axolotl runs in its own process (``axolotl train CONFIG --launcher ...``): a
 crash there never takes qagen's state with it, and its whole output goes to a
 log file while we show steps, loss and ETA.
+
+``--recipe cpt+sft`` trains twice, in order: continued pretraining on ``OUT/cpt.jsonl`` (a ``*-cpt`` template,
+every weight), then the SFT template on ``train.jsonl`` with stage 1's folder as its base model. Each stage
+is reused when its data and config trained before, so a re-run after a failed stage 2 starts at stage 2.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jinja2
 import yaml
@@ -37,12 +41,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from qagen.core import ids
 from qagen.core.errors import StageError
 
+if TYPE_CHECKING:
+    from qagen.store import Store
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'qagen setup --train   (axolotl 0.19.0 with the CPU build of torch==2.13.0; minutes, about 4 GB)'
 EMBEDDED_TEMPLATE = "smollm2-cpu-lora"
 CPU_TEMPLATE_PREFIX = "smollm2-cpu-"
 DEFAULT_BASE_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
+# cpt+sft: stage 1 trains on this file with one of these templates (CPU beside a CPU SFT template, else GPU),
+# recorded as its own stage, so `qagen eval` (the last "train" run) finds stage 2's model.
+CPT_DATA = "cpt.jsonl"
+CPT_TEMPLATES = {True: "smollm2-cpu-cpt", False: "mistral-7b-cpt"}
+CPT_STAGE = "train_cpt"
 # Keys every dataset entry of ours may use. Checked against axolotl's own dataset
 # schema too (see unknown_keys); this list is what our templates rely on.
 LOG_TAIL_LINES = 40
@@ -68,6 +80,10 @@ class TrainSettings(BaseSettings):
     seed: int = Field(default=42, ge=0)  # the training seed (on a 135M student it alone moved F1 by ~2 points)
     sequence_len: int | None = Field(default=None, ge=64)
     chat_template: str = "tokenizer_default"
+    # "sft": fine-tune on OUT/train.jsonl. "cpt+sft": first continued pretraining on OUT/cpt.jsonl (`qagen ingest
+    # --cpt`: the chunks and their rewrites) with cpt_template, then `template` on train.jsonl from that model.
+    recipe: Literal["sft", "cpt+sft"] = "sft"
+    cpt_template: str | None = None  # default: smollm2-cpu-cpt beside a CPU template, else mistral-7b-cpt
     # CPU threads for torch (training and eval). Measured on the 2-core box under load: a 4x576x1536 matmul
     # takes 0.43 ms on 1 thread and 11 ms on 2 (OpenMP threads wait on each other while other work holds
     # a core), so one core is kept free, as for the embedded server.
@@ -91,6 +107,8 @@ class TrainSummary:
     losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     cached: bool = False  # this exact dataset + config was trained before; nothing ran
+    recipe: str = "sft"  # sft | cpt+sft
+    cpt: dict[str, object] = field(default_factory=dict)  # cpt+sft: stage 1's summary (this one is stage 2's)
 
     def loss_curve(self, points: int = 6) -> str:
         """A short text summary of the loss curve: first, a few points between, last, min."""
@@ -203,6 +221,8 @@ class TrainProgress:
 
     def update(self, step: int, total: int, loss: float | None, eta: str) -> None: ...
 
+    def stage(self, name: str, detail: str) -> None: ...
+
 
 def child_env(threads: int | None = None) -> dict[str, str]:
     """The environment for ``axolotl train``.
@@ -281,14 +301,34 @@ def dataset_key(train_path: Path, cfg: dict[str, object]) -> str:
     return ids.hash_json({"data": ids.hash_json(train_path.read_text()), "config": cfg})
 
 
-def prepare(out_dir: Path, settings: TrainSettings) -> tuple[dict[str, object], str, Path]:
-    """Render and validate the config for OUT's dataset. Returns (config, key, adapter folder)."""
-    train_path = out_dir / "train.jsonl"
-    if not train_path.exists() or train_path.stat().st_size == 0:
+def _dataset(out_dir: Path, name: str) -> Path:
+    path = out_dir / name
+    if not path.exists() or path.stat().st_size == 0:
+        if name == CPT_DATA:
+            raise TrainError(f"--recipe cpt+sft trains on {path}, which is missing or empty: run `qagen ingest DOCS "
+                             f"--out {out_dir} --cpt` first")
         raise TrainError(f"no dataset in {out_dir}: run `qagen ingest DOCS --out {out_dir}` first")
-    template = template_path(settings.template)
-    embedded = template.stem.startswith(CPU_TEMPLATE_PREFIX)  # the embedded SmolLM2 recipes (LoRA, full)
-    base_model = settings.base_model
+    return path
+
+
+def cpt_template(settings: TrainSettings) -> str:
+    """Stage 1's template: ``--cpt-template``, else the CPU one beside a CPU SFT template, else the GPU one."""
+    if settings.cpt_template:
+        return settings.cpt_template
+    return CPT_TEMPLATES[template_path(settings.template).stem.startswith(CPU_TEMPLATE_PREFIX)]
+
+
+def prepare(out_dir: Path, settings: TrainSettings, *, template: str | None = None, data: str = "train.jsonl",
+            base_model: str | None = None, folder_prefix: str = "") -> tuple[dict[str, object], str, Path]:
+    """Render and validate the config for OUT's dataset. Returns (config, key, adapter folder).
+
+    By default the SFT stage: ``settings.template`` on train.jsonl. Stage 1 of ``cpt+sft`` passes its own
+    template and ``cpt.jsonl``; stage 2 passes stage 1's folder as ``base_model``.
+    """
+    train_path = _dataset(out_dir, data)
+    template_file = template_path(template or settings.template)
+    embedded = template_file.stem.startswith(CPU_TEMPLATE_PREFIX)  # the embedded SmolLM2 recipes (LoRA, full, cpt)
+    base_model = base_model or settings.base_model
     if base_model is None:
         if embedded:
             from qagen.flow.hfmodel import ModelError, ensure_hf_model
@@ -311,9 +351,9 @@ def prepare(out_dir: Path, settings: TrainSettings) -> tuple[dict[str, object], 
         "seed": settings.seed,
         "chat_template": settings.chat_template,
     }
-    cfg = render(template, context)
+    cfg = render(template_file, context)
     key = dataset_key(train_path, cfg)
-    adapter_dir = (out_dir / "adapters" / key[:12]).resolve()
+    adapter_dir = (out_dir / "adapters" / f"{folder_prefix}{key[:12]}").resolve()
     cfg["output_dir"] = str(adapter_dir)
     validate(cfg)
     return cfg, key, adapter_dir
@@ -327,24 +367,50 @@ def train(
     progress: TrainProgress | None = None,
     force: bool = False,
 ) -> TrainSummary:
-    """Train an adapter on OUT/train.jsonl; a finished identical run (same data + config) is reused."""
+    """Train on OUT/train.jsonl (``--recipe cpt+sft``: on OUT/cpt.jsonl first); a finished identical run (same
+    data + config) is reused, stage by stage."""
     from qagen.store import Store
 
     assert isinstance(store, Store)
+    progress = progress or TrainProgress()
+    if settings.recipe == "sft":
+        cfg, key, adapter_dir = prepare(out_dir, settings)
+        return _run_stage(out_dir, settings, store, "train", settings.template, cfg, key, adapter_dir, progress, force)
+    # cpt+sft. Continued pretraining on the chunks and their rewrites, then the SFT template on the QA pairs from
+    # that model (EntiGraph, arXiv 2409.07431; Augmentoolkit: raw chunks and representation variations, then QA).
+    # Both configs are checked before anything trains; stage 2's key holds stage 1's folder (and so its key).
+    _dataset(out_dir, "train.jsonl")
+    _dataset(out_dir, CPT_DATA)
+    first_template = cpt_template(settings)
+    cpt_cfg, cpt_key, cpt_dir = prepare(out_dir, settings, template=first_template, data=CPT_DATA,
+                                        folder_prefix="cpt-")
+    cfg, key, adapter_dir = prepare(out_dir, settings, base_model=str(cpt_dir))
+    progress.stage("train", f"stage 1 of 2: continued pretraining on {CPT_DATA} ({first_template})")
+    first = _run_stage(out_dir, settings, store, CPT_STAGE, first_template, cpt_cfg, cpt_key, cpt_dir, progress, force)
+    progress.stage("train", f"stage 2 of 2: {settings.template} on train.jsonl from the stage 1 model")
+    second = _run_stage(out_dir, settings, store, "train", settings.template, cfg, key, adapter_dir, progress, force,
+                        cpt=first.to_dict())
+    second.cpt = first.to_dict()  # as this run found it (trained now or reused)
+    return second
+
+
+def _run_stage(out_dir: Path, settings: TrainSettings, store: Store, stage: str, template: str,
+               cfg: dict[str, object], key: str, adapter_dir: Path, progress: TrainProgress, force: bool,
+               cpt: dict[str, object] | None = None) -> TrainSummary:
+    """One ``axolotl train`` (``stage``: "train", or "train_cpt" for stage 1 of cpt+sft), unless the store says
+    this key finished and its folder holds the result. Recorded as a run and a stage of that name."""
     started = time.perf_counter()
-    cfg, key, adapter_dir = prepare(out_dir, settings)
-    summary = TrainSummary(template=settings.template, base_model=str(cfg["base_model"]), dataset_key=key,
+    summary = TrainSummary(template=template, base_model=str(cfg["base_model"]), dataset_key=key,
                            adapter_dir=str(adapter_dir), config_path=str(adapter_dir / "axolotl.yml"),
-                           log_path=str(adapter_dir / "train.log"))
-    done = store.stage_result("train", key)
+                           log_path=str(adapter_dir / "train.log"), recipe=settings.recipe, cpt=cpt or {})
+    done = store.stage_result(stage, key)
     if done is not None and not force and is_trained(adapter_dir):
         cached = TrainSummary(**{**done, "losses": [tuple(p) for p in done.get("losses", [])]})  # type: ignore[arg-type]
         cached.cached = True
         return cached
-    run_id = store.start_run("train", {**settings.model_dump(), "out": str(out_dir), "adapter_dir": str(adapter_dir)})
+    run_id = store.start_run(stage, {**settings.model_dump(), "out": str(out_dir), "adapter_dir": str(adapter_dir)})
     adapter_dir.mkdir(parents=True, exist_ok=True)
     Path(summary.config_path).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    progress = progress or TrainProgress()
 
     bar = {"total": 0, "eta": ""}
 
@@ -368,10 +434,10 @@ def train(
     if code != 0 or not is_trained(adapter_dir):
         summary.status = "failed"
         store.finish_run(run_id, "failed", summary.to_dict())
-        store.record_stage(run_id, "train", key, "failed", summary.to_dict())
+        store.record_stage(run_id, stage, key, "failed", summary.to_dict())
         why = f"exit code {code}" if code != 0 else "no adapter was written"
         raise TrainError(f"axolotl train failed ({why}); full log: {summary.log_path}\n--- last lines ---\n"
                          f"{tail(Path(summary.log_path))}")
     store.finish_run(run_id, "ok", summary.to_dict())
-    store.record_stage(run_id, "train", key, "done", summary.to_dict())
+    store.record_stage(run_id, stage, key, "done", summary.to_dict())
     return summary

@@ -40,6 +40,8 @@ class GenStats:
     invalid: int = 0  # perspective calls with no valid reply after the corrective retry
     length_cutoffs: int = 0  # replies that hit max_tokens
     screened: int = 0  # pairs a deterministic filter caught before the judge (one judge call each saved)
+    rewrites: int = 0  # rewrites of chunks kept for continued pretraining (--cpt, qagen/generate/rewrite.py)
+    rewrites_dropped: int = 0  # rewrites that stated a number, name or date their chunk does not
     prompt_tokens: int = 0
     completion_tokens: int = 0
     pairs: Counter[str] = field(default_factory=Counter)
@@ -66,7 +68,7 @@ class GenStats:
 
 
 _COUNTS = ("sent", "cached", "failed", "corrective_retries", "invalid", "length_cutoffs", "screened",
-           "prompt_tokens", "completion_tokens")
+           "prompt_tokens", "completion_tokens", "rewrites", "rewrites_dropped")
 
 
 

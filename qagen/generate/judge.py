@@ -140,7 +140,19 @@ class Judge:
         score = judgement.score
         return score is not None and score >= self.threshold
 
+    def judges(self, perspective: str) -> bool:
+        """Whether this perspective's pairs are judged: not when its prompt says ``judge: false`` (a code-built
+        decline, "The documents don't say ...", which the "supported by the passage?" check rejects by design)."""
+        try:
+            return self.prompts.by_id(perspective).judge
+        except KeyError:
+            return True
+
     async def judge_pairs(self, pairs: Sequence[QAPair], doc: Document, chunk: Chunk) -> list[Judgement]:
+        """Judge the pairs (those of ``judge: false`` perspectives are left out); their judgements, in order."""
+        pairs = [p for p in pairs if self.judges(p.perspective)]
+        if not pairs:
+            return []
         self.caller.progress.requests_added(len(pairs) * len(self.prompt.questions))
         judgements = await asyncio.gather(*(self.judge(p, doc, chunk) for p in pairs))
         self.caller.store.put_judgements(self.caller.run_id, [(p.pair_id, j) for p, j in zip(pairs, judgements, strict=True)])

@@ -56,6 +56,10 @@ def outputs_to_qa(prompt: Prompt, obj: BaseModel, variables: dict[str, object]) 
                 continue  # "X is related to X" teaches nothing
             question = prompt.render_question("relation", subject=rel["subject"], object=rel["object"], **variables)
             found.append((question, f"{rel['subject']} {rel['relation']} {rel['object']}.", ""))
+    elif prompt.output == "unanswerable":  # the answer is built by code, always the same decline
+        from qagen.prompting.declines import decline_answer
+
+        found = [(item["question"], decline_answer(item["what"]), "") for item in data["items"]]
     seen: set[str] = set()
     unique = []
     for q, a, quote in found:
@@ -228,7 +232,8 @@ class Generator:
         if trained and self.judge is not None and self.judge.best_of > 1 and prompt.grounding == "quote" and pairs:
             c.store.add_drafts(pairs)
             pairs = await self.judge.best_of_n(pairs, doc, chunk)
-        if trained and self.refiner is not None and pairs:
+        # ``refine: false`` (a code-built answer, "The documents don't say ..."): the regenerator must not rewrite it
+        if trained and self.refiner is not None and prompt.refine and pairs:
             c.store.add_drafts(pairs)
             c.progress.requests_added(len(pairs))  # at least one critic call each
             outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))

@@ -21,6 +21,7 @@ from qagen.generate.caller import Alarm, Caller
 from qagen.generate.judge import Judge
 from qagen.generate.perspectives import Generator
 from qagen.generate.refine import Refiner, RefineSettings
+from qagen.generate.rewrite import Rewriter
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_role_llms
 from qagen.prompting.prompts import Prompt, PromptSet
@@ -29,10 +30,12 @@ from qagen.store import Store
 
 @dataclass
 class Stages:
-    """The generation stages of one run (or one Ray shard): a caller, the perspectives, refiner and judge."""
+    """The generation stages of one run (or one Ray shard): a caller, the perspectives, refiner and judge, and
+    the chunk rewriter for continued pretraining (``--cpt``; the executor runs it on every chunk)."""
 
     caller: Caller
     generator: Generator
+    rewriter: Rewriter | None = None
 
     @property
     def refiner(self) -> Refiner | None:
@@ -59,9 +62,10 @@ def build_stages(
     screen_pair = _screener(filter_settings(settings)) if settings.filters else None
     # the whole-document reduce passage may be as long as a chunk (estimated at 4 characters a token)
     reduce_chars = 4 * chunker_settings(settings).chunk_size
+    rewriter = Rewriter(caller, prompts, settings.cpt_rewrites) if settings.cpt else None
     return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam,
                                     screen=screen_pair, reduce_chars=reduce_chars,
-                                    facts_k=settings.coverage_k, reversal=settings.reversing))
+                                    facts_k=settings.facts_k, reversal=settings.reversal), rewriter)
 
 
 def filter_settings(settings: Settings) -> FilterSettings:

@@ -163,6 +163,9 @@ class Shard:
                     for _ in range(permits):
                         await gate.acquire()
                     tg.create_task(one(generator.run_chunk(planned, doc, chunk), permits))
+                    if self.stages.rewriter is not None:  # the cpt corpus's rewrites of this chunk (--cpt)
+                        await gate.acquire()
+                        tg.create_task(one(self.stages.rewriter.run(doc, chunk)))
                 whole = generator.whole_document(len(chunks))
                 if whole:  # the reduce over the section summaries above (shared with their own requests)
                     self.stages.caller.progress.requests_added(len(whole))

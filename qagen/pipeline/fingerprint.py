@@ -27,7 +27,7 @@ _SPEED_ONLY = {
     "embedded_threads", "embedded_parallel", "embedded_ctx_per_slot", "fail_fast_after",
     "critic_base_url", "regenerator_base_url", "judge_base_url",
 }
-OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "exam.jsonl", "dpo.jsonl", "report.html", "README.md")
+OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "exam.jsonl", "dpo.jsonl", "cpt.jsonl", "report.html", "README.md")
 
 
 def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet) -> str:
@@ -83,7 +83,7 @@ def unchanged(store: Store, out_dir: Path, inputs: str, settings: Settings, summ
     for name, value in here.items():
         setattr(summary, name, value)
     for name, file in (("train_path", "train.jsonl"), ("eval_path", "eval.jsonl"), ("exam_path", "exam.jsonl"),
-                       ("dpo_path", "dpo.jsonl"),
+                       ("dpo_path", "dpo.jsonl"), ("cpt_path", "cpt.jsonl"),
                        ("report_path", "report.html"), ("card_path", "README.md")):
         if getattr(summary, name):  # the folder may have moved since (a CI cache restored elsewhere)
             setattr(summary, name, str(out_dir / file))

@@ -21,6 +21,7 @@ from qagen.curate.verdicts import curate
 from qagen.generate.identity import identity_pairs
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_llm
+from qagen.output.cpt import write_cpt
 from qagen.output.exam import write_exam
 from qagen.output.export import export_dpo, export_run
 from qagen.pipeline.assemble import (
@@ -66,7 +67,7 @@ def ingest(
         raise InputError(f"documents folder not found: {docs_dir}")
     if not docs_dir.is_dir():
         raise InputError(f"not a folder: {docs_dir}")
-    prompts = load_prompts(prompts_dir, settings.refine_style)
+    prompts = load_prompts(prompts_dir, settings.refine_style, settings.prompt_switches)
     if settings.best_of > 1 and not settings.judge:
         raise InputError("--best-of needs the judge (it keeps the best-judged answer); drop --no-judge")
     if settings.decontaminate:
@@ -175,7 +176,7 @@ def _finish(
     curated = curate(store, run_id, prompts, curate_settings(settings), judged=stages.judge is not None)
     add_curation(summary, curated, store, run_id, totals.stats.calls, settings)
     if stages.generator.covering:
-        add_coverage(summary, store, run_id, settings.coverage_k)
+        add_coverage(summary, store, run_id, settings.facts_k)
     result = export_run(store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by)
     summary.http_retries = int(getattr(llm, "retries", 0))
     summary.pairs_per_perspective = dict(sorted(pairs.items()))
@@ -185,6 +186,9 @@ def _finish(
     if settings.exam:
         exam_path, summary.exam_questions = write_exam(store, run_id, out_dir)
         summary.exam_path = str(exam_path)
+    if settings.cpt:  # continued pretraining: the chunks and their rewrites, for `qagen train --recipe cpt+sft`
+        cpt = write_cpt(store, run_id, out_dir, chunk_key=chunker_settings(settings).key())
+        summary.cpt_path, summary.cpt_texts = str(cpt.path), cpt.texts
     summary.profile = settings.profile
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)

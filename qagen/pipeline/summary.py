@@ -52,6 +52,12 @@ class Summary:
     stop_reasons: dict[str, int] = field(default_factory=dict)
     dpo_pairs: int = 0
     dpo_path: str = ""
+    # Continued pretraining (--cpt): OUT/cpt.jsonl's texts (chunks + rewrites), the rewrites kept and those dropped
+    # for a number, name or date their chunk does not state (qagen/generate/rewrite.py)
+    cpt_texts: int = 0
+    cpt_path: str = ""
+    rewrites: int = 0
+    rewrites_dropped: int = 0
     # Per stage: what the judge, grounding, dedup and decontamination did (qagen/curate/verdicts.py)
     judged: bool = False
     judge_method: str = ""  # logprobs | parsed | mixed: "parsed" means the endpoint gave no logprobs
@@ -109,6 +115,7 @@ def add_totals(summary: Summary, totals: RunTotals) -> None:
     summary.corrective_retries, summary.invalid_replies = stats.corrective_retries, stats.invalid
     summary.length_cutoffs = stats.length_cutoffs
     summary.screened = stats.screened
+    summary.rewrites, summary.rewrites_dropped = stats.rewrites, stats.rewrites_dropped
     summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     summary.calls_per_perspective = dict(sorted(stats.calls.items()))
     summary.failure_examples = list(stats.failure_examples)

@@ -10,7 +10,8 @@ editing one file re-runs only that prompt.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -28,11 +29,14 @@ log = logging.getLogger(__name__)
 
 Role = Literal[
     "system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer", "exam", "titler",
-    "paraphraser",
+    "paraphraser", "rewriter",
 ]
 Output = Literal[
-    "qa_pairs", "answers", "entities", "identity", "critique", "revision", "answer", "judge", "text", "none"
+    "qa_pairs", "answers", "entities", "identity", "critique", "revision", "answer", "judge", "text", "none",
+    "unanswerable", "rewrites",
 ]
+# Settings switches a prompt can wait for (``switch:``): the prompt runs only when the switch is on.
+Switch = Literal["unanswerable"]
 
 
 class PromptError(InputError):
@@ -69,6 +73,13 @@ class _FrontMatter(BaseModel):
     # supporting quote (checked against the chunk); "none" for summaries and
     # code-built pairs, whose answers are not a span of the passage.
     grounding: Literal["quote", "none"] = "none"
+    # The settings switch this prompt waits for (``--unanswerable``): off unless the run turns it on.
+    switch: Switch | None = None
+    # Whether the judge and the critic loop see this prompt's pairs. ``false`` for a code-built answer the judge's
+    # rubric would reject by design ("The documents don't say ..." is not "supported by the passage") and that the
+    # regenerator must not rewrite into a made-up answer.
+    judge: bool = True
+    refine: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,9 @@ class Prompt:
     grounding: str = "none"
     min_answer_words: int = 1
     reads: str = "opening"
+    switch: str = ""
+    judge: bool = True
+    refine: bool = True
 
     def render(self, **variables: object) -> str:
         return render_template(self.body, self.source, **variables)
@@ -172,6 +186,9 @@ def load_file(path: Path) -> Prompt:
         grounding=fm.grounding,
         min_answer_words=fm.min_answer_words,
         reads=fm.reads,
+        switch=fm.switch or "",
+        judge=fm.judge,
+        refine=fm.refine,
     )
 
 
@@ -202,11 +219,14 @@ class PromptSet:
 REFINE_STYLES = ("chat", "helixnet")
 
 
-def load_prompts(user_dir: Path | None = None, refine_style: str = "chat") -> PromptSet:
+def load_prompts(user_dir: Path | None = None, refine_style: str = "chat",
+                 switches: Collection[str] = ()) -> PromptSet:
     """The built-in prompts, overridden and extended by ``user_dir``.
 
     ``refine_style="helixnet"`` swaps in the built-in critic and regenerator
-    written in HelixNet's completion format (``prompts/helixnet/``).
+    written in HelixNet's completion format (``prompts/helixnet/``). A prompt
+    with a ``switch`` runs only when ``switches`` names it (``Settings.prompt_switches``);
+    otherwise it is loaded disabled, like ``enabled: false``.
     """
     if refine_style not in REFINE_STYLES:
         raise PromptError(f"unknown refine style {refine_style!r} (choose from {', '.join(REFINE_STYLES)})")
@@ -220,6 +240,9 @@ def load_prompts(user_dir: Path | None = None, refine_style: str = "chat") -> Pr
         for pid, prompt in overrides.items():
             log.info("prompt %s %s from %s", pid, "overridden" if pid in prompts else "added", prompt.source)
         prompts.update(overrides)
+    for pid, prompt in prompts.items():
+        if prompt.switch and prompt.switch not in switches and prompt.enabled:
+            prompts[pid] = replace(prompt, enabled=False)
     for needed, role in (("system", "system"), ("context", "context")):
         if needed not in prompts or prompts[needed].role != role:
             raise PromptError(f"no prompt with id {needed!r} and role {role!r}")

@@ -126,6 +126,19 @@ def _entities(n: int, max_a: int) -> OutputSchema:
     return _finish("entities", model)
 
 
+@lru_cache(maxsize=64)
+def _unanswerable(n: int, max_q: int, max_what: int) -> OutputSchema:
+    """Questions the passage does not answer, each with ``what`` it asks; code writes the answer
+    ("The documents don't say {what}.", ``qagen.prompting.declines``), so the schema has no answer field."""
+    item = create_model("Unanswerable", __config__=_STRICT, question=(_text(max_q, 5), ...),
+                        what=(_text(max_what), ...))
+    model = create_model(
+        "UnanswerableItems", __config__=_STRICT,
+        items=(Annotated[list[item], Field(min_length=1, max_length=n)], ...),  # type: ignore[valid-type]
+    )
+    return _finish("unanswerable", model)
+
+
 PROBLEMS = ("unsupported_claim", "not_self_contained", "vague", "wrong", "incomplete")
 
 
@@ -155,6 +168,20 @@ def _answer(max_a: int, quote: bool) -> OutputSchema:
     return _finish("answer", create_model("Answer", __config__=_STRICT, **fields))  # type: ignore[call-overload]
 
 
+# The styles a rewrite of a chunk may take (prompts/rewrite.md describes each; qagen/generate/rewrite.py picks them).
+REWRITE_STYLES = ("relations", "brief", "encyclopedia", "facts")
+
+
+@lru_cache(maxsize=16)
+def _rewrites(n: int, max_chars: int) -> OutputSchema:
+    style = Literal[REWRITE_STYLES]  # type: ignore[valid-type]
+    rewrite = create_model("Rewrite", __config__=_STRICT, style=(style, ...), text=(_text(max_chars, 20), ...))
+    model = create_model(
+        "Rewrites", __config__=_STRICT, rewrites=(Annotated[list[rewrite], Field(min_length=1, max_length=n)], ...)  # type: ignore[valid-type]
+    )
+    return _finish("rewrites", model)
+
+
 FREE_TEXT = ("judge", "text")  # outputs read as plain text: no JSON schema is sent
 
 
@@ -176,4 +203,8 @@ def schema_for(prompt: Prompt, *, quote: bool | None = None) -> OutputSchema:
         return _answers(fields, prompt.max_answer_chars)
     if prompt.output == "entities":
         return _entities(prompt.n, prompt.max_answer_chars)
+    if prompt.output == "rewrites":
+        return _rewrites(prompt.n, prompt.max_answer_chars)
+    if prompt.output == "unanswerable":  # max_answer_chars bounds ``what``, the part of the answer the model writes
+        return _unanswerable(prompt.n, prompt.max_question_chars, prompt.max_answer_chars)
     raise PromptError(f"{prompt.source}: output {prompt.output!r} has no JSON schema")

@@ -8,7 +8,7 @@ pipeline asks the store before it asks the model.
 This module is the connection: the lock, the schema (:data:`MIGRATIONS`), the
 group commit and the merge of a worker's shard. The queries live in the
 modules beside it, one concern each (``cache``, ``corpus``, ``pairs``,
-``flow``, ``report``), and :class:`qagen.store.store.Store` is all of them.
+``rewrites``, ``flow``, ``report``), and :class:`qagen.store.store.Store` is all of them.
 
 Writes are group-committed: they join one open transaction that is
 committed at most ``commit_window`` seconds (or ``commit_rows`` writes) after
@@ -104,6 +104,16 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY, run_id INTEGER, kind TEXT NOT NULL, recipient TEXT NOT NULL,
         subject TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
         last_error TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT);
+    """,
+    # 5: rewrites of a chunk for continued pretraining (--cpt, OUT/cpt.jsonl), content-keyed like pairs, and
+    # the run that produced them (run_rewrites, like run_pairs).
+    """
+    CREATE TABLE rewrites(
+        rewrite_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL, doc_id TEXT NOT NULL, request_key TEXT NOT NULL,
+        style TEXT NOT NULL, text TEXT NOT NULL, created_at TEXT NOT NULL);
+    CREATE INDEX rewrites_by_chunk ON rewrites(chunk_id);
+    CREATE TABLE run_rewrites(
+        run_id INTEGER NOT NULL, rewrite_id TEXT NOT NULL, sort_key TEXT NOT NULL, PRIMARY KEY(run_id, rewrite_id));
     """,
 )
 
@@ -272,4 +282,6 @@ _MERGE = (
     "INSERT OR REPLACE INTO main.refinements SELECT * FROM shard.refinements",
     "INSERT OR REPLACE INTO main.refined SELECT * FROM shard.refined",
     "INSERT OR REPLACE INTO main.verdicts SELECT * FROM shard.verdicts",
+    "INSERT OR IGNORE INTO main.rewrites SELECT * FROM shard.rewrites",
+    "INSERT OR REPLACE INTO main.run_rewrites SELECT * FROM shard.run_rewrites",
 )

@@ -40,8 +40,8 @@ class FlowQueries(Database):
         self.flush()  # the end of a run is always durable
 
     def carry_run(self, from_run: int, to_run: int) -> None:
-        """A run that changed nothing holds what the run it repeats held (its documents, pairs and verdicts), so
-        everything that reads "the latest ingest run" (eval, report, export) finds the corpus there."""
+        """A run that changed nothing holds what the run it repeats held (its documents, pairs, verdicts and
+        rewrites), so everything that reads "the latest ingest run" (eval, report, export) finds the corpus there."""
         with self.transaction():
             self.db.execute("INSERT OR IGNORE INTO run_docs SELECT ?, doc_id, path FROM run_docs WHERE run_id=?",
                             (to_run, from_run))
@@ -50,6 +50,8 @@ class FlowQueries(Database):
             self.db.execute("INSERT OR IGNORE INTO verdicts SELECT ?, pair_id, verdict, detail, judge, judge_method, "
                             "judge_score, grounded, grounding, quote, duplicate_of FROM verdicts WHERE run_id=?",
                             (to_run, from_run))
+            self.db.execute("INSERT OR IGNORE INTO run_rewrites SELECT ?, rewrite_id, sort_key FROM run_rewrites "
+                            "WHERE run_id=?", (to_run, from_run))
 
     def run_record(self, run_id: int) -> RunRecord | None:
         row = self.db.execute(
