@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     cpt: bool = False
     cpt_rewrites: int = Field(default=2, ge=1, le=8)
 
+    # Open-book examples in train.jsonl (qagen/output/contextual.py): for this share of the training pairs, an
+    # extra row asks the same question over BEGININPUT blocks (the pair's chunk, with distractors from other
+    # documents, or without it) and answers with a "Source:" citation, so one fine-tune answers closed-book and
+    # from a retriever's context. 0: closed-book rows only (the default: not yet measured on the knowledge
+    # benchmark). `qagen export --contextual` writes the same rows, for every pair, to OUT/contextual.jsonl.
+    contextual_share: float = Field(default=0.0, ge=0.0, le=1.0)
+
     # OUT/report.html and the dataset card OUT/README.md at the end of a run.
     report: bool = True
     license: str | None = None  # the dataset card's license field (e.g. "cc-by-4.0")

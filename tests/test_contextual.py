@@ -18,6 +18,7 @@ from qagen.output.contextual import (
     SYSTEM,
     ContextualError,
     export_contextual,
+    mix_into_train,
 )
 from qagen.output.export import export_run
 from qagen.store import Store
@@ -232,3 +233,75 @@ def test_cli_on_the_sample_run(tmp_path):
     assert again.returncode == 0 and (out / "contextual.jsonl").read_bytes() == first
     bad = subprocess.run([*run, "--withheld-share", "2"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 1 and "--withheld-share must be between 0 and 1" in " ".join(bad.stderr.split())
+
+
+# --- --contextual-share: open-book rows mixed into train.jsonl ------------------------------------------------
+@pytest.mark.parametrize("share", [0.2, 0.5])
+def test_a_share_of_the_pairs_gets_an_open_book_row_in_train(big, tmp_path, share):
+    src, _ = big
+    out = tmp_path / "mixed"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+    closed = (out / "train.jsonl").read_text()
+    with Store(out) as store:
+        result = mix_into_train(store, out, share)
+        mixed = (out / "train.jsonl").read_text()
+        rows = lines(out / "train.jsonl")
+        again = mix_into_train(store, out, share)  # a re-mix replaces the open-book rows, it does not stack them
+    assert mixed.startswith(closed)  # every closed-book row stays, first and unchanged
+    assert (out / "train.jsonl").read_text() == mixed and again.examples == result.examples
+    open_rows = [r for r in rows if r.get("contextual")]
+    assert len(rows) == 550 + len(open_rows) and len(open_rows) == result.examples == round(share * 500)
+    assert len({r["pair_id"] for r in open_rows}) == len(open_rows)  # one open-book row per chosen pair
+    by_pair = {r["pair_id"]: r for r in rows if not r.get("contextual")}
+    for row in open_rows:
+        assert PROMPT.fullmatch(row["messages"][1]["content"]).group(1) == by_pair[row["pair_id"]]["messages"][1]["content"]
+        assert row["perspective"] not in ("identity", "metadata")
+    modes = {m: sum(r["contextual"] == m for r in open_rows) / len(open_rows) for m in ("distractors", "withheld")}
+    assert abs(modes["distractors"] - 0.3) <= 0.02 and abs(modes["withheld"] - 0.1) <= 0.02  # shares of the chosen
+    assert result.modes["withheld"] == sum(r["messages"][2]["content"] == NOT_IN_CONTEXT for r in open_rows)
+    with Store(out) as store:  # contextual.jsonl from a mixed train.jsonl: built from the closed-book rows only
+        assert export_contextual(store, out).examples == 500
+
+
+def test_the_share_picks_a_superset_as_it_grows_and_rejects_bad_values(big, tmp_path):
+    src, _ = big
+    chosen = {}
+    for share in (0.1, 0.3):
+        out = tmp_path / f"s{share}"
+        shutil.copytree(src, out, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+        with Store(out) as store:
+            mix_into_train(store, out, share)
+        chosen[share] = {r["pair_id"] for r in lines(out / "train.jsonl") if r.get("contextual")}
+    assert chosen[0.1] < chosen[0.3]
+    with Store(src) as store:
+        for bad in (0.0, 1.5, -0.2):
+            with pytest.raises(ContextualError, match="--contextual-share"):
+                mix_into_train(store, src, bad)
+
+
+def test_ingest_with_a_contextual_share(corpus, settings_for, tmp_path):
+    from qagen.pipeline.ingest import ingest
+
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for(contextual_share=0.5, eval_fraction=0.0))
+    rows = lines(out / "train.jsonl")
+    open_rows = [r for r in rows if r.get("contextual")]
+    closed = [r for r in rows if not r.get("contextual")]
+    assert summary.status == "ok" and len(closed) == summary.train_pairs
+    eligible = [r for r in closed if r["perspective"] not in ("identity", "metadata")]
+    assert summary.contextual_rows == len(open_rows) == round(0.5 * len(eligible)) > 0
+    assert sum(summary.contextual_modes.values()) == len(open_rows)
+    with Store(out) as store:  # the blocks carry this run's document titles and chunk texts
+        titles = {d: t for d, _, t in store.run_documents(store.latest_finished_run("ingest"))}
+        for row in open_rows:
+            for chunk_id in row["context_chunk_ids"]:
+                assert store.chunk_text(chunk_id).strip() in row["messages"][1]["content"]
+            named = re.findall(r"^title: (.*)$", row["messages"][1]["content"], re.MULTILINE)
+            assert len(named) == len(row["context_chunk_ids"]) and set(named) <= {" ".join(t.split()) for t in titles.values()}
+            if row["contextual"] != "withheld":
+                assert " ".join(titles[row["doc_id"]].split()) in named
+    first = (out / "train.jsonl").read_bytes()
+    ingest(corpus, out, settings_for(contextual_share=0.5, eval_fraction=0.0))  # unchanged: the same bytes
+    assert (out / "train.jsonl").read_bytes() == first
+    ingest(corpus, out, settings_for(contextual_share=0.0, eval_fraction=0.0))  # share 0: closed book only
+    assert [r for r in lines(out / "train.jsonl") if r.get("contextual")] == []

@@ -167,3 +167,24 @@ def test_failed_training_exits_1_with_the_log_tail(out):
 
     with sqlite3.connect(out / "qagen.sqlite") as db:
         assert db.execute("SELECT command, status FROM runs").fetchall() == [("train", "failed")]
+
+
+@pytest.mark.parametrize(("chunk_chars", "template", "expected"), [
+    (0, "smollm2-cpu-lora", 512),  # closed-book rows only: the template's default
+    (2400, "smollm2-cpu-lora", 1024),  # an open-book row of ~2,500 characters: 2,500 / 3 + 64 -> 1024
+    (20000, "smollm2-cpu-lora", 2048),  # the cap for the embedded CPU templates
+    (2400, "mistral-7b-lora", 2048),  # the GPU templates' default already fits it
+    (20000, "mistral-7b-lora", 4096),
+])
+def test_open_book_rows_size_the_sequence_length(out, chunk_chars, template, expected):
+    rows = [ROW]
+    if chunk_chars:
+        prompt = "BEGININPUT\nBEGINCONTEXT\ndoc: x\nENDCONTEXT\n" + "w" * chunk_chars + "\nENDINPUT"
+        rows.append({**ROW, "pair_id": "p2", "contextual": "answer",
+                     "messages": [{"role": "system", "content": "Answer from the blocks."},
+                                  {"role": "user", "content": prompt}, {"role": "assistant", "content": "A."}]})
+    (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg, _, _ = prepare(out, load_train_settings(template=template, base_model="/models/base-hf"))
+    assert cfg["sequence_len"] == expected
+    given, _, _ = prepare(out, load_train_settings(template=template, base_model="/models/base-hf", sequence_len=640))
+    assert given["sequence_len"] == 640  # --sequence-len wins

@@ -141,6 +141,9 @@ def _summary_table(s: Summary) -> Table:
         t.add_row("exam", f"{s.exam_questions} held-out questions in {s.exam_path} (never trained on)"
                   + (f", {controls} of them control questions the documents don't answer" if controls else ""))
     t.add_row("eval", s.eval_path)
+    if s.contextual_rows:
+        modes = ", ".join(f"{n} {m}" for m, n in s.contextual_modes.items() if n)
+        t.add_row("open-book", f"{s.contextual_rows} rows added to train.jsonl ({modes})")
     if s.cpt_path:
         t.add_row("cpt", f"{s.cpt_texts} texts in {s.cpt_path} (chunks + {s.rewrites} rewrites; {s.rewrites_dropped} "
                          "rewrites dropped: a number, name or date their chunk does not state)")
@@ -198,6 +201,7 @@ def ingest_cmd(
     exam: Annotated[bool | None, typer.Option("--exam/--no-exam", help="Write the held-out exam OUT/exam.jsonl (never trained on; `qagen eval` scores it). Default on.")] = None,
     cpt: Annotated[bool | None, typer.Option("--cpt/--no-cpt", help="Also write OUT/cpt.jsonl for continued pretraining (`qagen train --recipe cpt+sft`): every chunk plus grounded rewrites of it (one cached request per chunk). Default off.")] = None,
     cpt_rewrites: Annotated[int | None, typer.Option(help="With --cpt: rewrites asked per chunk, each in another style (relations, brief, encyclopedia entry, list of facts). Default 2.")] = None,
+    contextual_share: Annotated[float | None, typer.Option(help="Open-book rows in train.jsonl: for this share of the training pairs (0-1), an extra row asks the same question over BEGININPUT blocks (its chunk, with distractors from other documents, or without it) and answers with a Source: citation. Default 0 (closed book only).")] = None,
     unanswerable: Annotated[bool | None, typer.Option("--unanswerable/--no-unanswerable", help="\"The documents don't say\": a few near-miss questions per document that it does not answer (prompts/unanswerable.md, n per document), answered by code with a decline, so the tuned model learns to stay within its documents; with the exam on, the exam gets control questions of that kind and `qagen eval` reports how often each model declines them. Default off: the knowledge benchmark does not measure it yet.")] = None,
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
     license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
@@ -223,7 +227,7 @@ def ingest_cmd(
         facts_k=facts_k, reversal=reversal, fail_fast_after=fail_fast_after,
         critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
         regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
-        report=report, exam=exam, unanswerable=unanswerable, cpt=cpt, cpt_rewrites=cpt_rewrites, license=license, transport=transport, executor=executor, ray_address=ray_address,
+        report=report, exam=exam, unanswerable=unanswerable, cpt=cpt, cpt_rewrites=cpt_rewrites, contextual_share=contextual_share, license=license, transport=transport, executor=executor, ray_address=ray_address,
         workers=workers,
         decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
     ), as_json)

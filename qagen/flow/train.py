@@ -40,6 +40,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qagen.core import ids
 from qagen.core.errors import StageError
+from qagen.flow.sizing import sized_sequence_len
 
 if TYPE_CHECKING:
     from qagen.store import Store
@@ -345,7 +346,7 @@ def prepare(out_dir: Path, settings: TrainSettings, *, template: str | None = No
         "eval_path": str((out_dir / "eval.jsonl").resolve()),
         "prepared_path": str((out_dir / "adapters" / "prepared").resolve()),
         "output_dir": "",  # filled below, once the key is known
-        "sequence_len": settings.sequence_len or (512 if embedded else 2048),
+        "sequence_len": settings.sequence_len or sized_sequence_len(train_path, embedded),
         "max_steps": settings.max_steps,
         "num_epochs": settings.epochs,
         "seed": settings.seed,

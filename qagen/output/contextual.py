@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,8 @@ def _title(row: dict[str, object], titles: dict[str, str]) -> str:
 
 def _eligible(row: dict[str, object]) -> str:
     """Why a pair can't be an open-book example ('' when it can)."""
+    if row.get("contextual"):
+        return "already an open-book example (--contextual-share)"
     if not row.get("chunk_id") or not row.get("doc_id"):
         return "no chunk_id"
     if row.get("perspective") in SKIP_PERSPECTIVES or row.get("model") == "code":
@@ -187,11 +190,80 @@ def export_contextual(
 ) -> ContextualResult:
     """Write OUT/contextual.jsonl from OUT/train.jsonl and the store's chunks; the same inputs give the same bytes."""
     check_shares(distractor_share, withheld_share)
+    source = _train_file(out_dir)
+    result = ContextualResult(out_dir / NAME)
+    with atomic_writer(result.path) as fh:
+        for line in _examples(store, source, result, distractor_share, withheld_share):
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    result.stanza = ("# qagen export --contextual: open-book examples, rendered by the model's chat template\n"
+                     f"datasets:\n{dataset_entry('messages', result.path)}\n")
+    result.stanza_path = out_dir / STANZA_NAME
+    with atomic_writer(result.stanza_path) as fh:
+        fh.write(result.stanza)
+    return result
+
+
+def mix_into_train(
+    store: Store,
+    out_dir: Path,
+    share: float,
+    *,
+    distractor_share: float = DISTRACTOR_SHARE,
+    withheld_share: float = WITHHELD_SHARE,
+    run_id: int | None = None,
+) -> ContextualResult:
+    """``qagen ingest --contextual-share S``: add an open-book example for a share S of train.jsonl's eligible
+    pairs to train.jsonl itself, after its closed-book rows (which all stay), so ``qagen train`` learns both.
+
+    The pairs are the first S of them ranked by a hash of their pair id (a re-run picks the same ones); among
+    them the distractor and withheld shares apply as in contextual.jsonl. Rows already open-book (a re-mix) are
+    not used again. ``run_id``: the run whose documents give the titles (default: the last finished ingest; the
+    ingest that is writing train.jsonl passes its own). Returns what was added (``path`` is train.jsonl).
+    """
+    if not 0.0 < share <= 1.0:
+        raise ContextualError(f"--contextual-share must be above 0 and at most 1 (got {share})")
+    check_shares(distractor_share, withheld_share)
+    source = _train_file(out_dir)
+    result = ContextualResult(source)
+    eligible = [str(row.get("pair_id", "")) for _, row in read_rows(source) if not _eligible(row)]
+    ranked = sorted(eligible, key=lambda p: (ids.hash_str("contextual-share", p), p))
+    chosen = set(ranked[: round(share * len(ranked))])
+    if not chosen:
+        return result
+    with atomic_writer(source) as fh:
+        for _, row in read_rows(source):
+            if not row.get("contextual"):  # a re-mix replaces the open-book rows, it does not stack them
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for line in _examples(store, source, result, distractor_share, withheld_share, only=chosen,
+                                  run_id=run_id):
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return result
+
+
+def _train_file(out_dir: Path) -> Path:
     source = out_dir / "train.jsonl"
     if not source.is_file():
         raise ContextualError(f"no dataset in {out_dir} ({source} is missing): run `qagen ingest DOCS --out {out_dir}` "
                               "first")
-    run_id = store.latest_finished_run("ingest")
+    return source
+
+
+def _examples(
+    store: Store,
+    source: Path,
+    result: ContextualResult,
+    distractor_share: float,
+    withheld_share: float,
+    *,
+    only: set[str] | None = None,
+    run_id: int | None = None,
+) -> Iterator[dict[str, object]]:
+    """The open-book rows for train.jsonl's eligible pairs (``only``: of these pair ids), in the file's order.
+
+    Reads ``source`` twice (it is not held in memory); the caller writes the rows elsewhere, or to a temporary
+    file that replaces ``source`` when it is done (atomic_writer), so both passes read the old file."""
+    if run_id is None:
+        run_id = store.latest_finished_run("ingest")
     titles = {doc_id: title for doc_id, _path, title in store.run_documents(run_id)} if run_id is not None else {}
     texts: dict[str, str] = {}  # pass 2's chunk texts, a bounded cache
 
@@ -202,8 +274,8 @@ def export_contextual(
             texts[chunk_id] = store.chunk_text(chunk_id) or ""
         return texts[chunk_id]
 
-    # Pass 1: which pairs can be examples, and the chunks distractors come from.
-    result = ContextualResult(out_dir / NAME)
+    # Pass 1: which pairs can be examples, and the chunks distractors come from (the chunks of every eligible
+    # pair, chosen or not: a share does not shrink the distractor pool).
     pool: dict[str, Block] = {}  # chunk_id -> its block (ids and names only: texts are read when written)
     missing: set[str] = set()
     dates: dict[str, str] = {}  # doc_id -> its stated date ("" if none)
@@ -226,47 +298,41 @@ def export_contextual(
             date = dates[doc_id]
         pool.setdefault(chunk_id, Block(chunk_id, str(row["doc_id"]), _title(row, titles), str(row.get("source", "")),
                                         date if isinstance(date, str) else ""))
-        eligible.append(str(row.get("pair_id", "")))
+        pair_id = str(row.get("pair_id", ""))
+        if only is None or pair_id in only:
+            eligible.append(pair_id)
     if not eligible:
         raise ContextualError(f"none of the pairs in {source} can be an open-book example "
                               f"({', '.join(f'{n} {why}' for why, n in result.skipped.items()) or 'no pairs'})")
     modes = plan_modes(eligible, distractor_share, withheld_share)
     distractors = Distractors(pool)
+    wanted = set(eligible)
 
     # Pass 2: one example per eligible pair, in train.jsonl's order.
-    with atomic_writer(result.path) as fh:
-        for where, row in read_rows(source):
-            if _eligible(row) or str(row["chunk_id"]) not in pool:
-                continue
-            t = turns(row, where)
-            pair_id = str(row.get("pair_id", ""))
-            own = pool[str(row["chunk_id"])]
-            mode = modes.get(pair_id, ANSWER)
-            others = distractors.pick(pair_id, own.doc_id, 1 + _unit("count", pair_id) % 2) if mode != ANSWER else []
-            if not others:
-                mode = ANSWER  # a single-document corpus has nothing to distract with
-            if mode == WITHHELD:
-                blocks, cited = others, None
-            else:
-                blocks, cited = list(others), own
-                blocks.insert(_unit("position", pair_id) % (len(others) + 1), own)
-            texts_in = [(b, text_of(b.chunk_id)) for b in blocks]
-            line = {
-                "messages": [
-                    {"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": render_prompt(texts_in, t.question)},
-                    {"role": "assistant", "content": render_answer(t.answer, cited)},
-                ],
-                **provenance(row),
-                "contextual": mode,
-                "context_chunk_ids": [b.chunk_id for b in blocks],
-            }
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-            result.examples += 1
-            result.modes[mode] += 1
-    result.stanza = ("# qagen export --contextual: open-book examples, rendered by the model's chat template\n"
-                     f"datasets:\n{dataset_entry('messages', result.path)}\n")
-    result.stanza_path = out_dir / STANZA_NAME
-    with atomic_writer(result.stanza_path) as fh:
-        fh.write(result.stanza)
-    return result
+    for where, row in read_rows(source):
+        if _eligible(row) or str(row["chunk_id"]) not in pool or str(row.get("pair_id", "")) not in wanted:
+            continue
+        t = turns(row, where)
+        pair_id = str(row.get("pair_id", ""))
+        own = pool[str(row["chunk_id"])]
+        mode = modes.get(pair_id, ANSWER)
+        others = distractors.pick(pair_id, own.doc_id, 1 + _unit("count", pair_id) % 2) if mode != ANSWER else []
+        if not others:
+            mode = ANSWER  # a single-document corpus has nothing to distract with
+        if mode == WITHHELD:
+            blocks, cited = others, None
+        else:
+            blocks, cited = list(others), own
+            blocks.insert(_unit("position", pair_id) % (len(others) + 1), own)
+        result.examples += 1
+        result.modes[mode] += 1
+        yield {
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": render_prompt([(b, text_of(b.chunk_id)) for b in blocks], t.question)},
+                {"role": "assistant", "content": render_answer(t.answer, cited)},
+            ],
+            **provenance(row),
+            "contextual": mode,
+            "context_chunk_ids": [b.chunk_id for b in blocks],
+        }

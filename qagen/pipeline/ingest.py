@@ -21,6 +21,7 @@ from qagen.curate.verdicts import curate
 from qagen.generate.identity import identity_pairs
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_llm
+from qagen.output.contextual import ContextualError, mix_into_train
 from qagen.output.cpt import write_cpt
 from qagen.output.exam import write_exam
 from qagen.output.export import export_dpo, export_run
@@ -183,6 +184,8 @@ def _finish(
     summary.pairs_total = result.train_pairs + result.eval_pairs
     summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
     summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
+    if settings.contextual_share > 0 and result.train_pairs:
+        _mix_contextual(store, run_id, out_dir, settings, summary)
     if settings.exam:
         exam_path, summary.exam_questions = write_exam(store, run_id, out_dir)
         summary.exam_path = str(exam_path)
@@ -209,6 +212,17 @@ def _finish(
         summary.status = "partial" if summary.pairs_total else "failed"
     summary.seconds = round(time.perf_counter() - started, 2)
     store.finish_run(run_id, summary.status, summary.to_dict())
+
+
+def _mix_contextual(store: Store, run_id: int, out_dir: Path, settings: Settings, summary: Summary) -> None:
+    """--contextual-share: open-book rows for a share of the training pairs, appended to train.jsonl. Nothing to
+    build them from (only code-built pairs, say) is a note in the summary, not a failed run."""
+    try:
+        mixed = mix_into_train(store, out_dir, settings.contextual_share, run_id=run_id)
+    except ContextualError as exc:
+        summary.failure_examples.append(f"--contextual-share: {exc}")
+        return
+    summary.contextual_rows, summary.contextual_modes = mixed.examples, dict(mixed.modes)
 
 
 def _write_report(store: Store, run_id: int, out_dir: Path, settings: Settings, summary: Summary) -> None:

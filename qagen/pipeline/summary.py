@@ -56,6 +56,8 @@ class Summary:
     # for a number, name or date their chunk does not state (qagen/generate/rewrite.py)
     cpt_texts: int = 0
     cpt_path: str = ""
+    contextual_rows: int = 0  # --contextual-share: open-book rows added to train.jsonl
+    contextual_modes: dict[str, int] = field(default_factory=dict)  # answer | distractors | withheld -> rows
     rewrites: int = 0
     rewrites_dropped: int = 0
     # Per stage: what the judge, grounding, dedup and decontamination did (qagen/curate/verdicts.py)
