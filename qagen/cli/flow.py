@@ -67,6 +67,9 @@ class _LineProgress:
         err.print(f"  train step {step}/{total}  loss {loss:.4f}" + (f"  ETA {eta}" if eta else ""), highlight=False)
 
 
+OpenBookOpt = Annotated[bool, typer.Option("--open-book", help="Also ask each held-out question over input blocks, as the open-book training rows do: with its chunk, among other documents' chunks, and without it (the right reply then declines). Reports F1, cited source and declined shares, base vs tuned.")]
+
+
 def train_cmd(
     out: OutArg,
     template: Annotated[str | None, typer.Option(help="axolotl template name in axolotl_configs/ or a .yml path (default smollm2-cpu-lora).")] = None,
@@ -116,12 +119,14 @@ def eval_cmd(
     adapter: Annotated[Path | None, typer.Option(help="LoRA adapter or fully tuned model folder (default: the last one `qagen train` made).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model HF folder (default: the adapter's base).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
+    open_book: OpenBookOpt = False,
     base_url: Annotated[str | None, typer.Option(help="Judge endpoint (OpenAI-compatible). Default: the embedded model.")] = None,
     model: Annotated[str | None, typer.Option(help="Judge model name at --base-url.")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Closed book, base vs tuned: held-out questions (EM, F1, contains, 95 % CIs) and the eval.jsonl format check."""
+    """Closed book, base vs tuned: held-out questions (EM, F1, contains, 95 % CIs) and the eval.jsonl format check;
+    --open-book: the same questions over input blocks too."""
     from qagen.config import load_settings
     from qagen.flow.evaluate import EvalError, evaluate
     from qagen.flow.questions import load_questions
@@ -142,7 +147,7 @@ def eval_cmd(
             raise EvalError(f"no trained adapter recorded in {out}: run `qagen train {out}` or pass --adapter and --base-model")
         threads = load_train_settings().threads
         report = evaluate(out, store, settings, base_model=base, adapter_dir=adapter_dir, limit=limit,
-                          threads=threads, questions=questions)
+                          threads=threads, questions=questions, open_book=open_book)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -197,6 +202,8 @@ def run_cmd(
     cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template.")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
     questions: Annotated[Path | None, typer.Option(help="Your held-out questions for the knowledge score (.jsonl, .csv, SQuAD .json); default: the run's exam.jsonl.")] = None,
+    open_book: OpenBookOpt = False,
+    contextual_share: Annotated[float | None, typer.Option(help="Open-book rows in train.jsonl for this share of the training pairs (see `qagen ingest --help`). Default 0.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for generation and judge.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name served at --base-url.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
@@ -213,7 +220,8 @@ def run_cmd(
 
     setup_logging(verbose)
     settings = settings_or_exit(lambda: load_settings(
-        base_url=base_url, model=model, concurrency=concurrency, chunk_size=chunk_size), as_json)
+        base_url=base_url, model=model, concurrency=concurrency, chunk_size=chunk_size,
+        contextual_share=contextual_share), as_json)
     ts = settings_or_exit(lambda: load_train_settings(
         template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, recipe=recipe,
         cpt_template=cpt_template), as_json)
@@ -228,7 +236,7 @@ def run_cmd(
 
             load_questions(questions)  # a malformed file stops the run before anything is generated
         result = run(docs, out, settings, ts, ns, gate=gate, eval_limit=eval_limit, prompts_dir=prompts, questions=questions,
-                     progress=_LineProgress())
+                     open_book=open_book, progress=_LineProgress())
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
     else:

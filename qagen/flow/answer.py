@@ -67,21 +67,29 @@ def answer(
 
 def _generate(model: object, tokenizer: object, prompts: list[tuple[str, str]], max_new_tokens: int,
               batch: int) -> list[str]:
+    """Greedy replies in the prompts' order. Batches are formed from prompts of similar length (a batch is
+    left-padded to its longest prompt, so mixing a 60-token question with a 1,900-token open-book prompt would
+    cost the short one the long one's time). Greedy: the same prompts give the same replies; padding in another
+    batch can move a logit's last bits, and so, rarely, a token."""
     import torch
 
-    answers: list[str] = []
-    for start in range(0, len(prompts), batch):
-        texts = [
-            tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-                [{"role": "system", "content": system}, {"role": "user", "content": question}],
-                tokenize=False, add_generation_prompt=True,
-            )
-            for system, question in prompts[start : start + batch]
-        ]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # type: ignore[operator]
+    texts = [
+        tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "system", "content": system}, {"role": "user", "content": question}],
+            tokenize=False, add_generation_prompt=True,
+        )
+        for system, question in prompts
+    ]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    answers: list[str] = [""] * len(texts)
+    for start in range(0, len(order), batch):
+        picked = order[start : start + batch]
+        enc = tokenizer([texts[i] for i in picked], return_tensors="pt", padding=True,  # type: ignore[operator]
+                        add_special_tokens=False)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,  # type: ignore[attr-defined]
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # type: ignore[attr-defined]
         new = out[:, enc["input_ids"].shape[1] :]
-        answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]  # type: ignore[attr-defined]
+        for i, text in zip(picked, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):  # type: ignore[attr-defined]
+            answers[i] = text.strip()
     return answers

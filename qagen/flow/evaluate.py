@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from qagen.core import ids
 from qagen.core.errors import StageError
+from qagen.flow import openbook
 from qagen.flow.answer import answer
 from qagen.flow.knowledge import (
     DocRef,
@@ -101,6 +102,8 @@ class EvalReport:
     rows: list[Scored] = field(default_factory=list)
     knowledge: dict[str, object] = field(default_factory=dict)  # KnowledgeReport.to_dict(): the knowledge score
     knowledge_table: str = ""
+    open_book: dict[str, object] = field(default_factory=dict)  # OpenBookReport.to_dict(), with --open-book
+    open_book_table: str = ""
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
@@ -108,7 +111,7 @@ class EvalReport:
 
     def table(self) -> str:
         """The knowledge table, then the format check per perspective, as fixed-width text (CLI and email)."""
-        parts = [self.knowledge_table] if self.knowledge_table else []
+        parts = [t for t in (self.knowledge_table, self.open_book_table) if t]
         if self.questions:
             parts.append(f"format check: {self.questions} pairs held out in eval.jsonl (same generator as "
                          "training; not a knowledge score)\n" + self._format_table())
@@ -220,9 +223,10 @@ def knowledge_questions(out_dir: Path, questions: Path | None) -> tuple[list[Que
 
 def evaluate(
     out_dir: Path, store: Store, settings: Settings, *, base_model: str, adapter_dir: str, limit: int | None = None,
-    threads: int | None = None, questions: Path | None = None, judge_answers: bool = True,
+    threads: int | None = None, questions: Path | None = None, judge_answers: bool = True, open_book: bool = False,
 ) -> EvalReport:
-    """Closed book, base vs tuned: the knowledge score, and the eval.jsonl format check where there is one.
+    """Closed book, base vs tuned: the knowledge score, and the eval.jsonl format check where there is one;
+    with ``open_book``, the held-out questions asked over input blocks too (:mod:`qagen.flow.openbook`).
 
     Writes OUT/eval_report.json. ``adapter_dir`` is a LoRA adapter or a fully fine-tuned model folder.
     """
@@ -235,15 +239,24 @@ def evaluate(
                         "and no --questions file")
     from qagen.flow.train import is_trained
 
+    if open_book and not held_out:
+        raise EvalError(f"--open-book asks the held-out questions over their chunks, and {out_dir} has none: keep "
+                        "the exam on in `qagen ingest` (OUT/exam.jsonl), or give --questions FILE")
     if not is_trained(Path(adapter_dir)):
         raise EvalError(f"no trained model in {adapter_dir}: run `qagen train {out_dir}` first")
     exam, unmatched = _exam_items(store, held_out, limit)
+    open_items, unplaced = _open_book_items(store, exam) if open_book else ([], [])
     run_id = store.start_run("eval", {"base_model": base_model, "adapter_dir": adapter_dir, "limit": limit,
                                       "questions": held_out_from, **settings.model_dump(exclude={"api_key"})})
     try:
         prompts = [(it.system, it.question) for it in items] + [(it.system, it.question) for it in exam]
         base = answer(base_model, prompts, threads=threads) if prompts else []
         tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads) if prompts else []
+        if open_items:
+            ob_prompts = openbook.prompts(open_items)
+            ob_base = answer(base_model, ob_prompts, threads=threads, max_new_tokens=openbook.MAX_NEW_TOKENS)
+            ob_tuned = answer(base_model, ob_prompts, tuned=adapter_dir, threads=threads,
+                              max_new_tokens=openbook.MAX_NEW_TOKENS)
         n = len(items)
         verdicts, judge_name = ([None] * 2 * n, "off")
         if items and judge_answers:
@@ -271,8 +284,13 @@ def evaluate(
         rows=rows, knowledge=knowledge.to_dict() if knowledge else {},
         knowledge_table=knowledge.table() if knowledge else "", seconds=round(time.perf_counter() - started, 1),
     )
+    if open_book:
+        ob = openbook.score(open_items, ob_base, ob_tuned, unplaced) if open_items else \
+            openbook.OpenBookReport(unplaced=unplaced)
+        report.open_book, report.open_book_table = ob.to_dict(), ob.table()
     write_report(out_dir / "eval_report.json", report)
-    store.finish_run(run_id, "ok", {k: v for k, v in report.to_dict().items() if k not in ("rows", "knowledge")})
+    store.finish_run(run_id, "ok", {k: v for k, v in report.to_dict().items()
+                                    if k not in ("rows", "knowledge", "open_book")})
     return report
 
 
@@ -308,6 +326,10 @@ def _exam_items(store: Store, questions: list[Question], limit: int | None) -> t
     group_id = ids.group_id([d.doc_id for d in docs]) if docs else ""
     exam, unmatched = match_questions(questions, docs, group_id)
     return (exam[:limit] if limit else exam), unmatched
+
+
+def _open_book_items(store: Store, exam: list[ExamItem]) -> tuple[list[openbook.OpenBookItem], list[str]]:
+    return openbook.build(store, store.latest_finished_run("ingest"), exam)
 
 
 def write_report(path: Path, report: EvalReport) -> None:

@@ -63,6 +63,7 @@ class ExamItem:
     doc_id: str = ""
     source: str = ""
     kind: str = ""
+    context: str = ""  # the passage the question was written from, where the file gives one (open book places it)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,8 @@ def match_questions(questions: list[Question], docs: list[DocRef], group_id: str
             continue
         system = system_message(doc.doc_id, group_id, doc.title) if doc else corpus_message(group_id)
         items.append(ExamItem(q.qid or str(q.line or n + 1), q.question, q.answers, system,
-                              doc.doc_id if doc else "", doc.path if doc else "", q.kind or question_kind(q.question)))
+                              doc.doc_id if doc else "", doc.path if doc else "", q.kind or question_kind(q.question),
+                              q.context))
     return items, unmatched
 
 

@@ -4,7 +4,9 @@ The format follows the extension (case-insensitive):
 
 * ``.jsonl``: one object a line, ``{"question": ..., "answer": ...}`` or ``"answers": [...]``,
   optional ``source`` (a document path relative to the ingested folder), ``doc_id`` (32 hex
-  digits, or the 10-digit short form), ``kind`` (a free label such as "who") and ``id``.
+  digits, or the 10-digit short form), ``kind`` (a free label such as "who"), ``id``, and ``context`` (the
+  passage the question was written from; the exam writes it as ``quote``), which ``--open-book`` uses to
+  find the question's chunk.
   Blank lines are skipped; other keys are ignored.
 * ``.csv``: a header row naming the same columns (case and surrounding blanks ignored); the
   ``answers`` cell may hold several answers separated by ``|``.
@@ -135,7 +137,8 @@ def _from_mapping(obj: object, line: int = 0, *, split: bool = False) -> Questio
     return Question(question=_question_text(obj.get("question")),
                     answers=_answers(obj.get("answer"), obj.get("answers"), split=split),
                     source=_text(obj.get("source"), "source"), doc_id=_doc_id(obj.get("doc_id")),
-                    kind=_text(obj.get("kind"), "kind"), qid=_qid(obj.get("id")), line=line)
+                    kind=_text(obj.get("kind"), "kind"), qid=_qid(obj.get("id")), line=line,
+                    context=_text(obj.get("context"), "context") or _text(obj.get("quote"), "quote"))
 
 
 # --- the formats ----------------------------------------------------------------

@@ -108,6 +108,7 @@ class Flow:
         prompts_dir: Path | None = None,
         progress: FlowProgress | None = None,
         questions: Path | None = None,
+        open_book: bool = False,
     ):
         self.docs_dir, self.out_dir = docs_dir, out_dir
         if train_settings.recipe == "cpt+sft" and not settings.cpt:  # stage 1 trains on the ingest's OUT/cpt.jsonl
@@ -115,6 +116,7 @@ class Flow:
         self.settings, self.train_settings, self.notify_settings = settings, train_settings, notify_settings
         self.gate, self.eval_limit, self.prompts_dir = gate, eval_limit, prompts_dir
         self.questions = questions  # the user's held-out questions (else the run's exam.jsonl)
+        self.open_book = open_book  # eval also asks them over input blocks (qagen.flow.openbook)
         self.progress = progress or FlowProgress()
         self.result = FlowResult(docs_dir=str(docs_dir), out_dir=str(out_dir))
         self._started = time.perf_counter()
@@ -235,7 +237,8 @@ class Flow:
         key = ids.hash_json({"adapter": adapter, "train_key": self.result.train["dataset_key"], "base": base,
                              "eval": ids.hash_json(eval_path.read_text()) if eval_path.exists() else "",
                              "judge": [self.settings.base_url, self.settings.model], "limit": self.eval_limit,
-                             "questions": _file_key(self.questions), "exam": _file_key(self.out_dir / "exam.jsonl")})
+                             "questions": _file_key(self.questions), "exam": _file_key(self.out_dir / "exam.jsonl"),
+                             **({"open_book": True} if self.open_book else {})})
         try:
             with Store(self.out_dir) as store:
                 done = store.stage_result("eval", key)
@@ -244,7 +247,7 @@ class Flow:
                 else:
                     report = evaluate(self.out_dir, store, self.settings, base_model=base, adapter_dir=adapter,
                                       limit=self.eval_limit, threads=self.train_settings.threads,
-                                      questions=self.questions)
+                                      questions=self.questions, open_book=self.open_book)
                     store.record_stage(0, "eval", key, "done", {"report": str(report_path)})
                     _refresh_report(store, self.out_dir)  # report.html gains the knowledge table
         except QagenError as exc:
@@ -316,7 +319,9 @@ def run(
     prompts_dir: Path | None = None,
     progress: FlowProgress | None = None,
     questions: Path | None = None,
+    open_book: bool = False,
 ) -> FlowResult:
     """ingest -> quality gate -> train -> eval -> email; ``FlowResult.exit_code`` says how it ended."""
     return Flow(docs_dir, out_dir, settings, train_settings, notify_settings, gate=gate, eval_limit=eval_limit,
-                prompts_dir=prompts_dir, progress=progress, questions=questions).run()
+                prompts_dir=prompts_dir, progress=progress, questions=questions,
+                open_book=open_book).run()

@@ -91,8 +91,9 @@ def score_answer(prediction: str, golds: str | Sequence[str]) -> Scores:
 
 
 # --- declines ------------------------------------------------------------------
-_SOURCE = (r"(?:(?:the|these|this|those|my|your|provided|given|available)\s+)*(?:documents?|passages?|texts?|"
-           r"sources?|articles?|context|materials?|records?|data|information)")
+_SOURCE = (r"(?:(?:the|these|this|those|my|your|provided|given|available|input)\s+)*(?:documents?|passages?|texts?|"
+           r"sources?|articles?|context|materials?|records?|data|information|blocks?|excerpts?)"
+           r"(?:\s+(?:provided|given|above|below|here))?")  # "the context provided does not contain ..."
 _NEGATION = r"(?:do(?:es)?n'?t|do(?:es)?\s+not|did\s+not|didn'?t|never|cannot|can'?t|can\s+not)"
 _SAY = (r"(?:say|state|mention|contain|specify|include|provide|give|tell|cover|discuss|indicate|address|reveal|"
         r"list|name|describe|report|answer)s?")
