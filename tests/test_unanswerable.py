@@ -17,6 +17,8 @@ from qagen.curate.filters import (
     FilterSettings,
     PairView,
     check_unanswerable,
+    decline_leaks,
+    decline_off_topic,
     screen,
     seems_answered,
 )
@@ -112,6 +114,42 @@ def test_a_question_the_passage_seems_to_answer_is_dropped(question, text, asked
 ])
 def test_a_near_miss_the_passage_does_not_answer_is_kept(question):
     assert seems_answered(question, "", SUPER_BOWL, ("Where was Super Bowl 50 played?",), "Super Bowl 50") is None
+
+
+# The bench teacher's exported declines of RESULTS §22 (the passages cut to the sentences that matter).
+PAINTED = "The bridge was painted in the 19th century. It crosses the Krasinski Palace Garden."
+BAY = "Super Bowl 50 was played at Levi's Stadium in the San Francisco Bay Area at Santa Clara, California."
+
+
+@pytest.mark.parametrize(("question", "what", "text", "verdict", "why"), [
+    # the "what" is about another question
+    ("When did the bridge in the Super Bowl 50 pass through the San Francisco Bay Area?", "when the bridge was painted",
+     BAY, "template", "painted is not in it"),
+    # the answer leaked into the decline ... and it is about something else too
+    ("What is the name of the city where the Super Bowl 50 was held?", "San Francisco Bay Area", BAY, "template",
+     "not about its question"),
+    ("What was the bridge painted?", "the bridge was painted on the Krasiński Palace Garden in 19th century", PAINTED,
+     "template", "not about its question"),
+])
+def test_a_decline_about_something_else_is_cut(question, what, text, verdict, why):
+    got = check_unanswerable(PairView(question, decline_answer(what), PROMPT, "Super Bowl 50", text))
+    assert got is not None and got[0] == verdict and why in got[1]
+
+
+def test_a_decline_that_names_what_the_passage_gives_is_cut_and_a_restatement_is_kept():
+    leak = decline_leaks("Where was Super Bowl 50 held?", "where Super Bowl 50 was held, San Francisco Bay Area", BAY)
+    assert leak is not None and "bay, francisco, san" in leak and "area" in leak
+    assert decline_off_topic("Where was Super Bowl 50 held?", "where Super Bowl 50 was held, San Francisco") is None
+    got = check_unanswerable(PairView("Where was Super Bowl 50 held?",
+                                      decline_answer("where Super Bowl 50 was held, in San Francisco"), PROMPT,
+                                      "Super Bowl 50", BAY))
+    assert got is not None and got[0] == "ungrounded" and "leaked" in got[1]
+    # the usable one of §22: it restates its question and names nothing the question doesn't
+    normans = "The Normans were the people who gave their name to Normandy in the 10th century."
+    q = "When did the Normans' first Norman invasion occur?"
+    assert decline_off_topic(q, "when the Normans' first Norman invasion occurred") is None
+    assert decline_leaks(q, "when the Normans' first Norman invasion occurred", normans) is None
+    assert decline_off_topic("How many?", "") is None  # no content word to compare: the other checks decide
 
 
 def test_the_filters_do_not_throw_the_declines_away():

@@ -400,10 +400,38 @@ def check_unanswerable(v: PairView, s: FilterSettings | None = None) -> tuple[st
     what = what_of(v.answer)
     if what is None:
         return "template", "the answer is not the code-built decline (\"The documents don't say ...\")"
+    if off := decline_off_topic(v.question, what):
+        return "template", off
     if not v.head:
         return None
+    if leaked := decline_leaks(v.question, what, v.head):
+        return "ungrounded", leaked
     why = seems_answered(v.question, what, v.head, v.asked, v.title)
     return ("ungrounded", why) if why else None
+
+
+def decline_off_topic(question: str, what: str) -> str | None:
+    """The decline is about something else: fewer than two thirds of the content words of its "what" ("when the
+    bridge was painted") are in the question ("When did the bridge pass through the Bay Area?"). A well-formed
+    decline restates its question."""
+    words = {_stem(w): w for w in _content(_terms(what))}
+    if not words:
+        return None
+    missing = sorted(w for stem, w in words.items() if stem not in {_stem(t) for t in _content(_terms(question))})
+    if 3 * (len(words) - len(missing)) < 2 * len(words):
+        return f"the decline is not about its question: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in it"
+    return None
+
+
+def decline_leaks(question: str, what: str, text: str) -> str | None:
+    """The decline names something the passage gives and the question does not ("The documents don't say San
+    Francisco Bay Area.", to "Where was it held?"): the answer leaked into it, so the passage answers it."""
+    stems = {w for _, sentence in _sentences(text) for w in sentence}
+    asked = {_stem(w) for w in _terms(question)}
+    leaked = sorted(n for n in _names(f"x {what}") if _stem(n) in stems and _stem(n) not in asked)
+    if leaked:
+        return f"the decline names what the passage gives ({', '.join(leaked)}): the answer leaked into it"
+    return None
 
 
 _CHECKS = (_check_template, _check_echo, _check_short, _check_repetition, _check_truncated, _check_relation,
