@@ -153,7 +153,7 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     # they would multiply the embedded model's calls (and the judge could reject most of a 135M model's pairs).
     env = {"QAGEN_SPLIT_BY": "pair", "QAGEN_EVAL_FRACTION": "0.3", "QAGEN_REFINE": "false", "QAGEN_JUDGE": "false"}
     args = ["run", str(docs), "--out", str(out), "--prompts", str(prompts), "--max-steps", "3", "--eval-limit", "4",
-            "--questions", str(questions), "--json"]
+            "--questions", str(questions), "--open-book", "--json"]
     server = SMTPServer()
     started = time.monotonic()
     with server as inbox:
@@ -191,6 +191,11 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     text = body(inbox.messages[1])
     assert "closed book on 2 held-out questions" in text and "delta F1 [95% CI]" in text  # the knowledge table
     assert "doc notes.txt" in text
+    # --open-book: one document, so each question is asked over its own chunk only (nothing to distract with)
+    open_book = report["open_book"]
+    assert open_book["questions"] == 2 and list(open_book["modes"]) == ["answer"]
+    assert all(r["base_answer"].strip() and r["tuned_answer"].strip() for r in open_book["rows"])
+    assert "open book on 2 held-out questions" in text and "its chunk" in text
     assert "F1 base" in text and "judge tuned" in text and "\nALL " in text  # the format check's table
     assert str(adapter) in text and "train loss:" in text and summary["group_id"] in text
     assert notifications(out) == [("start", "sent"), ("finish", "sent")]

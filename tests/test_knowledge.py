@@ -112,6 +112,11 @@ def test_the_report_page_shows_the_knowledge_table_once_an_eval_wrote_it(tmp_pat
         page = write_report(store, run_id, out).read_text()
     shown = page.split('id="knowledge-table">', 1)[1].split("</pre>", 1)[0]
     assert html.unescape(shown) == table and "closed book on 1 held-out questions" in shown
+    assert 'id="open-book-table"' not in page
+    (out / "eval_report.json").write_text(json.dumps({"knowledge_table": table, "open_book_table": "open book <x>"}))
+    with Store(out) as store:
+        page = write_report(store, run_id, out).read_text()
+    assert 'id="open-book-table">open book &lt;x&gt;</pre>' in page  # --open-book's table too, escaped
 
 
 def test_questions_about_documents_the_run_did_not_read_are_listed_not_scored():

@@ -288,14 +288,16 @@ def build_report(store: Store, run_id: int, out_dir: Path) -> ReportData:
     _refinement(store, run_id, data)
     data.failures, data.failures_total = _failures(store, run_id)
     data.exam_questions = int(summary.get("exam_questions") or 0)  # type: ignore[call-overload]
-    data.knowledge_table = _knowledge_table(out_dir / "eval_report.json")
+    data.knowledge_table = _eval_table(out_dir / "eval_report.json", "knowledge_table")
+    data.open_book_table = _eval_table(out_dir / "eval_report.json", "open_book_table")
     return data
 
 
-def _knowledge_table(path: Path) -> str:
-    """The closed-book knowledge table of the last eval, if there is one (a damaged file is left out)."""
+def _eval_table(path: Path, key: str) -> str:
+    """A table of the last eval (the closed-book knowledge table, the open-book one), if there is one (a damaged
+    file is left out)."""
     try:
-        return str(json.loads(path.read_text()).get("knowledge_table") or "")
+        return str(json.loads(path.read_text()).get(key) or "")
     except (OSError, ValueError, AttributeError):
         return ""
 

@@ -139,6 +139,7 @@ class ReportData:
     question_lengths: Histogram = field(default_factory=_empty_histogram)  # exported pairs, characters
     answer_lengths: Histogram = field(default_factory=_empty_histogram)
     knowledge_table: str = ""  # from OUT/eval_report.json, once `qagen eval` / `qagen run` has scored a tuned model
+    open_book_table: str = ""  # the same, with --open-book
     exam_questions: int = 0
     refined_pairs: int = 0
     rounds_histogram: dict[int, int] = field(default_factory=dict)  # critic rounds per pair -> pairs
