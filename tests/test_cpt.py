@@ -230,6 +230,11 @@ def test_without_cpt_no_rewriter_and_no_cpt_jsonl(tmp_path, corpus, stub, settin
 
     summary = ingest(corpus, tmp_path / "out", settings_for())
     assert not (tmp_path / "out" / "cpt.jsonl").exists() and summary.cpt_path == "" and summary.rewrites == 0
+    # a run with --cpt, then one without: the old cpt.jsonl goes (--recipe cpt+sft would train on stale text)
+    assert ingest(corpus, tmp_path / "out", settings_for(cpt=True)).cpt_texts > 0
+    assert (tmp_path / "out" / "cpt.jsonl").exists()
+    ingest(corpus, tmp_path / "out", settings_for())
+    assert not (tmp_path / "out" / "cpt.jsonl").exists()
     with Store(tmp_path / "out2") as store:
         off = build_stages(store, FakeLLM(), "m", load_prompts(), settings_for(), 1, None)  # type: ignore[arg-type]
         on = build_stages(store, FakeLLM(), "m", load_prompts(), settings_for(cpt=True, cpt_rewrites=3), 1, None)  # type: ignore[arg-type]
@@ -359,3 +364,30 @@ def test_cpt_then_sft_trains_both_stages_on_cpu_in_order_and_resumes(tmp_path, h
     resumed = json.loads(again.stdout)
     assert resumed["cached"] is True and resumed["cpt"]["cached"] is True  # both stages reused, nothing trained
     assert resumed["adapter_dir"] == summary["adapter_dir"] and resumed["cpt"]["adapter_dir"] == str(stage1)
+
+
+def test_after_cpt_then_sft_eval_compares_with_the_model_before_both_stages(tmp_path, monkeypatch):
+    """The SFT adapter loads over stage 1's folder (the recorded base_model), but the gain is over the model
+    before both stages: eval's "base" answers come from stage 1's own base model."""
+    from qagen.config import load_settings
+    from qagen.flow import evaluate as ev
+    from tests.test_openbook import make_run
+
+    summary = {"recipe": "cpt+sft", "base_model": "/o/adapters/cpt-1", "adapter_dir": "/o/adapters/2",
+               "cpt": {"base_model": "/models/smollm2"}}
+    assert ev.reference_of(summary) == "/models/smollm2"
+    assert ev.reference_of({"recipe": "sft", "base_model": "/models/smollm2", "cpt": {}}) is None
+    out = tmp_path / "out"
+    make_run(out)
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"question": "Who estimated the repair?", "answer": "Ana Ruiz", "source": "bridge.md"}\n')
+    monkeypatch.setattr(ev, "answer", lambda model, prompts, tuned=None, **_: [f"{model} {tuned}" for _ in prompts])
+    monkeypatch.setattr("qagen.flow.train.is_trained", lambda folder: True)
+    with Store(out) as store:
+        report = ev.evaluate(out, store, load_settings(), base_model=summary["base_model"],
+                             adapter_dir=summary["adapter_dir"], questions=qfile, judge_answers=False,
+                             reference_model=ev.reference_of(summary))
+    [row] = report.knowledge["rows"]
+    assert row["base_answer"] == "/models/smollm2 None"  # the model before both stages
+    assert row["tuned_answer"] == "/o/adapters/cpt-1 /o/adapters/2"  # the adapter over stage 1's model
+    assert report.base_model == report.knowledge["base_model"] == "/models/smollm2"

@@ -128,7 +128,7 @@ def eval_cmd(
     """Closed book, base vs tuned: held-out questions (EM, F1, contains, 95 % CIs) and the eval.jsonl format check;
     --open-book: the same questions over input blocks too."""
     from qagen.config import load_settings
-    from qagen.flow.evaluate import EvalError, evaluate
+    from qagen.flow.evaluate import EvalError, evaluate, reference_of
     from qagen.flow.questions import load_questions
     from qagen.flow.train import load_train_settings
     from qagen.store import Store
@@ -146,8 +146,9 @@ def eval_cmd(
         if not adapter_dir or not base:
             raise EvalError(f"no trained adapter recorded in {out}: run `qagen train {out}` or pass --adapter and --base-model")
         threads = load_train_settings().threads
+        reference = None if base_model or adapter else reference_of(last)  # the recorded run's own base, if cpt+sft
         report = evaluate(out, store, settings, base_model=base, adapter_dir=adapter_dir, limit=limit,
-                          threads=threads, questions=questions, open_book=open_book)
+                          threads=threads, questions=questions, open_book=open_book, reference_model=reference)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return

@@ -224,12 +224,17 @@ def knowledge_questions(out_dir: Path, questions: Path | None) -> tuple[list[Que
 def evaluate(
     out_dir: Path, store: Store, settings: Settings, *, base_model: str, adapter_dir: str, limit: int | None = None,
     threads: int | None = None, questions: Path | None = None, judge_answers: bool = True, open_book: bool = False,
+    reference_model: str | None = None,
 ) -> EvalReport:
     """Closed book, base vs tuned: the knowledge score, and the eval.jsonl format check where there is one;
     with ``open_book``, the held-out questions asked over input blocks too (:mod:`qagen.flow.openbook`).
 
-    Writes OUT/eval_report.json. ``adapter_dir`` is a LoRA adapter or a fully fine-tuned model folder.
+    Writes OUT/eval_report.json. ``adapter_dir`` is a LoRA adapter over ``base_model`` or a fully fine-tuned model
+    folder. ``reference_model`` answers as "base" where that is not ``base_model``: after ``--recipe cpt+sft``
+    the adapter sits on stage 1's model, and the gain to report is over the model before both stages
+    (:func:`reference_of`).
     """
+    reference = reference_model or base_model
     started = time.perf_counter()
     held_out, held_out_from = knowledge_questions(out_dir, questions)  # a bad file fails here, naming the line
     eval_path = out_dir / "eval.jsonl"
@@ -246,15 +251,15 @@ def evaluate(
         raise EvalError(f"no trained model in {adapter_dir}: run `qagen train {out_dir}` first")
     exam, unmatched = _exam_items(store, held_out, limit)
     open_items, unplaced = _open_book_items(store, exam) if open_book else ([], [])
-    run_id = store.start_run("eval", {"base_model": base_model, "adapter_dir": adapter_dir, "limit": limit,
+    run_id = store.start_run("eval", {"base_model": reference, "adapter_dir": adapter_dir, "limit": limit,
                                       "questions": held_out_from, **settings.model_dump(exclude={"api_key"})})
     try:
         prompts = [(it.system, it.question) for it in items] + [(it.system, it.question) for it in exam]
-        base = answer(base_model, prompts, threads=threads) if prompts else []
+        base = answer(reference, prompts, threads=threads) if prompts else []
         tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads) if prompts else []
         if open_items:
             ob_prompts = openbook.prompts(open_items)
-            ob_base = answer(base_model, ob_prompts, threads=threads, max_new_tokens=openbook.MAX_NEW_TOKENS)
+            ob_base = answer(reference, ob_prompts, threads=threads, max_new_tokens=openbook.MAX_NEW_TOKENS)
             ob_tuned = answer(base_model, ob_prompts, tuned=adapter_dir, threads=threads,
                               max_new_tokens=openbook.MAX_NEW_TOKENS)
         n = len(items)
@@ -275,10 +280,10 @@ def evaluate(
     knowledge: KnowledgeReport | None = None
     if held_out:  # even when every question was unmatched: the report lists them
         judged = judge_knowledge(store, settings, run_id, exam, base[n:], tuned[n:]) if judge_answers else None
-        knowledge = score(exam, base[n:], tuned[n:], questions_from=held_out_from, base_model=base_model,
+        knowledge = score(exam, base[n:], tuned[n:], questions_from=held_out_from, base_model=reference,
                           tuned=adapter_dir, unmatched=unmatched, judged=judged)
     report = EvalReport(
-        eval_path=str(eval_path) if items else "", base_model=base_model, adapter_dir=adapter_dir, judge=judge_name,
+        eval_path=str(eval_path) if items else "", base_model=reference, adapter_dir=adapter_dir, judge=judge_name,
         questions=n, overall={"base": _metrics(rows, "base"), "tuned": _metrics(rows, "tuned")} if rows else {},
         per_perspective={p: {"base": _metrics(g, "base"), "tuned": _metrics(g, "tuned")} for p, g in groups.items()},
         rows=rows, knowledge=knowledge.to_dict() if knowledge else {},
@@ -292,6 +297,15 @@ def evaluate(
     store.finish_run(run_id, "ok", {k: v for k, v in report.to_dict().items()
                                     if k not in ("rows", "knowledge", "open_book")})
     return report
+
+
+def reference_of(train_summary: dict[str, object]) -> str | None:
+    """The model the tuned one is compared with: after ``--recipe cpt+sft``, the one stage 1 started from (the
+    recorded ``base_model`` is stage 1's folder, which the SFT adapter loads over); else None (the base model)."""
+    stage1 = train_summary.get("cpt")
+    if train_summary.get("recipe") == "cpt+sft" and isinstance(stage1, dict) and stage1.get("base_model"):
+        return str(stage1["base_model"])
+    return None
 
 
 def knowledge_judge(settings: Settings) -> Settings | None:

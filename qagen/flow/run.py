@@ -225,7 +225,7 @@ class Flow:
         return None
 
     def _eval(self) -> FlowResult | None:
-        from qagen.flow.evaluate import evaluate, read_report
+        from qagen.flow.evaluate import evaluate, read_report, reference_of
         from qagen.store import Store
 
         self.result.stage = "eval"
@@ -247,7 +247,8 @@ class Flow:
                 else:
                     report = evaluate(self.out_dir, store, self.settings, base_model=base, adapter_dir=adapter,
                                       limit=self.eval_limit, threads=self.train_settings.threads,
-                                      questions=self.questions, open_book=self.open_book)
+                                      questions=self.questions, open_book=self.open_book,
+                                      reference_model=reference_of(self.result.train))
                     store.record_stage(0, "eval", key, "done", {"report": str(report_path)})
                     _refresh_report(store, self.out_dir)  # report.html gains the knowledge table
         except QagenError as exc:

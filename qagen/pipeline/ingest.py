@@ -192,6 +192,10 @@ def _finish(
     if settings.cpt:  # continued pretraining: the chunks and their rewrites, for `qagen train --recipe cpt+sft`
         cpt = write_cpt(store, run_id, out_dir, chunk_key=chunker_settings(settings).key())
         summary.cpt_path, summary.cpt_texts = str(cpt.path), cpt.texts
+    for name, written in (("exam.jsonl", settings.exam), ("cpt.jsonl", settings.cpt),
+                          ("dpo.jsonl", stages.refiner is not None)):
+        if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
+            (out_dir / name).unlink(missing_ok=True)
     summary.profile = settings.profile
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
