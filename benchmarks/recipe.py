@@ -1,0 +1,108 @@
+"""Benchmark: the same training data, two recipes: which one remembers the documents better?
+
+    python benchmarks/recipe.py --work benchmarks/.cache/knowledge-lora \
+        --reference benchmarks/.cache/knowledge-after/qagen/adapters/051a29aed5a6 --reference-wall 630 \
+        --template smollm2-cpu-lora --steps 60 90
+
+It reuses a knowledge-benchmark work folder (``benchmarks/knowledge.py``: WORK/questions.jsonl holds the SQuAD
+articles' human questions, WORK/qagen the qagen run) and a model already trained on it (``--reference``, e.g.
+the full fine-tune of ``knowledge.py --template smollm2-cpu-full``, with its training wall time). It trains
+``--template`` on the same train.jsonl with the same seed for each ``--steps`` (``qagen train --max-steps``;
+pick one that matches the reference's wall time, from a first run's seconds per step), answers the questions
+closed book, and gives F1 with paired-bootstrap intervals against the reference and the base model.
+Prints markdown for benchmarks/RESULTS.md and writes WORK/recipe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def qagen(*args: str) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_")}
+    proc = subprocess.run([sys.executable, "-m", "qagen.cli", *args, "--json"], capture_output=True, text=True,
+                          env=env, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"qagen {args[0]} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--reference", required=True, help="a model trained on WORK/qagen's train.jsonl")
+    ap.add_argument("--reference-wall", type=float, default=0.0, help="its training wall time, seconds")
+    ap.add_argument("--template", default="smollm2-cpu-lora")
+    ap.add_argument("--steps", type=int, nargs="+", default=[60])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    print(markdown(run(args)))
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    from qagen.core import ids
+    from qagen.flow.answer import answer
+    from qagen.flow.knowledge import DocRef, match_questions, score
+    from qagen.flow.questions import load_questions
+    from qagen.flow.scoring import paired_bootstrap
+    from qagen.store import Store
+
+    out = args.work / "qagen"
+    with Store(out) as store:
+        docs = [DocRef(*d) for d in store.run_documents(store.latest_finished_run("ingest"))]
+    items, unmatched = match_questions(load_questions(args.work / "questions.jsonl"), docs,
+                                       ids.group_id([d.doc_id for d in docs]))
+    prompts = [(it.system, it.question) for it in items]
+    trained = {}
+    for steps in args.steps:
+        t = time.perf_counter()
+        tr = qagen("train", str(out), "--template", args.template, "--max-steps", str(steps), "--epochs", "100",
+                   "--seed", str(args.seed))
+        trained[steps] = tr | {"wall_s": round(time.perf_counter() - t, 1)}
+    student = str(next(iter(trained.values()))["base_model"])
+    base = answer(student, prompts, threads=args.threads)
+    reference = answer(student, prompts, tuned=args.reference, threads=args.threads)
+    ref_report = score(items, base, reference, questions_from="squad", base_model=student, tuned=args.reference,
+                       unmatched=unmatched)
+    rows = {}
+    for steps, tr in trained.items():
+        tuned = answer(student, prompts, tuned=str(tr["adapter_dir"]), threads=args.threads)
+        rep = score(items, base, tuned, questions_from="squad", base_model=student, tuned=str(tr["adapter_dir"]),
+                    unmatched=unmatched)
+        mine = [r.tuned.f1 for r in rep.rows]
+        rows[steps] = {"train_s": tr.get("seconds"), "wall_s": tr["wall_s"], "adapter_dir": tr["adapter_dir"],
+                       "overall": rep.overall,
+                       "minus_reference": paired_bootstrap(mine, [r.tuned.f1 for r in ref_report.rows]).__dict__,
+                       "minus_base": paired_bootstrap(mine, [r.base.f1 for r in rep.rows]).__dict__}
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "questions": len(items), "student": student,
+               "reference": {"overall": ref_report.overall, "wall_s": args.reference_wall}, "rows": rows}
+    (args.work / "recipe.json").write_text(json.dumps(results, indent=1, default=str))
+    return results
+
+
+def markdown(results: dict[str, object]) -> str:
+    def pts(x: object) -> str:
+        return f"{100 * float(x):.1f}"  # type: ignore[arg-type]
+
+    ref = results["reference"]
+    lines = [(f"{results['questions']} questions, closed book; reference F1 {pts(ref['overall']['tuned_f1'])} "  # type: ignore[index]
+             f"(trained in {ref['wall_s']} s), base {pts(ref['overall']['base_f1'])}"), "",  # type: ignore[index]
+             "| template, steps | train wall s | F1 | EM | minus reference [95% CI] | minus base [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for steps, r in results["rows"].items():  # type: ignore[union-attr]
+        d, b = r["minus_reference"], r["minus_base"]
+        lines.append(f"| {results['args']['template']}, {steps} | {r['wall_s']} | {pts(r['overall']['tuned_f1'])} | "  # type: ignore[index]
+                     f"{pts(r['overall']['tuned_em'])} | {pts(d['mean'])} [{pts(d['low'])}, {pts(d['high'])}] | "
+                     f"{pts(b['mean'])} [{pts(b['low'])}, {pts(b['high'])}] |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
