@@ -148,7 +148,8 @@ def eval_cmd(
         threads = load_train_settings().threads
         reference = None if base_model or adapter else reference_of(last)  # the recorded run's own base, if cpt+sft
         report = evaluate(out, store, settings, base_model=base, adapter_dir=adapter_dir, limit=limit,
-                          threads=threads, questions=questions, open_book=open_book, reference_model=reference)
+                          threads=threads, questions=questions, open_book=open_book, reference_model=reference,
+                          progress=None if as_json else (lambda line: err.print(line, highlight=False)))
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return

@@ -28,6 +28,7 @@ import logging
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -224,7 +225,7 @@ def knowledge_questions(out_dir: Path, questions: Path | None) -> tuple[list[Que
 def evaluate(
     out_dir: Path, store: Store, settings: Settings, *, base_model: str, adapter_dir: str, limit: int | None = None,
     threads: int | None = None, questions: Path | None = None, judge_answers: bool = True, open_book: bool = False,
-    reference_model: str | None = None,
+    reference_model: str | None = None, progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Closed book, base vs tuned: the knowledge score, and the eval.jsonl format check where there is one;
     with ``open_book``, the held-out questions asked over input blocks too (:mod:`qagen.flow.openbook`).
@@ -232,9 +233,10 @@ def evaluate(
     Writes OUT/eval_report.json. ``adapter_dir`` is a LoRA adapter over ``base_model`` or a fully fine-tuned model
     folder. ``reference_model`` answers as "base" where that is not ``base_model``: after ``--recipe cpt+sft``
     the adapter sits on stage 1's model, and the gain to report is over the model before both stages
-    (:func:`reference_of`).
+    (:func:`reference_of`). ``progress`` hears a line before each batch of answers (they take minutes on CPU).
     """
     reference = reference_model or base_model
+    say = progress or (lambda line: None)
     started = time.perf_counter()
     held_out, held_out_from = knowledge_questions(out_dir, questions)  # a bad file fails here, naming the line
     eval_path = out_dir / "eval.jsonl"
@@ -255,10 +257,13 @@ def evaluate(
                                       "questions": held_out_from, **settings.model_dump(exclude={"api_key"})})
     try:
         prompts = [(it.system, it.question) for it in items] + [(it.system, it.question) for it in exam]
+        say(f"closed book: {len(prompts)} questions to the base model, then the tuned one")
         base = answer(reference, prompts, threads=threads) if prompts else []
         tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads) if prompts else []
         if open_items:
             ob_prompts = openbook.prompts(open_items)
+            say(f"open book: {len(ob_prompts)} prompts (up to 3 per question, each up to 3 chunks long) to the base "
+                "model, then the tuned one")
             ob_base = answer(reference, ob_prompts, threads=threads, max_new_tokens=openbook.MAX_NEW_TOKENS)
             ob_tuned = answer(base_model, ob_prompts, tuned=adapter_dir, threads=threads,
                               max_new_tokens=openbook.MAX_NEW_TOKENS)

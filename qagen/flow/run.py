@@ -248,7 +248,8 @@ class Flow:
                     report = evaluate(self.out_dir, store, self.settings, base_model=base, adapter_dir=adapter,
                                       limit=self.eval_limit, threads=self.train_settings.threads,
                                       questions=self.questions, open_book=self.open_book,
-                                      reference_model=reference_of(self.result.train))
+                                      reference_model=reference_of(self.result.train),
+                                      progress=lambda line: self.progress.stage("eval", line))
                     store.record_stage(0, "eval", key, "done", {"report": str(report_path)})
                     _refresh_report(store, self.out_dir)  # report.html gains the knowledge table
         except QagenError as exc:

@@ -234,8 +234,7 @@ def mix_into_train(
         for _, row in read_rows(source):
             if not row.get("contextual"):  # a re-mix replaces the open-book rows, it does not stack them
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for line in _examples(store, source, result, distractor_share, withheld_share, only=chosen,
-                                  run_id=run_id):
+        for line in _examples(store, source, result, distractor_share, withheld_share, only=chosen, run_id=run_id):
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     return result
 
