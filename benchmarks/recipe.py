@@ -3,6 +3,10 @@
     python benchmarks/recipe.py --work benchmarks/.cache/knowledge-lora \
         --reference benchmarks/.cache/knowledge-after/qagen/adapters/051a29aed5a6 --reference-wall 630 \
         --template smollm2-cpu-lora --steps 60 90
+    # continued pretraining first: re-ingest with --cpt (the QA requests come from the cache; the bench teacher
+    # writes the rewrites), then the two-stage recipe with the reference's template
+    python benchmarks/recipe.py --work benchmarks/.cache/knowledge-cpt --reference ... --reference-wall 630 \
+        --ingest-flags "--no-refine --no-judge --cpt" --template smollm2-cpu-full --train-flags "--recipe cpt+sft"
 
 It reuses a knowledge-benchmark work folder (``benchmarks/knowledge.py``: WORK/questions.jsonl holds the SQuAD
 articles' human questions, WORK/qagen the qagen run) and a model already trained on it (``--reference``, e.g.
@@ -10,7 +14,9 @@ the full fine-tune of ``knowledge.py --template smollm2-cpu-full``, with its tra
 ``--template`` on the same train.jsonl with the same seed for each ``--steps`` (``qagen train --max-steps``;
 pick one that matches the reference's wall time, from a first run's seconds per step), answers the questions
 closed book, and gives F1 with paired-bootstrap intervals against the reference and the base model.
-Prints markdown for benchmarks/RESULTS.md and writes WORK/recipe.json.
+``--ingest-flags``: first run ``qagen ingest`` again on WORK/docs into WORK/qagen with the bench teacher and these
+flags (as knowledge.py ran it: --eval-fraction 0 --no-report --no-exam), e.g. to add --cpt's rewrites; its new
+teacher tokens are reported. Prints markdown for benchmarks/RESULTS.md and writes WORK/recipe.json.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ def main() -> None:
     ap.add_argument("--template", default="smollm2-cpu-lora")
     ap.add_argument("--steps", type=int, nargs="+", default=[60])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--train-flags", default="", help="more flags for qagen train, e.g. '--recipe cpt+sft'")
+    ap.add_argument("--ingest-flags", default=None, help="re-ingest WORK/docs with the bench teacher first")
+    ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     print(markdown(run(args)))
@@ -55,6 +64,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from qagen.store import Store
 
     out = args.work / "qagen"
+    ingest: dict[str, object] = {}
+    if args.ingest_flags is not None:
+        ingest = reingest(args, out)
     with Store(out) as store:
         docs = [DocRef(*d) for d in store.run_documents(store.latest_finished_run("ingest"))]
     items, unmatched = match_questions(load_questions(args.work / "questions.jsonl"), docs,
@@ -64,7 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     for steps in args.steps:
         t = time.perf_counter()
         tr = qagen("train", str(out), "--template", args.template, "--max-steps", str(steps), "--epochs", "100",
-                   "--seed", str(args.seed))
+                   "--seed", str(args.seed), *args.train_flags.split())
         trained[steps] = tr | {"wall_s": round(time.perf_counter() - t, 1)}
     student = str(next(iter(trained.values()))["base_model"])
     base = answer(student, prompts, threads=args.threads)
@@ -82,9 +94,30 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                        "minus_reference": paired_bootstrap(mine, [r.tuned.f1 for r in ref_report.rows]).__dict__,
                        "minus_base": paired_bootstrap(mine, [r.base.f1 for r in rep.rows]).__dict__}
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "questions": len(items), "student": student,
+               "ingest": ingest,
                "reference": {"overall": ref_report.overall, "wall_s": args.reference_wall}, "rows": rows}
     (args.work / "recipe.json").write_text(json.dumps(results, indent=1, default=str))
     return results
+
+
+def reingest(args: argparse.Namespace, out: Path) -> dict[str, object]:
+    """qagen ingest WORK/docs again with the bench teacher (served here) and --ingest-flags."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from knowledge import serve_teacher, tokens_in
+
+    before = tokens_in(out)
+    server, base_url, model = serve_teacher(argparse.Namespace(teacher="bench", teacher_url=None, teacher_model="",
+                                                               threads=args.threads, slots=args.slots))
+    try:
+        t = time.perf_counter()
+        summary = qagen("ingest", str(args.work / "docs"), "--out", str(out), "--base-url", base_url, "--model", model,
+                        "--eval-fraction", "0", "--no-report", "--no-exam", *args.ingest_flags.split())
+    finally:
+        server.stop()  # type: ignore[union-attr]
+    return {"wall_s": round(time.perf_counter() - t, 1), "new_teacher_tokens": tokens_in(out) - before,
+            "teacher_tokens": tokens_in(out), "requests_sent": summary.get("requests_sent"),
+            "pairs": summary.get("pairs_total"), "cpt_texts": summary.get("cpt_texts"),
+            "rewrites": summary.get("rewrites"), "rewrites_dropped": summary.get("rewrites_dropped")}
 
 
 def markdown(results: dict[str, object]) -> str:
@@ -98,9 +131,12 @@ def markdown(results: dict[str, object]) -> str:
              "|---|---|---|---|---|---|"]
     for steps, r in results["rows"].items():  # type: ignore[union-attr]
         d, b = r["minus_reference"], r["minus_base"]
-        lines.append(f"| {results['args']['template']}, {steps} | {r['wall_s']} | {pts(r['overall']['tuned_f1'])} | "  # type: ignore[index]
+        label = " ".join(filter(None, (results["args"]["template"], results["args"]["train_flags"])))  # type: ignore[index]
+        lines.append(f"| {label}, {steps} | {r['wall_s']} | {pts(r['overall']['tuned_f1'])} | "  # type: ignore[index]
                      f"{pts(r['overall']['tuned_em'])} | {pts(d['mean'])} [{pts(d['low'])}, {pts(d['high'])}] | "
                      f"{pts(b['mean'])} [{pts(b['low'])}, {pts(b['high'])}] |")
+    if results.get("ingest"):
+        lines += ["", f"re-ingest: {results['ingest']}"]
     return "\n".join(lines)
 
 
