@@ -126,6 +126,7 @@ needs_training = pytest.mark.skipif(
 
 @pytest.mark.embedded
 @needs_training
+@pytest.mark.timeout(1500)  # its two runs may take 900 + 600 s (see run() below); the suite's default is 600
 def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     """Embedded SmolLM2 makes the pairs, axolotl trains a LoRA for 3 steps, eval compares base and tuned
     (transformers + peft, embedded judge), and the owner's email arrives at aiosmtpd with the eval table.
