@@ -186,5 +186,8 @@ def test_open_book_rows_size_the_sequence_length(out, chunk_chars, template, exp
     (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg, _, _ = prepare(out, load_train_settings(template=template, base_model="/models/base-hf"))
     assert cfg["sequence_len"] == expected
+    if template.startswith("smollm2-cpu"):  # long rows: 1 row x 4 accumulation steps, still 4 rows per step
+        shape = (cfg["micro_batch_size"], cfg["gradient_accumulation_steps"])
+        assert shape == ((4, 1) if expected <= 512 else (1, 4))
     given, _, _ = prepare(out, load_train_settings(template=template, base_model="/models/base-hf", sequence_len=640))
     assert given["sequence_len"] == 640  # --sequence-len wins

@@ -1,4 +1,4 @@
-"""The sequence length ``qagen train`` renders into its template when ``--sequence-len`` is not given."""
+"""The sequence length and batch shape ``qagen train`` renders into the CPU templates."""
 
 from __future__ import annotations
 
@@ -31,3 +31,13 @@ def sized_sequence_len(train_path: Path, embedded: bool) -> int:
     if longest <= default:
         return default
     return min(SEQUENCE_CAP[embedded], -(-longest // 256) * 256)
+
+
+ROWS_PER_STEP = 4  # the CPU templates' batch: 4 rows per optimizer step
+
+
+def batch_shape(sequence_len: int) -> tuple[int, int]:
+    """(micro_batch_size, gradient_accumulation_steps) for the CPU templates: 4 x 1 for short rows; past 512 tokens
+    1 x 4, the same 4 rows per step with a quarter of the activations (and no padding to the longest of 4).
+    Full fine-tuning 4 rows of up to 2048 tokens at once used over 20 GB (killed by the OOM killer on 24 GB)."""
+    return (ROWS_PER_STEP, 1) if sequence_len <= SEQUENCE_LEN[True] else (1, ROWS_PER_STEP)

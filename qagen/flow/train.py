@@ -40,7 +40,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qagen.core import ids
 from qagen.core.errors import StageError
-from qagen.flow.sizing import sized_sequence_len
+from qagen.flow.sizing import batch_shape, sized_sequence_len
 
 if TYPE_CHECKING:
     from qagen.store import Store
@@ -340,13 +340,17 @@ def prepare(out_dir: Path, settings: TrainSettings, *, template: str | None = No
                 raise TrainError(str(exc)) from None
         else:
             base_model = DEFAULT_BASE_MODEL
+    sequence_len = settings.sequence_len or sized_sequence_len(train_path, embedded)
+    micro_batch, accumulate = batch_shape(sequence_len)
     context = {
         "base_model": base_model,
         "train_path": str(train_path.resolve()),
         "eval_path": str((out_dir / "eval.jsonl").resolve()),
         "prepared_path": str((out_dir / "adapters" / "prepared").resolve()),
         "output_dir": "",  # filled below, once the key is known
-        "sequence_len": settings.sequence_len or sized_sequence_len(train_path, embedded),
+        "sequence_len": sequence_len,
+        "micro_batch_size": micro_batch,
+        "gradient_accumulation_steps": accumulate,
         "max_steps": settings.max_steps,
         "num_epochs": settings.epochs,
         "seed": settings.seed,
