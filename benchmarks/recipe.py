@@ -23,20 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def qagen(*args: str) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_")}
-    proc = subprocess.run([sys.executable, "-m", "qagen.cli", *args, "--json"], capture_output=True, text=True,
-                          env=env, check=False)
-    if proc.returncode != 0:
-        sys.exit(f"qagen {args[0]} failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from knowledge import cli as qagen
 
 
 def main() -> None:
@@ -102,7 +94,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 def reingest(args: argparse.Namespace, out: Path) -> dict[str, object]:
     """qagen ingest WORK/docs again with the bench teacher (served here) and --ingest-flags."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from knowledge import serve_teacher, tokens_in
 
     before = tokens_in(out)

@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 from qagen.core import ids
 from qagen.flow.knowledge import ExamItem
@@ -152,6 +153,13 @@ def _words(text: str) -> list[str]:
     return normalize_tokens(text)
 
 
+@lru_cache(maxsize=4096)  # a chunk is searched once per question of its document: normalise it once
+def _chunk_words(text: str) -> tuple[str, frozenset[str]]:
+    """A chunk's normalised words, joined with spaces around them (for runs of words), and as a set."""
+    words = _words(text)
+    return f" {' '.join(words)} ", frozenset(words)
+
+
 def _holds(haystack: str, needle: Sequence[str]) -> bool:
     return bool(needle) and f" {' '.join(needle)} " in haystack
 
@@ -163,8 +171,7 @@ def place(item: ExamItem, chunks: list[tuple[Block, str]]) -> Block | None:
     question = set(_words(item.question))
     best: tuple[tuple[bool, float, float, int], Block] | None = None
     for index, (block, text) in enumerate(chunks):
-        words = _words(text)
-        joined, vocab = f" {' '.join(words)} ", set(words)
+        joined, vocab = _chunk_words(text)
         holds = any(_holds(joined, a) for a in answers)
         cover = len(passage & vocab) / len(passage) if passage else 0.0
         if not holds and cover < _MIN_PASSAGE_COVER:
