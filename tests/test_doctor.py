@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -298,3 +299,18 @@ def test_setup_train_installs_nothing_when_the_training_packages_are_there():
     assert result.returncode == 0, result.stderr
     assert 'running: pip install -q axolotl==0.19.0 torch==2.13.0 transformers peft gguf' in result.stderr
     assert "training packages installed: axolotl 0.19.0, torch 2.13.0" in result.stderr
+
+
+def test_setup_train_names_the_folder_short_of_disk_before_pip_runs(tmp_path):
+    """The training install's space check on real folders: a need above any disk's free space names the folder and
+    its free gigabytes; a need of one byte passes."""
+    import shutil
+
+    from qagen.cli.setup import disk_shortfall
+
+    free = shutil.disk_usage(tmp_path).free
+    problem = disk_shortfall(free * 10, [tmp_path, tmp_path / "."])
+    assert problem is not None and problem.count(str(tmp_path.resolve())) == 1
+    said = re.search(re.escape(str(tmp_path.resolve())) + r" has (\d+\.\d) GB free", problem)
+    assert said and abs(float(said.group(1)) - free / 1e9) < 1 and "qagen setup --train" in problem
+    assert disk_shortfall(1, [tmp_path]) is None

