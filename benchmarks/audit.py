@@ -1,6 +1,6 @@
 """Hand audit of exported pairs (issue 15): build a dataset, sample pairs at random, tally the labels.
 
-    # a dataset from four SQuAD dev articles with the benchmark teacher (generation only, as benchmarks/knowledge.py)
+    # a dataset from benchmarks/heldout's documents (or --squad PATH) with the benchmark teacher (generation only, as benchmarks/knowledge.py)
     python benchmarks/audit.py build --teacher bench --work benchmarks/.cache/audit-after
     # 40 exported pairs at random (fixed seed) as a TSV to label by hand: correct | wrong | not_self_contained | junk
     python benchmarks/audit.py sample benchmarks/.cache/audit-after/qagen --n 40 --seed 15 > labels.tsv
@@ -29,7 +29,10 @@ LABELS = ("correct", "wrong", "not_self_contained", "junk")
 
 def build(args: argparse.Namespace) -> None:
     work: Path = args.work
-    knowledge.squad_corpus(args.squad, args.articles, args.paragraphs, work / "docs")
+    if args.squad:
+        knowledge.squad_corpus(args.squad, args.articles, args.paragraphs, work / "docs")
+    else:
+        knowledge.copied_corpus(args.corpus, args.questions, work / "docs")
     ns = argparse.Namespace(teacher=args.teacher, teacher_url=None, teacher_model="", threads=2, slots=2)
     server, base_url, model = knowledge.serve_teacher(ns)
     try:
@@ -77,7 +80,9 @@ def main() -> None:
     b.add_argument("--work", type=Path, required=True)
     b.add_argument("--articles", type=int, default=4)
     b.add_argument("--paragraphs", type=int, default=3)
-    b.add_argument("--squad", type=Path, default=knowledge.SQUAD)
+    b.add_argument("--squad", type=Path, help="the SQuAD v1.1 dev JSON (else --corpus, --questions)")
+    b.add_argument("--corpus", type=Path, default=knowledge.HELDOUT / "docs")
+    b.add_argument("--questions", type=Path, default=knowledge.HELDOUT / "questions.jsonl")
     b.add_argument("--ingest-flags", default="--no-refine --no-judge")
     s = sub.add_parser("sample")
     s.add_argument("out", type=Path)

@@ -1,16 +1,22 @@
 """Benchmark: does qagen's data teach a model the documents better than the obvious single-prompt data?
 
-    python benchmarks/knowledge.py --teacher embedded --articles 4 --paragraphs 3 --steps 60 --seeds 1 2
+    python benchmarks/knowledge.py --teacher embedded --steps 60 --seeds 1 2    # benchmarks/heldout (committed)
     python benchmarks/knowledge.py --teacher bench ...          # Qwen2.5-Coder-0.5B (../shared/bench-teacher)
+    python benchmarks/knowledge.py --squad PATH --articles 4 --paragraphs 3 ...   # SQuAD v1.1 dev, where you have it
+    python benchmarks/knowledge.py --corpus DOCS --questions FILE ...            # your own documents and questions
     python benchmarks/knowledge.py --smoke                      # CI: a stub teacher, 1 article, 2 questions
     # on a GPU (not run here): a 7B teacher behind `vllm serve`, a 7B student
     python benchmarks/knowledge.py --teacher-url http://127.0.0.1:8000/v1 --teacher-model mistral-7b-instruct \
         --student /models/Mistral-7B-Instruct-v0.3 --template mistral-7b-lora --steps 300
 
 Closed book, at a matched generation budget (the field's yardstick: YourBench, EntiGraph):
-1. **Corpus**: the first N articles of the SQuAD v1.1 dev set, the first P paragraphs of each, one markdown
-   document per article. Their human questions are the held-out set; generation never sees them. (The
-   file comes from the PyPI sdist bigbench==1.0.0 into the ignored benchmarks/.cache; never commit it.)
+1. **Corpus**: by default ``benchmarks/heldout``: four public-domain State of the Union excerpts and their
+   held-out questions, short verbatim-span answers in SQuAD's style (its README says how they were written).
+   ``--squad PATH``: the first N articles of the SQuAD v1.1 dev set, the first P paragraphs of each, one
+   markdown document per article, their human questions held out (sessions 5-8 used it; the PyPI sdist
+   bigbench==1.0.0 that held it is no longer served, and its canary forbids committing it). ``--corpus DIR
+   --questions FILE``: any documents and a question file ``qagen eval --questions`` reads. Generation never sees
+   the questions.
 2. **Datasets** from the same teacher: (a) ``qagen ingest`` with its defaults; (b) the single-prompt
    baseline peers and the LlamaIndex recipe use: one "set up 3 questions for an upcoming quiz" JSON call
    per chunk, sampled again with new seeds until it has spent as many teacher tokens as (a).
@@ -36,9 +42,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SQUAD = ROOT / "benchmarks/.cache/bigbench/bigbench-1.0.0/bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
+HELDOUT = ROOT / "benchmarks/heldout"
 FETCH = "pip download --no-deps --no-binary :all: bigbench==1.0.0 -d benchmarks/.cache/bigbench && " \
-        "tar xzf benchmarks/.cache/bigbench/bigbench-1.0.0.tar.gz -C benchmarks/.cache/bigbench"
+        "tar xzf benchmarks/.cache/bigbench/bigbench-1.0.0.tar.gz -C benchmarks/.cache/bigbench  " \
+        "(on 2026-12-07 PyPI served only bigbench 0.0.1, which lacks it)"
 TEACHER = ROOT.parent / "shared/bench-teacher/fetch_teacher.py"
 # The LlamaIndex "generate_question_context_pairs" instruction, asked for JSON so it is parsed like qagen's.
 BASELINE = ("Context information is below.\n\n---------------------\n{context}\n---------------------\n\n"
@@ -66,6 +73,22 @@ def squad_corpus(path: Path, articles: int, paragraphs: int, docs: Path) -> list
                 answers = list(dict.fromkeys(a["text"].strip() for a in qa["answers"]))
                 rows.append({"id": qa["id"], "question": qa["question"], "answers": answers, "source": slug})
     return rows
+
+
+def copied_corpus(corpus: Path, questions: Path, docs: Path) -> list[dict[str, object]]:
+    """Copy the corpus's documents into WORK/docs (generation reads only those); return the question rows."""
+    import shutil
+
+    if not corpus.is_dir() or not questions.is_file():
+        sys.exit(f"corpus folder {corpus} or question file {questions} not found")
+    if docs.exists():
+        shutil.rmtree(docs)
+    shutil.copytree(corpus, docs)
+    from qagen.flow.questions import load_questions
+
+    return [{"id": q.qid, "question": q.question, "answers": list(q.answers), "source": q.source,
+             **({"doc_id": q.doc_id} if q.doc_id else {}), **({"kind": q.kind} if q.kind else {})}
+            for q in load_questions(questions)]  # JSONL, CSV or SQuAD JSON; a bad file is an error naming its line
 
 
 def cli(*args: str, timeout: float = 7200) -> dict[str, object]:
@@ -200,7 +223,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ingest-flags", default="", help="extra flags for (a)'s qagen ingest, e.g. '--no-refine'")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/.cache/knowledge")
-    ap.add_argument("--squad", type=Path, default=SQUAD)
+    ap.add_argument("--squad", type=Path, help="the SQuAD v1.1 dev JSON: its first --articles articles instead")
+    ap.add_argument("--corpus", type=Path, default=HELDOUT / "docs", help="documents (without --squad)")
+    ap.add_argument("--questions", type=Path, default=HELDOUT / "questions.jsonl", help="their held-out questions")
     ap.add_argument("--smoke", action="store_true", help="CI plumbing check: a stub teacher, 1 article, 2 questions")
     args = ap.parse_args()
     results = run(args)
@@ -224,8 +249,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         args.teacher_url, args.teacher_model = stub.base_url, "stub"
         args.ingest_flags = "--no-refine --no-judge"  # a stub's yes/no is noise: the smoke test checks plumbing
         rows = _smoke_corpus(docs)
-    else:
+    elif args.squad:
         rows = squad_corpus(args.squad, args.articles, args.paragraphs, docs)
+    else:
+        rows = copied_corpus(args.corpus, args.questions, docs)
     qfile.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     questions = load_questions(qfile)
     server, base_url, model = serve_teacher(args)

@@ -70,3 +70,19 @@ def test_knowledge_benchmark_smoke(tmp_path):
     b = [r["tuned"]["f1"] for r in results["scores"]["baseline"]["1"]["rows"]]
     assert delta["mean"] == pytest.approx((a[0] - b[0] + a[1] - b[1]) / 2, abs=1e-9)
     assert "| qagen | 1 |" in result.stdout and "qagen minus baseline" in result.stdout
+
+
+def test_the_committed_held_out_set_is_sound_and_every_question_has_its_document():
+    """benchmarks/heldout, knowledge.py's default corpus: every answer is a span of its document, and qagen's own
+    question loader reads the file and ties each question to a document that is in docs/."""
+    from qagen.flow.questions import load_questions
+
+    check = subprocess.run([sys.executable, str(ROOT / "benchmarks/heldout/check.py")], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    questions = load_questions(ROOT / "benchmarks/heldout/questions.jsonl")
+    docs = {p.name: p.read_text(encoding="utf-8").lower() for p in (ROOT / "benchmarks/heldout/docs").glob("*.md")}
+    assert len(docs) == 4 and len(questions) >= 100
+    assert {q.source for q in questions} == set(docs)
+    for q in questions:
+        assert any(" ".join(a.lower().split()) in " ".join(docs[q.source].split()) for a in q.answers), q.qid
