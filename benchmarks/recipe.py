@@ -17,12 +17,26 @@ closed book, and gives F1 with paired-bootstrap intervals against the reference 
 ``--ingest-flags``: first run ``qagen ingest`` again on WORK/docs into WORK/qagen with the bench teacher and these
 flags (as knowledge.py ran it: --eval-fraction 0 --no-report --no-exam), e.g. to add --cpt's rewrites; its new
 teacher tokens are reported. Prints markdown for benchmarks/RESULTS.md and writes WORK/recipe.json.
+
+Ablation rows (issue 16) leave WORK/qagen as it is: ``--row NAME`` works on a copy, WORK/rows/NAME/qagen (made
+once, with the whole request cache, so a re-ingest asks the teacher only what the copy's flags add), and writes
+WORK/rows/NAME/recipe.json. ``--data baseline`` trains on knowledge.py's single-prompt dataset (WORK/baseline) instead. ``--drop-perspectives metadata,entities`` removes those perspectives' rows from the
+copy's train.jsonl before training (what the same generation teaches without them):
+
+    python benchmarks/recipe.py --work W --row judge --reference REF --template smollm2-cpu-full \
+        --ingest-flags "--no-refine"            # the judge on, the critic loop off
+    python benchmarks/recipe.py --work W --row no-metadata --reference REF --template smollm2-cpu-full \
+        --drop-perspectives metadata
+    python benchmarks/recipe.py --work W --row lora-baseline --data baseline --reference BASELINE_FULL \
+        --template smollm2-cpu-lora --steps 90          # LoRA vs full on the fact-dense baseline data
+    # a value that is one flag needs the = form: --ingest-flags=--no-refine
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,6 +55,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--train-flags", default="", help="more flags for qagen train, e.g. '--recipe cpt+sft'")
     ap.add_argument("--ingest-flags", default=None, help="re-ingest WORK/docs with the bench teacher first")
+    ap.add_argument("--data", default="qagen", help="the dataset folder in WORK to train on: qagen or baseline")
+    ap.add_argument("--row", help="work on a copy of WORK/qagen in WORK/rows/ROW (an ablation row)")
+    ap.add_argument("--drop-perspectives", default="", help="comma-separated perspectives to remove from train.jsonl")
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -55,11 +72,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from qagen.flow.scoring import paired_bootstrap
     from qagen.store import Store
 
-    out = args.work / "qagen"
+    if args.data != "qagen" and args.ingest_flags is not None:
+        sys.exit("--ingest-flags re-ingests WORK/qagen; it does not apply to --data " + args.data)
+    out, home = args.work / args.data, args.work
+    if args.row:
+        home = args.work / "rows" / args.row
+        if not (home / args.data).exists():
+            home.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(out, home / args.data, ignore=shutil.ignore_patterns("adapters", "prepared*", "*.lock"))
+        out = home / args.data
     ingest: dict[str, object] = {}
     if args.ingest_flags is not None:
         ingest = reingest(args, out)
-    with Store(out) as store:
+    dropped = drop_perspectives(out / "train.jsonl", args.drop_perspectives)
+    with Store(args.work / "qagen") as store:  # the documents the questions are tied to: the qagen run's
         docs = [DocRef(*d) for d in store.run_documents(store.latest_finished_run("ingest"))]
     items, unmatched = match_questions(load_questions(args.work / "questions.jsonl"), docs,
                                        ids.group_id([d.doc_id for d in docs]))
@@ -82,14 +108,35 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     unmatched=unmatched)
         mine = [r.tuned.f1 for r in rep.rows]
         rows[steps] = {"train_s": tr.get("seconds"), "wall_s": tr["wall_s"], "adapter_dir": tr["adapter_dir"],
-                       "overall": rep.overall,
+                       "overall": rep.overall, "f1": mine, "contains": [r.tuned.contains for r in rep.rows],
                        "minus_reference": paired_bootstrap(mine, [r.tuned.f1 for r in ref_report.rows]).__dict__,
                        "minus_base": paired_bootstrap(mine, [r.base.f1 for r in rep.rows]).__dict__}
+    from knowledge import tokens_in
+
+    pairs = sum(1 for line in (out / "train.jsonl").read_text().splitlines() if line.strip())
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "questions": len(items), "student": student,
-               "ingest": ingest,
-               "reference": {"overall": ref_report.overall, "wall_s": args.reference_wall}, "rows": rows}
-    (args.work / "recipe.json").write_text(json.dumps(results, indent=1, default=str))
+               "ingest": ingest, "dataset": {"pairs": pairs, "dropped": dropped, "teacher_tokens": tokens_in(out)},
+               "reference": {"overall": ref_report.overall, "wall_s": args.reference_wall,
+                             "f1": [r.tuned.f1 for r in ref_report.rows]},
+               "question_ids": [it.qid for it in items], "rows": rows}
+    (home / "recipe.json").write_text(json.dumps(results, indent=1, default=str))
     return results
+
+
+def drop_perspectives(train: Path, names: str) -> dict[str, int]:
+    """Remove the rows of these perspectives from train.jsonl; return how many of each went."""
+    wanted = {n.strip() for n in names.split(",") if n.strip()}
+    if not wanted:
+        return {}
+    kept, gone = [], {n: 0 for n in sorted(wanted)}
+    for line in train.read_text(encoding="utf-8").splitlines():
+        perspective = json.loads(line).get("perspective", "") if line.strip() else ""
+        if perspective in wanted:
+            gone[perspective] += 1
+        elif line.strip():
+            kept.append(line)
+    train.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return gone
 
 
 def reingest(args: argparse.Namespace, out: Path) -> dict[str, object]:
@@ -122,10 +169,12 @@ def markdown(results: dict[str, object]) -> str:
              "|---|---|---|---|---|---|"]
     for steps, r in results["rows"].items():  # type: ignore[union-attr]
         d, b = r["minus_reference"], r["minus_base"]
-        label = " ".join(filter(None, (results["args"]["template"], results["args"]["train_flags"])))  # type: ignore[index]
+        a = results["args"]  # type: ignore[index]
+        label = " ".join(x for x in (a["row"], a["template"], a["train_flags"]) if x and x != "None")  # type: ignore[index]
         lines.append(f"| {label}, {steps} | {r['wall_s']} | {pts(r['overall']['tuned_f1'])} | "  # type: ignore[index]
                      f"{pts(r['overall']['tuned_em'])} | {pts(d['mean'])} [{pts(d['low'])}, {pts(d['high'])}] | "
                      f"{pts(b['mean'])} [{pts(b['low'])}, {pts(b['high'])}] |")
+    lines += ["", f"dataset: {results['dataset']}"]
     if results.get("ingest"):
         lines += ["", f"re-ingest: {results['ingest']}"]
     return "\n".join(lines)

@@ -2,15 +2,12 @@
 
 Each check looks at one pair and returns a verdict with its reason, or ``None``:
 
-- ``repetitive``: degenerate repetition (``The Shallow Copy is a deep copy of the original, which is a shallow
-  copy of the original, which is ...``). In the spirit of Gopher's repetition rules (Rae et al. 2021, "Scaling
-  Language Models", appendix A: the share of characters inside duplicated word n-grams), with thresholds for
-  answers of one to ten sentences rather than web pages. datatrove ships the web-page version, but pulls a
-  dozen dependencies for two short loops.
-- ``too_short``: an answer shorter than its perspective asks for (a paragraph summary needs sentences, not
-  ``m``): the prompt's ``min_answer_words``.
-- ``echo``: an answer that only restates the question or the title, or names the document instead of saying
-  anything (``This document``).
+- ``repetitive``: degenerate repetition (``... a shallow copy of the original, which is a shallow copy of ...``),
+  after Gopher's rules (Rae et al. 2021, appendix A: the share of characters inside duplicated word n-grams),
+  with thresholds for short answers, not web pages (datatrove's version pulls a dozen dependencies).
+- ``too_short``: an answer shorter than its perspective's ``min_answer_words`` (a summary of ``m``).
+- ``echo``: an answer that only restates the question or the title, or names nothing (``This document``,
+  ``The subject of the passage``).
 - ``truncated``: an answer cut off at a length limit (it fills the schema's limit, or stops mid-sentence).
 - ``template``: a question with unfilled or generic slots (``{{ x }}``, ``<a city>``, ``What someone will do or
   did?``), a question copied from the prompt's own instructions, or one that is not a question at all
@@ -145,6 +142,8 @@ _ANSWER_SLOT = re.compile(r"\[[a-z][a-z _]{2,30}\](?!\()|\{\{|<[a-z][a-z _]{1,30
 # Words that name no particular thing: a prose answer made of the title's words and these restates the title.
 _GENERIC_NOUNS = {"passage", "document", "text", "article", "page", "summary", "title", "name", "topic", "subject",
                   "section", "part", "main", "idea", "ideas", "point", "points", "content", "information", "details"}
+# An answer of these words alone names nothing ("The author of the passage"); "How many ...?" -> "One" does.
+_NAMES_NOTHING = (_FUNCTION_WORDS - {"one"}) | _GENERIC_NOUNS | {"author", "authors", "writer", "speaker", "reader"}
 
 
 def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
@@ -155,6 +154,8 @@ def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
         return "echo", f"the answer {v.answer!r} says nothing"
     if not answer:
         return "echo", "the answer has no words"
+    if all(w in _NAMES_NOTHING for w in answer.split()):  # "who or what is General Miles?" -> "The subject of ..."
+        return "echo", f"the answer {v.answer!r} names nothing"
     question = _norm(v.question)
     metadata = v.prompt is not None and v.prompt.id == "metadata"  # "Who wrote 'George Washington: ...'?" is fair
     if question and not metadata and (answer == question or (len(answer) >= 4 and answer in question)):
