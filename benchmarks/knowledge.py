@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -77,15 +78,13 @@ def squad_corpus(path: Path, articles: int, paragraphs: int, docs: Path) -> list
 
 def copied_corpus(corpus: Path, questions: Path, docs: Path) -> list[dict[str, object]]:
     """Copy the corpus's documents into WORK/docs (generation reads only those); return the question rows."""
-    import shutil
+    from qagen.flow.questions import load_questions
 
     if not corpus.is_dir() or not questions.is_file():
         sys.exit(f"corpus folder {corpus} or question file {questions} not found")
     if docs.exists():
         shutil.rmtree(docs)
     shutil.copytree(corpus, docs)
-    from qagen.flow.questions import load_questions
-
     return [{"id": q.qid, "question": q.question, "answers": list(q.answers), "source": q.source,
              **({"doc_id": q.doc_id} if q.doc_id else {}), **({"kind": q.kind} if q.kind else {})}
             for q in load_questions(questions)]  # JSONL, CSV or SQuAD JSON; a bad file is an error naming its line
