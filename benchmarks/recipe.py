@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--data", default="qagen", help="the dataset folder in WORK to train on: qagen or baseline")
     ap.add_argument("--row", help="work on a copy of WORK/qagen in WORK/rows/ROW (an ablation row)")
     ap.add_argument("--drop-perspectives", default="", help="comma-separated perspectives to remove from train.jsonl")
+    ap.add_argument("--screen", action="store_true",
+                    help="apply qagen's deterministic filters to train.jsonl's rows (as quiz pairs), e.g. the baseline's")
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if args.ingest_flags is not None:
         ingest = reingest(args, out)
     dropped = drop_perspectives(out / "train.jsonl", args.drop_perspectives)
+    if args.screen:
+        dropped |= screen_rows(out / "train.jsonl", args.work / "docs")
     with Store(args.work / "qagen") as store:  # the documents the questions are tied to: the qagen run's
         docs = [DocRef(*d) for d in store.run_documents(store.latest_finished_run("ingest"))]
     items, unmatched = match_questions(load_questions(args.work / "questions.jsonl"), docs,
@@ -121,6 +125,31 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                "question_ids": [it.qid for it in items], "rows": rows}
     (home / "recipe.json").write_text(json.dumps(results, indent=1, default=str))
     return results
+
+
+def screen_rows(train: Path, docs: Path) -> dict[str, int]:
+    """Drop the rows qagen's deterministic filters would drop, judging each as a quiz pair of its document (the
+    document's text as the passage); return the verdicts' counts."""
+    from collections import Counter
+
+    from qagen.corpus.reader import iter_documents
+    from qagen.curate.filters import FilterSettings, PairView, screen
+    from qagen.prompting.prompts import load_prompts
+
+    quiz, settings = load_prompts().by_id("quiz"), FilterSettings()
+    by_id = {d.doc_id: d for d in iter_documents(docs) if hasattr(d, "doc_id")}
+    kept, verdicts = [], Counter()
+    for line in train.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        doc, msgs = by_id.get(row.get("doc_id", "")), row["messages"]
+        hit = screen(PairView(msgs[1]["content"], msgs[2]["content"], quiz, doc.title if doc else "",
+                              doc.text if doc else ""), settings)
+        if hit is None:
+            kept.append(line)
+        else:
+            verdicts[hit[0]] += 1
+    train.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return dict(verdicts)
 
 
 def drop_perspectives(train: Path, names: str) -> dict[str, int]:
