@@ -20,8 +20,9 @@ teacher tokens are reported. Prints markdown for benchmarks/RESULTS.md and write
 
 Ablation rows (issue 16) leave WORK/qagen as it is: ``--row NAME`` works on a copy, WORK/rows/NAME/qagen (made
 once, with the whole request cache, so a re-ingest asks the teacher only what the copy's flags add), and writes
-WORK/rows/NAME/recipe.json. ``--data baseline`` trains on knowledge.py's single-prompt dataset (WORK/baseline) instead. ``--drop-perspectives metadata,entities`` removes those perspectives' rows from the
-copy's train.jsonl before training (what the same generation teaches without them):
+WORK/rows/NAME/recipe.json. ``--data baseline`` trains on knowledge.py's single-prompt dataset (WORK/baseline)
+instead. ``--drop-perspectives metadata,entities`` removes those perspectives' rows from the copy's train.jsonl
+before training (what the same generation teaches without them); ``--screen`` applies qagen's filters to it:
 
     python benchmarks/recipe.py --work W --row judge --reference REF --template smollm2-cpu-full \
         --ingest-flags "--no-refine"            # the judge on, the critic loop off
@@ -39,10 +40,13 @@ import json
 import shutil
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from knowledge import cli as qagen
+from knowledge import tokens_in
 
 
 def main() -> None:
@@ -115,8 +119,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                        "overall": rep.overall, "f1": mine, "contains": [r.tuned.contains for r in rep.rows],
                        "minus_reference": paired_bootstrap(mine, [r.tuned.f1 for r in ref_report.rows]).__dict__,
                        "minus_base": paired_bootstrap(mine, [r.base.f1 for r in rep.rows]).__dict__}
-    from knowledge import tokens_in
-
     pairs = sum(1 for line in (out / "train.jsonl").read_text().splitlines() if line.strip())
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "questions": len(items), "student": student,
                "ingest": ingest, "dataset": {"pairs": pairs, "dropped": dropped, "teacher_tokens": tokens_in(out)},
@@ -130,26 +132,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 def screen_rows(train: Path, docs: Path) -> dict[str, int]:
     """Drop the rows qagen's deterministic filters would drop, judging each as a quiz pair of its document (the
     document's text as the passage); return the verdicts' counts."""
-    from collections import Counter
-
     from qagen.corpus.reader import iter_documents
     from qagen.curate.filters import FilterSettings, PairView, screen
     from qagen.prompting.prompts import load_prompts
 
     quiz, settings = load_prompts().by_id("quiz"), FilterSettings()
     by_id = {d.doc_id: d for d in iter_documents(docs) if hasattr(d, "doc_id")}
-    kept, verdicts = [], Counter()
-    for line in train.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+
+    def verdict(row: dict) -> str | None:
         doc, msgs = by_id.get(row.get("doc_id", "")), row["messages"]
         hit = screen(PairView(msgs[1]["content"], msgs[2]["content"], quiz, doc.title if doc else "",
                               doc.text if doc else ""), settings)
-        if hit is None:
-            kept.append(line)
-        else:
-            verdicts[hit[0]] += 1
-    train.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    return dict(verdicts)
+        return hit[0] if hit else None
+
+    return _drop_rows(train, verdict)
 
 
 def drop_perspectives(train: Path, names: str) -> dict[str, int]:
@@ -157,20 +153,25 @@ def drop_perspectives(train: Path, names: str) -> dict[str, int]:
     wanted = {n.strip() for n in names.split(",") if n.strip()}
     if not wanted:
         return {}
-    kept, gone = [], {n: 0 for n in sorted(wanted)}
+    return _drop_rows(train, lambda row: row.get("perspective") if row.get("perspective") in wanted else None)
+
+
+def _drop_rows(train: Path, reason: Callable[[dict], str | None]) -> dict[str, int]:
+    """Rewrite train.jsonl without the rows ``reason`` names a reason for; return the count of each reason."""
+    kept, gone = [], Counter()
     for line in train.read_text(encoding="utf-8").splitlines():
-        perspective = json.loads(line).get("perspective", "") if line.strip() else ""
-        if perspective in wanted:
-            gone[perspective] += 1
+        why = reason(json.loads(line)) if line.strip() else None
+        if why is not None:
+            gone[why] += 1
         elif line.strip():
             kept.append(line)
     train.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    return gone
+    return dict(gone)
 
 
 def reingest(args: argparse.Namespace, out: Path) -> dict[str, object]:
     """qagen ingest WORK/docs again with the bench teacher (served here) and --ingest-flags."""
-    from knowledge import serve_teacher, tokens_in
+    from knowledge import serve_teacher
 
     before = tokens_in(out)
     server, base_url, model = serve_teacher(argparse.Namespace(teacher="bench", teacher_url=None, teacher_model="",
