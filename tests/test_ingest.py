@@ -176,6 +176,35 @@ def test_editing_one_prompt_reruns_only_that_prompt(corpus, tmp_path, stub, sett
     assert all("tricky quiz questions" in r["messages"][1]["content"] for r in new)
 
 
+def test_samples_ask_a_prompt_again_with_seeds_and_stay_cached(corpus, tmp_path, stub, settings_for):
+    """``samples: 3`` sends the quiz three times per chunk: as written, then seeds 1 and 2 at the sample
+    temperature; every sample's pairs are kept (dedup then drops the stub's identical replies); a rerun asks
+    nothing."""
+    out, user_prompts = tmp_path / "out", tmp_path / "my-prompts"
+    user_prompts.mkdir()
+    quiz = (Path(load_prompts().by_id("quiz").source)).read_text()
+    (user_prompts / "quiz.md").write_text(quiz.replace("temperature: 0.3", "temperature: 0.3\nsamples: 3", 1))
+    first = ingest(corpus, out, settings_for(eval_fraction=0.0), prompts_dir=user_prompts)
+    asked = [r for r in stub.requests if "quiz questions" in r["messages"][1]["content"]]
+    assert len(asked) == 3 * first.chunks
+    assert sorted((r.get("seed", 0), r["temperature"]) for r in asked) == sorted(
+        [(0, 0.3), (1, 0.7), (2, 0.7)] * first.chunks)  # the first sample sends no seed
+    assert first.requests_sent == first.chunks * (CHUNK_SCOPE + 2) + first.documents_read * DOC_SCOPE
+    db = sqlite3.connect(out / "qagen.sqlite")
+    per_chunk = db.execute("SELECT chunk_id, count(DISTINCT request_key), count(*) FROM pairs "
+                           "WHERE perspective = 'quiz' GROUP BY chunk_id").fetchall()
+    assert len(per_chunk) == first.chunks and all(keys == 3 and n == 3 * 2 for _, keys, n in per_chunk)
+    assert first.pairs_per_perspective["quiz"] == 3 * 2 * first.chunks
+
+    calls = stub.count()
+    deduped = ingest(corpus, out, settings_for(eval_fraction=0.0, dedup=True), prompts_dir=user_prompts)
+    assert stub.count() == calls and deduped.requests_sent == 0
+    quiz_rows = [r for r in lines(out / "train.jsonl") if r["perspective"] == "quiz"]
+    distinct = {q for (q,) in db.execute("SELECT question FROM pairs WHERE perspective = 'quiz'")}
+    # the stub answers the same messages alike, so the samples' copies go (and the copied document's too)
+    assert 0 < len(quiz_rows) == len({r["messages"][1]["content"] for r in quiz_rows}) <= len(distinct) < 3 * 2 * first.chunks
+
+
 def test_invalid_reply_gets_one_corrective_retry(corpus, tmp_path, stub, settings_for):
     from tests.helpers import passage_reply
 

@@ -159,8 +159,9 @@ class Generator:
     async def run_chunk(self, prompts: list[Prompt], doc: Document, chunk: Chunk) -> None:
         """The chunk's perspectives; then, with facts x k on, the facts' links and the top-up; then stored."""
         async with asyncio.TaskGroup() as tg:  # a task group: one failing (a fail-fast trip) cancels the others
-            drafted = [tg.create_task(self.run_prompt(p, doc, chunk, keep=False)) for p in prompts]
-        rows = [(p, task.result()) for p, task in zip(prompts, drafted, strict=True)]
+            drafted = [[tg.create_task(self.run_prompt(p, doc, chunk, keep=False, sample=s)) for s in range(p.samples)]
+                       for p in prompts]
+        rows = [(p, [pair for task in tasks for pair in task.result()]) for p, tasks in zip(prompts, drafted, strict=True)]
         if self.covering:
             rows = await self._cover(rows, doc, chunk)
         self.caller.store.add_pairs(self.caller.run_id, [
@@ -195,18 +196,21 @@ class Generator:
         return [facts.with_fact(p, f, facts.is_reverse(p.question, p.answer, f)) for p in pairs]
 
     async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk, *, keep: bool = True,
-                         quote: str = "", **variables_: object) -> list[QAPair]:
+                         quote: str = "", sample: int = 0, **variables_: object) -> list[QAPair]:
         """One perspective call on one chunk; drafts go through the refiner when one is set.
 
         ``keep``: store the pairs now (else the caller stores them, :meth:`run_chunk`). ``quote``: the supporting
-        quote of every pair, set by code (the facts top-up asks no quote of its own); ``variables_`` go to the
-        prompt's template.
+        quote of every pair, set by code (the facts top-up asks no quote of its own); ``sample``: the prompt's
+        extra sample number (``samples:``), sent with that seed at the prompt's sample temperature; ``variables_``
+        go to the prompt's template.
         """
         c = self.caller
         c.stats.calls[prompt.id] += 1
         model = c.model_for(prompt.role)
-        request = build_request(self.prompts, prompt, doc, chunk, model, quote=False if quote else None, **variables_)
-        result = await c.ask_structured(prompt, request, chunk, quote=False if quote else None)
+        asked = replace(prompt, temperature=prompt.sample_temperature) if sample else prompt
+        request = build_request(self.prompts, asked, doc, chunk, model, quote=False if quote else None,
+                                seed=sample or None, **variables_)
+        result = await c.ask_structured(asked, request, chunk, quote=False if quote else None)
         if result is None:
             return []
         obj, request = result

@@ -157,7 +157,7 @@ class Shard:
                 progress.doc_read(doc.path, len(chunks))
                 for chunk in chunks:
                     planned = generator.plan(chunk, len(chunks))
-                    self.stages.caller.progress.requests_added(len(planned))
+                    self.stages.caller.progress.requests_added(sum(p.samples for p in planned))
                     # one task per chunk (its facts are linked across its perspectives), holding a permit per call
                     permits = min(max(len(planned), 1), self.max_pending)  # a long suite still fits the gate
                     for _ in range(permits):

@@ -63,6 +63,10 @@ class _FrontMatter(BaseModel):
     # The fewest words an answer needs (qagen/curate/filters.py: a paragraph summary of one letter is junk).
     min_answer_words: int = Field(default=1, ge=1, le=1000)
     temperature: float = Field(default=0.3, ge=0.0, le=2.0)
+    # Ask the prompt this many times per chunk: the first as written, the others with seeds 1, 2, ... at
+    # ``sample_temperature``, so a fact-dense perspective drafts new pairs (dedup and grounding sort them out).
+    samples: int = Field(default=1, ge=1, le=20)
+    sample_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, ge=1, le=16384)
     questions: dict[str, str] = Field(default_factory=dict)
     # "chat": system + context + task as chat messages; "completion": the body is
@@ -107,6 +111,8 @@ class Prompt:
     switch: str = ""
     judge: bool = True
     refine: bool = True
+    samples: int = 1
+    sample_temperature: float = 0.7
 
     def render(self, **variables: object) -> str:
         return render_template(self.body, self.source, **variables)
@@ -189,6 +195,8 @@ def load_file(path: Path) -> Prompt:
         switch=fm.switch or "",
         judge=fm.judge,
         refine=fm.refine,
+        samples=fm.samples,
+        sample_temperature=fm.sample_temperature,
     )
 
 
