@@ -20,7 +20,8 @@ teacher tokens are reported. Prints markdown for benchmarks/RESULTS.md and write
 
 Ablation rows (issue 16) leave WORK/qagen as it is: ``--row NAME`` works on a copy, WORK/rows/NAME/qagen (made
 once, with the whole request cache, so a re-ingest asks the teacher only what the copy's flags add), and writes
-WORK/rows/NAME/recipe.json. ``--data baseline`` trains on knowledge.py's single-prompt dataset (WORK/baseline)
+WORK/rows/NAME/recipe.json (``--seed 2``: recipe-s2.json beside it). ``--fresh`` starts the row from an empty
+folder instead, so its teacher tokens are all its own: a suite variant at a matched budget. ``--data baseline`` trains on knowledge.py's single-prompt dataset (WORK/baseline)
 instead. ``--drop-perspectives metadata,entities`` removes those perspectives' rows from the copy's train.jsonl
 before training (what the same generation teaches without them); ``--screen`` applies qagen's filters to it:
 
@@ -30,6 +31,8 @@ before training (what the same generation teaches without them); ``--screen`` ap
         --drop-perspectives metadata
     python benchmarks/recipe.py --work W --row lora-baseline --data baseline --reference BASELINE_FULL \
         --template smollm2-cpu-lora --steps 90          # LoRA vs full on the fact-dense baseline data
+    python benchmarks/recipe.py --work W --row knowledge --fresh --reference REF --template smollm2-cpu-full \
+        --ingest-flags "--no-refine --no-judge --prompts benchmarks/variants/knowledge"   # another suite
     # a value that is one flag needs the = form: --ingest-flags=--no-refine
 """
 
@@ -61,6 +64,9 @@ def main() -> None:
     ap.add_argument("--ingest-flags", default=None, help="re-ingest WORK/docs with the bench teacher first")
     ap.add_argument("--data", default="qagen", help="the dataset folder in WORK to train on: qagen or baseline")
     ap.add_argument("--row", help="work on a copy of WORK/qagen in WORK/rows/ROW (an ablation row)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="with --row: start the row from an empty folder, not a copy of WORK/qagen with its request "
+                         "cache, so its teacher tokens are its own (a suite variant at a matched budget)")
     ap.add_argument("--drop-perspectives", default="", help="comma-separated perspectives to remove from train.jsonl")
     ap.add_argument("--screen", action="store_true",
                     help="apply qagen's deterministic filters to train.jsonl's rows (as quiz pairs), e.g. the baseline's")
@@ -72,12 +78,13 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     from qagen.core import ids
-    from qagen.flow.answer import answer
     from qagen.flow.knowledge import DocRef, match_questions, score
     from qagen.flow.questions import load_questions
     from qagen.flow.scoring import paired_bootstrap
     from qagen.store import Store
 
+    if args.fresh and (args.ingest_flags is None or not args.row):
+        sys.exit("--fresh needs --row and --ingest-flags: the row's data is generated from nothing")
     if args.data != "qagen" and args.ingest_flags is not None:
         sys.exit("--ingest-flags re-ingests WORK/qagen; it does not apply to --data " + args.data)
     out, home = args.work / args.data, args.work
@@ -85,7 +92,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         home = args.work / "rows" / args.row
         if not (home / args.data).exists():
             home.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(out, home / args.data, ignore=shutil.ignore_patterns("adapters", "prepared*", "*.lock"))
+            if args.fresh:
+                (home / args.data).mkdir()
+            else:
+                shutil.copytree(out, home / args.data, ignore=shutil.ignore_patterns("adapters", "prepared*", "*.lock"))
         out = home / args.data
     ingest: dict[str, object] = {}
     if args.ingest_flags is not None:
@@ -105,13 +115,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                    "--seed", str(args.seed), *args.train_flags.split())
         trained[steps] = tr | {"wall_s": round(time.perf_counter() - t, 1)}
     student = str(next(iter(trained.values()))["base_model"])
-    base = answer(student, prompts, threads=args.threads)
-    reference = answer(student, prompts, tuned=args.reference, threads=args.threads)
+    base = cached_answers(args.work, student, prompts, None, args.threads)
+    reference = cached_answers(args.work, student, prompts, args.reference, args.threads)
     ref_report = score(items, base, reference, questions_from="squad", base_model=student, tuned=args.reference,
                        unmatched=unmatched)
     rows = {}
     for steps, tr in trained.items():
-        tuned = answer(student, prompts, tuned=str(tr["adapter_dir"]), threads=args.threads)
+        tuned = cached_answers(args.work, student, prompts, str(tr["adapter_dir"]), args.threads)
         rep = score(items, base, tuned, questions_from="squad", base_model=student, tuned=str(tr["adapter_dir"]),
                     unmatched=unmatched)
         mine = [r.tuned.f1 for r in rep.rows]
@@ -125,8 +135,29 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                "reference": {"overall": ref_report.overall, "wall_s": args.reference_wall,
                              "f1": [r.tuned.f1 for r in ref_report.rows]},
                "question_ids": [it.qid for it in items], "rows": rows}
-    (home / "recipe.json").write_text(json.dumps(results, indent=1, default=str))
+    name = "recipe.json" if args.seed == 1 else f"recipe-s{args.seed}.json"  # a second seed sits beside the first
+    (home / name).write_text(json.dumps(results, indent=1, default=str))
     return results
+
+
+def cached_answers(work: Path, student: str, prompts: list[tuple[str, str]], tuned: str | None,
+                   threads: int) -> list[str]:
+    """Greedy closed-book answers, kept in WORK/answers by model and questions: the base model's and the
+    reference's are the same for every row, so each is computed once (a model folder is never rewritten: its
+    name is the hash of its training inputs)."""
+    from qagen.core import ids
+    from qagen.flow.answer import answer
+
+    # the student by its files (each row's copy converts it into its own folder), a tuned model by its path
+    files = sorted((f.name, f.stat().st_size) for f in Path(student).iterdir() if f.is_file())
+    key = ids.hash_str("answers", json.dumps(files), tuned or "", json.dumps(prompts))
+    path = work / "answers" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    answers = answer(student, prompts, tuned=tuned, threads=threads)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(answers))
+    return answers
 
 
 def screen_rows(train: Path, docs: Path) -> dict[str, int]:
@@ -173,7 +204,7 @@ def reingest(args: argparse.Namespace, out: Path) -> dict[str, object]:
     """qagen ingest WORK/docs again with the bench teacher (served here) and --ingest-flags."""
     from knowledge import serve_teacher
 
-    before = tokens_in(out)
+    before = tokens_in(out) if (out / "qagen.sqlite").exists() else 0
     server, base_url, model = serve_teacher(argparse.Namespace(teacher="bench", teacher_url=None, teacher_model="",
                                                                threads=args.threads, slots=args.slots))
     try:

@@ -86,3 +86,42 @@ def test_the_committed_held_out_set_is_sound_and_every_question_has_its_document
     assert {q.source for q in questions} == set(docs)
     for q in questions:
         assert any(" ".join(a.lower().split()) in " ".join(docs[q.source].split()) for a in q.answers), q.qid
+
+
+def test_ablation_table_averages_a_row_over_its_seeds(tmp_path):
+    """benchmarks/ablation.py --seeds 1 2: a row counts only with both seeds; NAME-s2 is NAME's second seed; the F1
+    is the mean of the seeds' and the interval pairs the seed-averaged per-question scores."""
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+
+    def scored(f1s: list[float]) -> dict:
+        return {"rows": [{"qid": f"q{i}", "tuned": {"f1": f, "contains": f}, "base": {"f1": 0.0}}
+                         for i, f in enumerate(f1s)]}
+
+    (tmp_path / "results.json").write_text(json.dumps({
+        "args": {"template": "t", "steps": 5},
+        "scores": {"qagen": {"1": scored([0, 0, 0, 0])}, "baseline": {"1": scored([1, 1, 0, 0])}},
+        "qagen": {"pairs": 3, "tokens": 100}, "baseline": {"pairs": 9, "tokens": 110},
+        "train": {"qagen": {"1": {"wall_s": 1.0}}, "baseline": {"1": {"wall_s": 2.0}}}}))
+
+    def row(folder: str, seed: int, f1s: list[float], data: str = "qagen") -> None:
+        (tmp_path / "rows" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "rows" / folder / ("recipe.json" if seed == 1 else f"recipe-s{seed}.json")).write_text(json.dumps({
+            "args": {"template": "t", "train_flags": "", "seed": str(seed), "data": data},
+            "question_ids": ["q0", "q1", "q2", "q3"], "dataset": {"pairs": 7, "teacher_tokens": 90},
+            "rows": {"5": {"wall_s": 3.0, "f1": f1s, "contains": f1s}}}))
+
+    row("baseline-s2", 2, [1, 0, 0, 0], data="baseline")
+    row("wide", 1, [1, 1, 1, 1])
+    row("wide", 2, [0, 0, 1, 1])
+    row("once", 1, [1, 1, 1, 1])  # no second seed: left out of a two-seed table
+    lines = ablation.table(tmp_path, ["1", "2"], against="baseline").splitlines()
+    body = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines[4:]}
+    assert set(body) == {"baseline (t 5 steps)", "wide (t 5 steps)"}
+    wide = body["wide (t 5 steps)"]
+    assert wide[4:7] == ["100.0", "50.0", "75.0"]  # seed 1, seed 2, mean
+    assert wide[8] == "n/a" and wide[9].startswith("+37.5 [")  # no qagen seed 2; minus the baseline's seed mean (1.0/2 + 0.5/2 over 4 questions)
+    assert body["baseline (t 5 steps)"][2] == "110"
+    single = ablation.table(tmp_path, ["1"]).splitlines()
+    assert any(line.startswith("| once (t 5 steps) | 7 | 90 | 3.0 | 100.0 |") for line in single)
