@@ -81,13 +81,13 @@ def test_prompts_list_shows_user_override(tmp_path):
     user.mkdir()
     (user / "quiz.md").write_text("---\nid: quiz\nrole: generator\nenabled: false\n---\nunused\n")
     (user / "faq.md").write_text(
-        "---\nid: faq\nrole: generator\noutput: qa_pairs\n---\nWrite {{ n }} FAQ pairs about {{ title }}.\n"
+        "---\nid: faq\nrole: generator\noutput: qa_pairs\nsamples: 3\n---\nWrite {{ n }} FAQ pairs about {{ title }}.\n"
     )
     result = run("prompts", "list", "--prompts", str(user), "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["id"]: r for r in json.loads(result.stdout)}
     assert rows["quiz"]["enabled"] is False and rows["quiz"]["source"] == str(user / "quiz.md")
-    assert rows["faq"]["role"] == "generator"
+    assert rows["faq"]["role"] == "generator" and rows["faq"]["samples"] == 3 and rows["about"]["samples"] == 1
     assert {"about", "summaries", "title_questions", "metadata", "facts", "entities", "section_summary", "identity"} <= set(rows)
 
 
@@ -97,6 +97,9 @@ def test_bad_prompt_file_is_a_clear_error(tmp_path):
     (user / "bad.md").write_text("---\nid: bad\nrole: generator\nn: 0\n---\nx\n")
     result = run("prompts", "list", "--prompts", str(user))
     assert result.returncode == 1 and "bad.md" in result.stderr and "n" in result.stderr
+    (user / "bad.md").write_text("---\nid: bad\nrole: generator\nsamples: 0\n---\nx\n")
+    result = run("prompts", "list", "--prompts", str(user))
+    assert result.returncode == 1 and "bad.md" in result.stderr and "samples" in result.stderr
 
 
 def test_kill_9_then_rerun_finishes_without_repeating_calls(corpus, tmp_path):

@@ -58,17 +58,18 @@ def prompts_list(
         ps = load_prompts(prompts)
     rows = [
         {"id": p.id, "role": p.role, "scope": p.scope, "output": p.output, "enabled": p.enabled,
-         "hash": p.hash[:10], "source": p.source, "description": p.description}
+         "samples": p.samples, "hash": p.hash[:10], "source": p.source, "description": p.description}
         for p in ps.all
     ]
     if as_json:
         print(json.dumps(rows, ensure_ascii=False))
         return
     t = Table(title="qagen prompts")
-    for col in ("id", "role", "scope", "output", "enabled", "hash", "source"):
+    columns = ("id", "role", "scope", "output", "enabled", "samples", "hash", "source")
+    for col in columns:
         t.add_column(col)
     for r in rows:
-        t.add_row(*(str(r[c]) for c in ("id", "role", "scope", "output", "enabled", "hash", "source")))
+        t.add_row(*(str(r[c]) for c in columns))
     Console().print(t)
 
 
