@@ -100,6 +100,8 @@ def test_bad_prompt_file_is_a_clear_error(tmp_path):
     (user / "bad.md").write_text("---\nid: bad\nrole: generator\nsamples: 0\n---\nx\n")
     result = run("prompts", "list", "--prompts", str(user))
     assert result.returncode == 1 and "bad.md" in result.stderr and "samples" in result.stderr
+    result = run("prompts", "list", "--suite", "nope")
+    assert result.returncode == 1 and "unknown suite 'nope'" in result.stderr
 
 
 def test_kill_9_then_rerun_finishes_without_repeating_calls(corpus, tmp_path):

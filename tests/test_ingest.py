@@ -205,6 +205,38 @@ def test_samples_ask_a_prompt_again_with_seeds_and_stay_cached(corpus, tmp_path,
     assert 0 < len(quiz_rows) == len({r["messages"][1]["content"] for r in quiz_rows}) <= len(distinct) < 3 * 2 * first.chunks
 
 
+def test_knowledge_suite_moves_the_budget_to_fact_samples_and_shares_the_cache(corpus, tmp_path, stub, settings_for):
+    """--suite knowledge: summaries, section summaries, metadata and entities off, quiz x4 and facts x2; the prompts
+    keep their hashes, so a broad run afterwards asks only for the perspectives the knowledge suite left out."""
+    broad, knowledge = load_prompts(), load_prompts(suite="knowledge")
+    on = {p.id: p.samples for p in knowledge.perspectives}
+    assert on == {"about": 1, "facts": 2, "identity": 1, "quiz": 4, "title_questions": 1}
+    assert broad.by_id("quiz").hash == knowledge.by_id("quiz").hash and broad.by_id("quiz").samples == 1
+
+    out = tmp_path / "out"
+    first = ingest(corpus, out, settings_for(suite="knowledge"))
+    assert set(first.pairs_per_perspective) == {"about", "facts", "identity", "quiz", "title_questions"}
+    per_doc = sum(p.samples for p in knowledge.perspectives if p.role == "generator" and p.scope == "document")
+    per_chunk = sum(p.samples for p in knowledge.perspectives if p.role == "generator" and p.scope == "chunk")
+    assert first.requests_sent == stub.count() == first.chunks * per_chunk + first.documents_read * per_doc
+    left_out = [p for p in broad.perspectives if p.role == "generator" and p.id not in on]
+    calls = stub.count()
+    second = ingest(corpus, out, settings_for())  # broad: the quiz's and facts' first samples come from the cache
+    assert second.requests_sent == stub.count() - calls == sum(
+        first.chunks if p.scope == "chunk" else first.documents_read for p in left_out)
+    assert {"summaries", "entities", "metadata"} <= set(second.pairs_per_perspective)
+
+
+def test_unknown_suite_is_a_clear_error(corpus, tmp_path, settings_for):
+    import pytest
+
+    from qagen.prompting.prompts import PromptError
+
+    with pytest.raises(PromptError, match="unknown suite 'nope' .*knowledge"):
+        ingest(corpus, tmp_path / "out", settings_for(suite="nope"))
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
 def test_invalid_reply_gets_one_corrective_retry(corpus, tmp_path, stub, settings_for):
     from tests.helpers import passage_reply
 

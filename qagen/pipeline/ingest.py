@@ -68,7 +68,7 @@ def ingest(
         raise InputError(f"documents folder not found: {docs_dir}")
     if not docs_dir.is_dir():
         raise InputError(f"not a folder: {docs_dir}")
-    prompts = load_prompts(prompts_dir, settings.refine_style, settings.prompt_switches)
+    prompts = load_prompts(prompts_dir, settings.refine_style, settings.prompt_switches, settings.suite)
     if settings.best_of > 1 and not settings.judge:
         raise InputError("--best-of needs the judge (it keeps the best-judged answer); drop --no-judge")
     if settings.decontaminate:

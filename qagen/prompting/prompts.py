@@ -225,14 +225,36 @@ class PromptSet:
 
 
 REFINE_STYLES = ("chat", "helixnet")
+SUITE_KEYS = frozenset({"enabled", "samples", "sample_temperature", "n"})
+
+
+def suites() -> dict[str, dict[str, dict[str, object]]]:
+    """The named suites of ``prompts/suites.yaml``: per suite, front-matter overrides by prompt id."""
+    return yaml.safe_load((builtin_dir() / "suites.yaml").read_text(encoding="utf-8")) or {}
+
+
+def _apply_suite(prompts: dict[str, Prompt], suite: str) -> None:
+    known = suites()
+    if suite not in known:
+        raise PromptError(f"unknown suite {suite!r} (choose from {', '.join(known)})")
+    for pid, overrides in (known[suite] or {}).items():
+        bad = set(overrides) - SUITE_KEYS
+        if pid not in prompts or bad:
+            problem = f"cannot set {', '.join(sorted(bad))}" if bad else "no such prompt"
+            raise PromptError(f"suite {suite!r}: {pid}: {problem}")
+        fm = _FrontMatter.model_validate({"id": pid, "role": prompts[pid].role, **overrides})  # bounds as in a file
+        prompts[pid] = replace(prompts[pid], **{k: getattr(fm, k) for k in overrides})
 
 
 def load_prompts(user_dir: Path | None = None, refine_style: str = "chat",
-                 switches: Collection[str] = ()) -> PromptSet:
-    """The built-in prompts, overridden and extended by ``user_dir``.
+                 switches: Collection[str] = (), suite: str = "broad") -> PromptSet:
+    """The built-in prompts, shaped by a named ``suite``, then overridden and extended by ``user_dir``.
 
     ``refine_style="helixnet"`` swaps in the built-in critic and regenerator
-    written in HelixNet's completion format (``prompts/helixnet/``). A prompt
+    written in HelixNet's completion format (``prompts/helixnet/``). ``suite``
+    names an entry of ``prompts/suites.yaml``: front-matter overrides (which
+    perspectives run, how many samples each) that keep every prompt's hash, so
+    its first sample's requests are shared by every suite. A prompt
     with a ``switch`` runs only when ``switches`` names it (``Settings.prompt_switches``);
     otherwise it is loaded disabled, like ``enabled: false``.
     """
@@ -241,6 +263,7 @@ def load_prompts(user_dir: Path | None = None, refine_style: str = "chat",
     prompts = _load_dir(builtin_dir())
     if refine_style != "chat":
         prompts.update(_load_dir(builtin_dir() / refine_style))
+    _apply_suite(prompts, suite)
     if user_dir is not None:
         if not user_dir.is_dir():
             raise PromptError(f"prompts folder not found: {user_dir}")
