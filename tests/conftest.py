@@ -51,10 +51,11 @@ def settings_for(stub: StubServer):
     def make(**overrides: object) -> Settings:
         # Generation-only unless a test asks for the critic loop / judge / dedup / report / exam / filters / facts
         # x k (test_refine.py, test_curate.py, test_exam.py, test_filters.py, test_facts.py run them with their
-        # defaults; the stub's canned replies are junk by the filters' measure).
+        # defaults; the stub's canned replies are junk by the filters' measure). The broad suite: every perspective
+        # once (the tests of one perspective need it on); test_ingest.py tests the knowledge suite, the default.
         base = {"base_url": stub.base_url, "model": "stub-model", "max_retries": 2, "concurrency": 4,
                 "refine": False, "judge": False, "dedup": False, "report": False, "exam": False, "filters": False,
-                "facts_k": 1, "reversal": False}
+                "facts_k": 1, "reversal": False, "suite": "broad"}
         base.update(overrides)
         return load_settings(**base)
 

@@ -135,14 +135,18 @@ def test_kill_9_then_rerun_finishes_without_repeating_calls(corpus, tmp_path):
         proc.wait()
         assert stored >= 6
         assert not (out / "train.jsonl").exists()  # killed before export: no half-written file
-        first = json.dumps
-        sent_before = [first(r["messages"]) for r in server.requests]
+        def sent(r: dict) -> str:  # a call: its messages and sampling (a prompt's samples differ by seed alone)
+            return json.dumps([r["messages"], r.get("temperature"), r.get("seed")])
+
+        sent_before = [sent(r) for r in server.requests]
         finished = {row[0] for row in sqlite3.connect(db_path).execute("SELECT request FROM requests")}
         result = run(*args)
         assert result.returncode == 0, result.stderr
-        sent_after = [first(r["messages"]) for r in server.requests[len(sent_before):]]
-        finished_messages = {json.dumps([{"role": a, "content": b} for a, b in json.loads(f)["messages"]]) for f in finished}
-        assert not finished_messages & set(sent_after)  # no finished call repeated
+        sent_after = [sent(r) for r in server.requests[len(sent_before):]]
+        finished_calls = {sent({"messages": [{"role": a, "content": b} for a, b in d["messages"]],
+                                "temperature": d.get("temperature"), "seed": d.get("seed")})
+                          for d in map(json.loads, finished)}
+        assert not finished_calls & set(sent_after)  # no finished call repeated
         summary = json.loads(result.stdout)
         assert summary["requests_cached"] >= len(finished)
 

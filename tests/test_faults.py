@@ -42,8 +42,10 @@ def make_docs(root: Path, n: int) -> Path:
 
 
 def bodies(requests: list[dict]) -> Counter[str]:
-    """How many HTTP requests the stub received per identical message list."""
-    return Counter(json.dumps(r["messages"], sort_keys=True) for r in requests if r["_path"].endswith("/chat/completions"))
+    """How many HTTP requests the stub received per identical call (message list and sampling: a prompt's samples
+    differ only by seed and temperature)."""
+    return Counter(json.dumps([r["messages"], r.get("temperature"), r.get("seed")], sort_keys=True)
+                   for r in requests if r["_path"].endswith("/chat/completions"))
 
 
 def cause_of(error: str) -> str:
@@ -60,8 +62,9 @@ def failures(out: Path) -> list[tuple[int, str, str, int]]:
 
 def cached_bodies(out: Path) -> set[str]:
     with sqlite3.connect(out / "qagen.sqlite") as db:
-        rows = [json.loads(r[0])["messages"] for r in db.execute("SELECT request FROM requests")]
-    return {json.dumps([{"role": a, "content": b} for a, b in m], sort_keys=True) for m in rows}
+        rows = [json.loads(r[0]) for r in db.execute("SELECT request FROM requests")]
+    return {json.dumps([[{"role": a, "content": b} for a, b in d["messages"]], d.get("temperature"), d.get("seed")],
+                       sort_keys=True) for d in rows}
 
 
 def report(label: str, http_requests: int, injector: FaultInjector, summary: Summary, out: Path) -> None:
@@ -151,7 +154,7 @@ def test_failures_are_recorded_with_cause_and_rerun_sends_only_those(tmp_path, s
     assert all(retryable == 1 for _, stage, _, retryable in rows if stage == "parse")
 
     # The re-run (server healthy now) sends exactly the first-attempt requests that have no stored reply.
-    originals = {b for b in bodies(stub.requests) if len(json.loads(b)) == 2}  # system + user: not corrective
+    originals = {b for b in bodies(stub.requests) if len(json.loads(b)[0]) == 2}  # system + user: not corrective
     missing = originals - cached_bodies(out)
     first_count = stub.count()
     stub.handler = passage_reply

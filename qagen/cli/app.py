@@ -51,12 +51,14 @@ def _main(
 @prompts_app.command("list")
 def prompts_list(
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
-    suite: Annotated[str, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest.")] = "broad",
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest (default: knowledge).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the active prompt set."""
+    from qagen.config import Settings
+
     with errors(as_json):
-        ps = load_prompts(prompts, suite=suite)
+        ps = load_prompts(prompts, suite=suite or Settings.model_fields["suite"].default)
     rows = [
         {"id": p.id, "role": p.role, "scope": p.scope, "output": p.output, "enabled": p.enabled,
          "samples": p.samples, "hash": p.hash[:10], "source": p.source, "description": p.description}

@@ -211,6 +211,7 @@ def run_cmd(
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files.")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite: knowledge (default) or broad (see `qagen ingest --help`).")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -223,7 +224,7 @@ def run_cmd(
     setup_logging(verbose)
     settings = settings_or_exit(lambda: load_settings(
         base_url=base_url, model=model, concurrency=concurrency, chunk_size=chunk_size,
-        contextual_share=contextual_share), as_json)
+        contextual_share=contextual_share, suite=suite), as_json)
     ts = settings_or_exit(lambda: load_train_settings(
         template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, recipe=recipe,
         cpt_template=cpt_template), as_json)

@@ -43,21 +43,26 @@ def _env() -> dict[str, str]:
 
 
 def _finished(db_path: Path) -> set[str]:
-    """Message lists of the requests the store holds (finished, committed calls)."""
+    """The calls the store holds (finished, committed), as :func:`_call` names them."""
     if not db_path.exists():
         return set()
     for _ in range(20):
         try:
             with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
                 rows = db.execute("SELECT request FROM requests").fetchall()
-            return {json.dumps(json.loads(r[0])["messages"]) for r in rows}
+            return {_call(d["messages"], d) for d in (json.loads(r[0]) for r in rows)}
         except sqlite3.OperationalError:  # schema not created yet, or busy
             time.sleep(0.05)
     return set()
 
 
 def _sent(server: StubServer, start: int) -> list[str]:
-    return [json.dumps([[m["role"], m["content"]] for m in r["messages"]]) for r in server.requests[start:]]
+    return [_call([[m["role"], m["content"]] for m in r["messages"]], r) for r in server.requests[start:]]
+
+
+def _call(messages: list, request: dict) -> str:
+    """One call's identity: its messages and sampling (a prompt's samples differ only by seed and temperature)."""
+    return json.dumps([messages, request.get("temperature"), request.get("seed")])
 
 
 def run_with_kills(
