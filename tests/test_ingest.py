@@ -228,6 +228,7 @@ def test_knowledge_suite_moves_the_budget_to_fact_samples_and_shares_the_cache(c
     assert second.requests_sent == stub.count() - calls == sum(
         first.chunks if p.scope == "chunk" else first.documents_read for p in left_out)
     assert {"summaries", "entities", "metadata"} <= set(second.pairs_per_perspective)
+    assert (first.suite, second.suite) == ("knowledge", "broad")  # the summary says which suite ran
 
 
 def test_unknown_suite_is_a_clear_error(corpus, tmp_path, settings_for):

@@ -93,6 +93,9 @@ def _summary_table(s: Summary) -> Table:
         per_call = f" ({y} per call)" if y is not None else ""
         t.add_row(f"  pairs: {name}", f"{n} generated, {exported} exported{per_call}")
     t.add_row("pairs", f"{s.pairs_total} ({s.train_pairs} train, {s.eval_pairs} eval, held out by {s.split_by})")
+    if s.suite:
+        t.add_row("suite", s.suite + (" (quiz and facts sampled again instead of summaries, metadata, entities; "
+                                      "--suite broad runs them all)" if s.suite == "knowledge" else ""))
     if s.profile == "embedded":
         t.add_row("profile", "embedded model: the critic loop is off (it cannot judge its own pairs; --refine turns "
                              "it on); filters and judge ran")

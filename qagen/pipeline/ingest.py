@@ -196,7 +196,7 @@ def _finish(
                           ("dpo.jsonl", stages.refiner is not None)):
         if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
             (out_dir / name).unlink(missing_ok=True)
-    summary.profile = settings.profile
+    summary.profile, summary.suite = settings.profile, settings.suite
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
         summary.refined, summary.drafted = True, totals.refine.drafted
