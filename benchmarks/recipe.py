@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--train-flags", default="", help="more flags for qagen train, e.g. '--recipe cpt+sft'")
     ap.add_argument("--ingest-flags", default=None, help="re-ingest WORK/docs with the bench teacher first")
-    ap.add_argument("--data", default="qagen", help="the dataset folder in WORK to train on: qagen or baseline")
+    ap.add_argument("--data", default="qagen", help="the dataset folder in WORK to train on: qagen, baseline, or a row's (rows/NAME/qagen)")
     ap.add_argument("--row", help="work on a copy of WORK/qagen in WORK/rows/ROW (an ablation row)")
     ap.add_argument("--fresh", action="store_true",
                     help="with --row: start the row from an empty folder, not a copy of WORK/qagen with its request "
@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     if args.fresh and (args.ingest_flags is None or not args.row):
         sys.exit("--fresh needs --row and --ingest-flags: the row's data is generated from nothing")
-    if args.data != "qagen" and args.ingest_flags is not None:
-        sys.exit("--ingest-flags re-ingests WORK/qagen; it does not apply to --data " + args.data)
+    if args.ingest_flags is not None and (args.data == "baseline" or not (args.work / args.data / "qagen.sqlite").exists()):
+        sys.exit("--ingest-flags re-ingests a qagen output folder (WORK/qagen or a row's); --data " + args.data
+                 + " is not one")
     out, home = args.work / args.data, args.work
     if args.row:
         home = args.work / "rows" / args.row

@@ -152,9 +152,7 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     out = tmp_path / "out"
     # One short document: hold out by pair. Refinement and the ingest judge are other tests' subject; off here,
     # they would multiply the embedded model's calls (and the judge could reject most of a 135M model's pairs).
-    # The broad suite: with the quote-grounded prompts off, the knowledge suite (the default) would leave "about" alone.
-    env = {"QAGEN_SPLIT_BY": "pair", "QAGEN_EVAL_FRACTION": "0.3", "QAGEN_REFINE": "false", "QAGEN_JUDGE": "false",
-           "QAGEN_SUITE": "broad"}
+    env = {"QAGEN_SPLIT_BY": "pair", "QAGEN_EVAL_FRACTION": "0.3", "QAGEN_REFINE": "false", "QAGEN_JUDGE": "false"}
     args = ["run", str(docs), "--out", str(out), "--prompts", str(prompts), "--max-steps", "3", "--eval-limit", "4",
             "--questions", str(questions), "--open-book", "--json"]
     server = SMTPServer()

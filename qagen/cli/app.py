@@ -51,14 +51,15 @@ def _main(
 @prompts_app.command("list")
 def prompts_list(
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest (default: knowledge).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest (default: as qagen ingest picks it: knowledge for a served model, broad on the embedded one).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the active prompt set."""
-    from qagen.config import Settings
+    from qagen.config import load_settings
 
     with errors(as_json):
-        ps = load_prompts(prompts, suite=suite or Settings.model_fields["suite"].default)
+        suite = suite or load_settings().perspective_suite  # as `qagen ingest` would pick it (QAGEN_BASE_URL: served)
+        ps = load_prompts(prompts, suite=suite)
     rows = [
         {"id": p.id, "role": p.role, "scope": p.scope, "output": p.output, "enabled": p.enabled,
          "samples": p.samples, "hash": p.hash[:10], "source": p.source, "description": p.description}
@@ -67,7 +68,7 @@ def prompts_list(
     if as_json:
         print(json.dumps(rows, ensure_ascii=False))
         return
-    t = Table(title="qagen prompts")
+    t = Table(title=f"qagen prompts (suite: {suite})")
     columns = ("id", "role", "scope", "output", "enabled", "samples", "hash", "source")
     for col in columns:
         t.add_column(col)

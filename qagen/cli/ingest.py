@@ -180,7 +180,7 @@ def ingest_cmd(
     min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
     refine_style: Annotated[str | None, typer.Option(help="Critic/regenerator prompt style: chat, or helixnet (HelixNet's completion format over /v1/completions).")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): knowledge (default: the budget of summaries, section summaries, metadata and entities spent on more quiz and facts samples, for closed-book recall) or broad (every perspective once per chunk).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): knowledge (the budget of summaries, section summaries, metadata and entities spent on more quiz and facts samples, for closed-book recall; the default for a served model) or broad (every perspective once per chunk; the default on the embedded model).")] = None,
     judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks (P(yes) from logprobs).")] = None,
     judge_threshold: Annotated[float | None, typer.Option(help="Export pairs whose mean judge P(yes) reaches this (default 0.5).")] = None,
     best_of: Annotated[int | None, typer.Option(help="Best-of-n: sample N answers per drafted question and keep the best-judged (default 1: off).")] = None,

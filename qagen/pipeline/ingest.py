@@ -68,7 +68,7 @@ def ingest(
         raise InputError(f"documents folder not found: {docs_dir}")
     if not docs_dir.is_dir():
         raise InputError(f"not a folder: {docs_dir}")
-    prompts = load_prompts(prompts_dir, settings.refine_style, settings.prompt_switches, settings.suite)
+    prompts = load_prompts(prompts_dir, settings.refine_style, settings.prompt_switches, settings.perspective_suite)
     if settings.best_of > 1 and not settings.judge:
         raise InputError("--best-of needs the judge (it keeps the best-judged answer); drop --no-judge")
     if settings.decontaminate:
@@ -196,7 +196,7 @@ def _finish(
                           ("dpo.jsonl", stages.refiner is not None)):
         if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
             (out_dir / name).unlink(missing_ok=True)
-    summary.profile, summary.suite = settings.profile, settings.suite
+    summary.profile, summary.suite = settings.profile, settings.perspective_suite
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
         summary.refined, summary.drafted = True, totals.refine.drafted
