@@ -52,7 +52,8 @@ def _models(work: Path, res: dict, qids: list[str]) -> dict[str, dict[str, objec
         name = re.sub(r"-s\d+$", "", path.parent.name)
         tokens = res["baseline"]["tokens"] if a.get("data") == "baseline" else rec["dataset"]["teacher_tokens"]
         for steps, row in rec["rows"].items():
-            flags = " ".join(x for x in (a.get("template"), a.get("train_flags"), f"{steps} steps") if x and x != "None")
+            parts = (a.get("template"), a.get("train_flags"), f"{steps} steps")
+            flags = " ".join(x for x in parts if x and x != "None")
             add(f"{name} ({flags})", rec["dataset"]["pairs"], tokens, str(a.get("seed", "1")), row["wall_s"],
                 row["f1"], row["contains"])
     return models

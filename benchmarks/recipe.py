@@ -21,8 +21,9 @@ teacher tokens are reported. Prints markdown for benchmarks/RESULTS.md and write
 Ablation rows (issue 16) leave WORK/qagen as it is: ``--row NAME`` works on a copy, WORK/rows/NAME/qagen (made
 once, with the whole request cache, so a re-ingest asks the teacher only what the copy's flags add), and writes
 WORK/rows/NAME/recipe.json (``--seed 2``: recipe-s2.json beside it). ``--fresh`` starts the row from an empty
-folder instead, so its teacher tokens are all its own: a suite variant at a matched budget. ``--data baseline`` trains on knowledge.py's single-prompt dataset (WORK/baseline)
-instead. ``--drop-perspectives metadata,entities`` removes those perspectives' rows from the copy's train.jsonl
+folder instead, so its teacher tokens are all its own: a suite variant at a matched budget. ``--data baseline``
+trains on knowledge.py's single-prompt dataset (WORK/baseline) instead, and ``--data rows/NAME/qagen`` on another
+row's. ``--drop-perspectives metadata,entities`` removes those perspectives' rows from the copy's train.jsonl
 before training (what the same generation teaches without them); ``--screen`` applies qagen's filters to it:
 
     python benchmarks/recipe.py --work W --row judge --reference REF --template smollm2-cpu-full \
@@ -62,7 +63,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--train-flags", default="", help="more flags for qagen train, e.g. '--recipe cpt+sft'")
     ap.add_argument("--ingest-flags", default=None, help="re-ingest WORK/docs with the bench teacher first")
-    ap.add_argument("--data", default="qagen", help="the dataset folder in WORK to train on: qagen, baseline, or a row's (rows/NAME/qagen)")
+    ap.add_argument("--data", default="qagen",
+                    help="the dataset folder in WORK to train on: qagen, baseline, or a row's (rows/NAME/qagen)")
     ap.add_argument("--row", help="work on a copy of WORK/qagen in WORK/rows/ROW (an ablation row)")
     ap.add_argument("--fresh", action="store_true",
                     help="with --row: start the row from an empty folder, not a copy of WORK/qagen with its request "
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     if args.fresh and (args.ingest_flags is None or not args.row):
         sys.exit("--fresh needs --row and --ingest-flags: the row's data is generated from nothing")
-    if args.ingest_flags is not None and (args.data == "baseline" or not (args.work / args.data / "qagen.sqlite").exists()):
+    reingestable = args.data != "baseline" and (args.work / args.data / "qagen.sqlite").exists()
+    if args.ingest_flags is not None and not reingestable:
         sys.exit("--ingest-flags re-ingests a qagen output folder (WORK/qagen or a row's); --data " + args.data
                  + " is not one")
     out, home = args.work / args.data, args.work

@@ -202,7 +202,8 @@ def test_samples_ask_a_prompt_again_with_seeds_and_stay_cached(corpus, tmp_path,
     quiz_rows = [r for r in lines(out / "train.jsonl") if r["perspective"] == "quiz"]
     distinct = {q for (q,) in db.execute("SELECT question FROM pairs WHERE perspective = 'quiz'")}
     # the stub answers the same messages alike, so the samples' copies go (and the copied document's too)
-    assert 0 < len(quiz_rows) == len({r["messages"][1]["content"] for r in quiz_rows}) <= len(distinct) < 3 * 2 * first.chunks
+    questions = {r["messages"][1]["content"] for r in quiz_rows}
+    assert 0 < len(quiz_rows) == len(questions) <= len(distinct) < 3 * 2 * first.chunks
 
 
 def test_knowledge_suite_moves_the_budget_to_fact_samples_and_shares_the_cache(corpus, tmp_path, stub, settings_for):

@@ -121,7 +121,8 @@ def test_ablation_table_averages_a_row_over_its_seeds(tmp_path):
     assert set(body) == {"baseline (t 5 steps)", "wide (t 5 steps)"}
     wide = body["wide (t 5 steps)"]
     assert wide[4:7] == ["100.0", "50.0", "75.0"]  # seed 1, seed 2, mean
-    assert wide[8] == "n/a" and wide[9].startswith("+37.5 [")  # no qagen seed 2; minus the baseline's seed mean (1.0/2 + 0.5/2 over 4 questions)
+    # no qagen seed 2; minus the baseline's seed mean (1.0/2 + 0.5/2 over 4 questions)
+    assert wide[8] == "n/a" and wide[9].startswith("+37.5 [")
     assert body["baseline (t 5 steps)"][2] == "110"
     single = ablation.table(tmp_path, ["1"]).splitlines()
     assert any(line.startswith("| once (t 5 steps) | 7 | 90 | 3.0 | 100.0 |") for line in single)

@@ -161,7 +161,8 @@ class Generator:
         async with asyncio.TaskGroup() as tg:  # a task group: one failing (a fail-fast trip) cancels the others
             drafted = [[tg.create_task(self.run_prompt(p, doc, chunk, keep=False, sample=s)) for s in range(p.samples)]
                        for p in prompts]
-        rows = [(p, [pair for task in tasks for pair in task.result()]) for p, tasks in zip(prompts, drafted, strict=True)]
+        rows = [(p, [pair for task in tasks for pair in task.result()])
+                for p, tasks in zip(prompts, drafted, strict=True)]
         if self.covering:
             rows = await self._cover(rows, doc, chunk)
         self.caller.store.add_pairs(self.caller.run_id, [

@@ -121,7 +121,8 @@ class ShardWorker:
         from qagen.store import DB_NAME, ShardStore
 
         settings = self.settings
-        prompts = load_prompts(self.prompts_dir, settings.refine_style, settings.prompt_switches, settings.perspective_suite)
+        prompts = load_prompts(self.prompts_dir, settings.refine_style, settings.prompt_switches,
+                               settings.perspective_suite)
         with ShardStore(self.shard_root / f"shard-{shard:05d}", self.out_dir / DB_NAME) as store:
             llm, model = make_llm(settings)
             progress = NullProgress()
