@@ -175,11 +175,11 @@ def run_ray(
     recover_shards(store, out_dir)
     store.flush()  # workers read the main store's cache
 
-    # Workers must chunk and refine exactly as a local run would: pin what depends on the backend.
+    # Workers must chunk, refine and pick the suite exactly as a local run would: pin what depends on the backend.
     chunking = chunker_settings(settings)
     update: dict[str, Any] = {"executor": "local", "chunk_size": chunking.chunk_size,
                               "chunk_overlap": chunking.chunk_overlap, "max_rounds": settings.rounds,
-                              "refine": settings.refining}
+                              "refine": settings.refining, "suite": settings.perspective_suite}
     llm = stages.caller.llm
     if isinstance(llm, EmbeddedLLM):  # one embedded server on the driver, shared by every worker
         update.update(base_url=llm.server.start(), model=MODEL_NAME, extra_base_urls=[])
