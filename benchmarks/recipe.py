@@ -33,7 +33,7 @@ before training (what the same generation teaches without them); ``--screen`` ap
     python benchmarks/recipe.py --work W --row lora-baseline --data baseline --reference BASELINE_FULL \
         --template smollm2-cpu-lora --steps 90          # LoRA vs full on the fact-dense baseline data
     python benchmarks/recipe.py --work W --row knowledge --fresh --reference REF --template smollm2-cpu-full \
-        --ingest-flags "--no-refine --no-judge --prompts benchmarks/variants/knowledge"   # another suite
+        --ingest-flags "--no-refine --no-judge --suite knowledge"   # another suite
     # a value that is one flag needs the = form: --ingest-flags=--no-refine
 """
 
