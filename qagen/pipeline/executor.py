@@ -157,9 +157,10 @@ class Shard:
                 progress.doc_read(doc.path, len(chunks))
                 for chunk in chunks:
                     planned = generator.plan(chunk, len(chunks))
-                    self.stages.caller.progress.requests_added(sum(p.samples for p in planned))
+                    calls = sum(p.samples for p in planned)  # a prompt with ``samples: R`` is R calls
+                    self.stages.caller.progress.requests_added(calls)
                     # one task per chunk (its facts are linked across its perspectives), holding a permit per call
-                    permits = min(max(len(planned), 1), self.max_pending)  # a long suite still fits the gate
+                    permits = min(max(calls, 1), self.max_pending)  # a long suite still fits the gate
                     for _ in range(permits):
                         await gate.acquire()
                     tg.create_task(one(generator.run_chunk(planned, doc, chunk), permits))
