@@ -26,7 +26,6 @@ curation settles the same verdicts, so a pair refined after drafting is checked 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,6 +33,7 @@ from functools import lru_cache
 from rapidfuzz import fuzz
 
 from qagen.core.records import FILTER_VERDICTS
+from qagen.core.text import fold
 from qagen.prompting.declines import what_of
 from qagen.prompting.prompts import Prompt
 
@@ -113,14 +113,9 @@ def repetition(text: str) -> float:
     return worst
 
 
-_FOLD = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe", "ı": "i"})
-
-
 def _norm(text: str) -> str:
-    """Lower-case words without accents ("Łazienki" and "Lazienki" are one name)."""
-    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text.lower().translate(_FOLD))
-                    if not unicodedata.combining(ch))
-    return " ".join(words(plain))
+    """Case-folded words without accents ("Łazienki" and "Lazienki" are one name)."""
+    return " ".join(words(fold(text)))
 
 
 def _check_repetition(v: PairView, s: FilterSettings) -> tuple[str, str] | None:

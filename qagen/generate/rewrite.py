@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass, replace
 
 from qagen.core import ids
+from qagen.core.text import fold
 from qagen.core.types import Chunk, Document, Rewrite
 from qagen.generate.caller import Caller
 from qagen.prompting.prompts import PromptError, PromptSet
@@ -86,12 +86,6 @@ _NOT_NAMES = frozenset((
 ))
 
 
-def _fold(text: str) -> str:
-    """Lower case without accents: "Łódź" and "Lodz" are one name."""
-    plain = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l").replace("ø", "o").replace("ß", "ss"))
-    return "".join(ch for ch in plain if not unicodedata.combining(ch))
-
-
 def _number(raw: str) -> str:
     if _THOUSANDS.match(raw):
         raw = raw.replace(",", "")
@@ -129,13 +123,13 @@ class Stated:
     @classmethod
     def of(cls, *texts: str) -> Stated:
         text = "\n".join(texts)
-        words = frozenset(_fold(w) for w in _LETTERS.findall(text))
+        words = frozenset(fold(w) for w in _LETTERS.findall(text))
         numbers = {_number(m.group(1)) for m in _NUMBER.finditer(text)}
         numbers |= {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}  # "eight months" may become "8 months"
         return cls(frozenset(numbers), words, tuple(d for d, _ in _dates(text)))
 
     def has_word(self, word: str) -> bool:
-        w = _fold(word)
+        w = fold(word)
         return w in self.words or (w.endswith("s") and w[:-1] in self.words) or f"{w}s" in self.words
 
     def has_date(self, date: Date) -> bool:
@@ -153,7 +147,7 @@ class Stated:
             if _number(m.group(1)) not in self.numbers:
                 return f"number {m.group(1)}"
         for word in _LETTERS.findall(rest):
-            folded = _fold(word)
+            folded = fold(word)
             # "nine months" where the chunk says eight ("one" is a pronoun as often as a number)
             if folded in _NUMBER_WORDS and folded != "one" and _NUMBER_WORDS[folded] not in self.numbers:
                 return f"number {word}"
