@@ -63,13 +63,12 @@ class Settings(BaseSettings):
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     split_by: str = Field(default="auto", pattern="^(auto|document|chunk|pair)$")
 
-    # Refinement (critic -> regenerator), on by default. max_rounds defaults to
-    # 3 (SelFee caps at 5); on the embedded CPU model to 1, since every round
-    # costs two calls per pair (benchmarks/RESULTS.md).
-    # None (the default): on for a served model, off for the embedded 135M model, whose critic cannot tell a good
-    # pair from a bad one and whose loop multiplies a first run's time (the "embedded profile"; --refine turns it
-    # on). The deterministic filters and the judge still run.
-    refine: bool | None = None
+    # Refinement (critic -> regenerator), off by default: --refine turns it on. On the closed-book knowledge benchmark
+    # (benchmarks/RESULTS.md §26) the loop cost 4.7x generation's teacher tokens, its critic asked to revise every
+    # pair in every round, and the revisions lowered held-out F1 (-2.0 [-5.7, +1.6] over two seeds). The embedded
+    # 135M critic cannot tell a good pair from a bad one either (§14). max_rounds defaults to 3 (SelFee caps at 5),
+    # and to 1 on the embedded CPU model, where every round costs two calls per pair.
+    refine: bool = False
     max_rounds: int | None = Field(default=None, ge=1, le=10)
     min_rounds: int = Field(default=0, ge=0, le=10)
     refine_style: str = Field(default="chat", pattern="^(chat|helixnet)$")
@@ -79,9 +78,12 @@ class Settings(BaseSettings):
     # 1 in 40 of its quote-grounded quiz pairs, so the knowledge suite would leave it almost nothing to export.
     suite: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]*$")
 
-    # Judge (MiniHF yes/no, P(yes) from logprobs): a pair is exported when the
-    # mean of its checks reaches the threshold.
-    judge: bool = True
+    # Judge (MiniHF yes/no, P(yes) from logprobs): a pair is exported when the mean of its checks reaches the
+    # threshold. None (the default): on for the embedded 135M model, where it screens drafts the filters let through;
+    # off for a served model: on the closed-book knowledge benchmark it cost 3.2x generation's teacher tokens and
+    # lowered held-out F1 (benchmarks/RESULTS.md §26: -2.7 [-6.1, +0.2] over two seeds; §24: -0.9 on the broad
+    # suite). --judge turns it on.
+    judge: bool | None = None
     judge_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     # Best-of-n (MiniHF rejection sampling): n answers per drafted question, the best-judged is kept.
     best_of: int = Field(default=1, ge=1, le=16)
@@ -165,8 +167,13 @@ class Settings(BaseSettings):
 
     @property
     def refining(self) -> bool:
-        """Whether the critic -> regenerator loop runs (``refine``, or the backend's default)."""
-        return self.refine if self.refine is not None else not self.uses_embedded
+        """Whether the critic -> regenerator loop runs (only when asked: ``--refine``)."""
+        return self.refine
+
+    @property
+    def judging(self) -> bool:
+        """Whether the yes/no judge runs (``judge``, or the backend's default)."""
+        return self.judge if self.judge is not None else self.uses_embedded
 
     @property
     def perspective_suite(self) -> str:
@@ -176,7 +183,7 @@ class Settings(BaseSettings):
     @property
     def profile(self) -> str:
         """"embedded" when the embedded model's lighter defaults apply (the summary says so), else ""."""
-        return "embedded" if self.uses_embedded and self.refine is None else ""
+        return "embedded" if self.uses_embedded else ""
 
     @property
     def prompt_switches(self) -> frozenset[str]:
@@ -192,6 +199,8 @@ class Settings(BaseSettings):
         # Checked here, once, for the CLI and the library alike (and before a run is recorded).
         if self.min_rounds > self.rounds:
             raise ValueError("--min-rounds cannot exceed --max-rounds")
+        if self.min_rounds and not self.refine:
+            raise ValueError("--min-rounds forces critic rounds, and the critic loop is off: add --refine")
         return self
 
     def api_key_value(self) -> str:

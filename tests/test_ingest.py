@@ -420,14 +420,14 @@ def test_cut_off_reply_in_a_failed_chain_is_retried_next_run(corpus, tmp_path, s
     assert again.requests_sent == first.chunks and again.pairs_per_perspective["quiz"] > 0
 
 
-def test_the_embedded_profile_turns_the_critic_loop_off_unless_asked():
-    """The first run on the embedded model skips the critic loop (its 135M critic cannot tell good from bad);
-    a served model keeps it; --refine / --no-refine always win."""
+def test_the_critic_loop_runs_only_when_asked():
+    """No critic loop by default, embedded or served (RESULTS §26: it lowered closed-book F1 at 4.7x the tokens);
+    --refine turns it on; the embedded profile is the embedded model's, whatever the flags."""
     from qagen.config import load_settings
 
     embedded = load_settings()
-    assert (embedded.refining, embedded.profile) == (False, "embedded")
-    assert (load_settings(refine=True).refining, load_settings(refine=True).profile) == (True, "")
+    assert (embedded.refining, embedded.profile, embedded.rounds) == (False, "embedded", 1)
+    assert (load_settings(refine=True).refining, load_settings(refine=True).profile) == (True, "embedded")
     served = load_settings(base_url="http://127.0.0.1:9/v1", model="m")
-    assert (served.refining, served.profile) == (True, "")
-    assert load_settings(base_url="http://127.0.0.1:9/v1", model="m", refine=False).refining is False
+    assert (served.refining, served.profile, served.rounds) == (False, "", 3)
+    assert load_settings(base_url="http://127.0.0.1:9/v1", model="m", refine=True).refining is True

@@ -141,6 +141,12 @@ def test_invalid_round_settings_are_rejected(corpus, tmp_path):
          "--max-rounds", "1", "--min-rounds", "2"], capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1 and "--min-rounds" in result.stderr
+    # the loop is opt-in: forcing rounds without it is an error, not a silent no-op
+    result = subprocess.run(
+        [sys.executable, "-m", "qagen.cli", "ingest", str(corpus), "--out", str(tmp_path / "o"), "--min-rounds", "1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and "add --refine" in result.stderr and not (tmp_path / "o").exists()
 
 
 def test_decontaminate_drops_benchmark_questions(corpus, tmp_path, stub, settings_for):

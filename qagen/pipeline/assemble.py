@@ -58,7 +58,7 @@ def build_stages(
         }
     caller = Caller(store, llm, model, run_id, progress, roles=make_role_llms(settings, llm), alarms=alarms)
     refiner = Refiner(caller, prompts, RefineSettings(settings.rounds, settings.min_rounds)) if settings.refining else None
-    judge = Judge(caller, prompts, settings.judge_threshold, settings.best_of) if settings.judge else None
+    judge = Judge(caller, prompts, settings.judge_threshold, settings.best_of) if settings.judging else None
     screen_pair = _screener(filter_settings(settings)) if settings.filters else None
     # the whole-document reduce passage may be as long as a chunk (estimated at 4 characters a token)
     reduce_chars = 4 * chunker_settings(settings).chunk_size

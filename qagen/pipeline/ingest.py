@@ -69,8 +69,8 @@ def ingest(
     if not docs_dir.is_dir():
         raise InputError(f"not a folder: {docs_dir}")
     prompts = load_prompts(prompts_dir, settings.refine_style, settings.prompt_switches, settings.perspective_suite)
-    if settings.best_of > 1 and not settings.judge:
-        raise InputError("--best-of needs the judge (it keeps the best-judged answer); drop --no-judge")
+    if settings.best_of > 1 and not settings.judging:
+        raise InputError("--best-of needs the judge (it keeps the best-judged answer): add --judge")
     if settings.decontaminate:
         from qagen.curate.quality import load_questions
 

@@ -46,7 +46,7 @@ class Summary:
     exam_path: str = ""
     state_db: str = ""
     refined: bool = False
-    profile: str = ""  # "embedded": the embedded model's lighter defaults (no critic loop) applied
+    profile: str = ""  # "embedded": the embedded model's defaults applied (broad suite, small chunks, the judge)
     suite: str = ""  # the perspective suite that ran (prompts/suites.yaml)
     drafted: int = 0  # draft pairs sent through the critic loop
     revisions_histogram: dict[str, int] = field(default_factory=dict)  # revisions per pair -> pairs
