@@ -53,7 +53,8 @@ def main() -> None:
         again_wall, again = ingest(args.docs, full_out, "--refine", "--judge")
         sweep = {}
         for threshold in ("0.1", "0.2", "0.3", "0.4", "0.5"):
-            _, s = ingest(args.docs, full_out, "--refine", "--judge", "--judge-threshold", threshold, "--no-report", "--fail-fast-after", "0")
+            _, s = ingest(args.docs, full_out, "--refine", "--judge", "--judge-threshold", threshold, "--no-report",
+                          "--fail-fast-after", "0")
             sweep[threshold] = (s["judge_passed"], s["judge_rejected"], s["pairs_total"], s["requests_sent"])
         if args.keep:
             shutil.rmtree(args.keep, ignore_errors=True)
