@@ -10,7 +10,8 @@
         --student /models/Mistral-7B-Instruct-v0.3 --template mistral-7b-lora --steps 300
 
 Closed book, at a matched generation budget (the field's yardstick: YourBench, EntiGraph):
-1. **Corpus**: by default ``benchmarks/heldout``: four public-domain State of the Union excerpts and their
+1. **Corpus**: by default ``benchmarks/heldout``: five State of the Union excerpts and four pages of technical
+   documentation (Python, PostgreSQL, git), and their
    held-out questions, short verbatim-span answers in SQuAD's style (its README says how they were written).
    ``--squad PATH``: the first N articles of the SQuAD v1.1 dev set, the first P paragraphs of each, one
    markdown document per article, their human questions held out (sessions 5-8 used it; the PyPI sdist

@@ -82,7 +82,9 @@ def test_the_committed_held_out_set_is_sound_and_every_question_has_its_document
     assert check.returncode == 0, check.stderr
     questions = load_questions(ROOT / "benchmarks/heldout/questions.jsonl")
     docs = {p.name: p.read_text(encoding="utf-8").lower() for p in (ROOT / "benchmarks/heldout/docs").glob("*.md")}
-    assert len(docs) == 4 and len(questions) >= 100
+    assert len(docs) >= 8 and len(questions) >= 250  # issue 26: at least 8 documents, at least 250 questions
+    technical = [name for name in docs if not name[:4].isdigit()]  # the speeches are named by year
+    assert len(technical) >= 3, technical
     assert {q.source for q in questions} == set(docs)
     for q in questions:
         assert any(" ".join(a.lower().split()) in " ".join(docs[q.source].split()) for a in q.answers), q.qid
