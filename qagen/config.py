@@ -73,9 +73,8 @@ class Settings(BaseSettings):
     min_rounds: int = Field(default=0, ge=0, le=10)
     refine_style: str = Field(default="chat", pattern="^(chat|helixnet)$")
     # The perspective suite (prompts/suites.yaml): which perspectives run and how many samples each. None (the
-    # default): "knowledge" for a served model, which won the closed-book benchmark at a matched teacher budget
-    # (benchmarks/RESULTS.md §25); "broad" (every perspective once) on the embedded 135M model, which keeps about
-    # 1 in 40 of its quote-grounded quiz pairs, so the knowledge suite would leave it almost nothing to export.
+    # default): "ledger" for a served model (answer-first questions on every fact of the fact ledger); "broad"
+    # (every perspective once) on the embedded 135M model.
     suite: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]*$")
 
     # Judge (MiniHF yes/no, P(yes) from logprobs): a pair is exported when the mean of its checks reaches the
@@ -98,13 +97,12 @@ class Settings(BaseSettings):
     filters: bool = True
     # An answer with more than this share of its characters inside repeated word 3-5-grams is degenerate.
     max_repetition: float = Field(default=0.3, gt=0.0, le=1.0)
-    # Facts x k (qagen/generate/facts.py): every fact of the facts perspective is asked at least k times (pairs of
-    # other perspectives whose quote overlaps it count), by a cached top-up request per fact below k; with
-    # ``reversal`` one of them asks the reverse way (the question names the answer). Off by default (k = 1, no
-    # reversal): on the knowledge benchmark k = 3 with reversal cost 27 % more teacher tokens and did not raise
-    # held-out F1 (benchmarks/RESULTS.md section 22).
-    facts_k: int = Field(default=1, ge=1, le=10)
-    reversal: bool = False
+    # The fact ledger (qagen/generate/ledger.py): every fact of a chunk gets k answer-first questions, and no fact
+    # gets k + 1 before every fact has k; facts below k after a round are asked again (at most two top-ups).
+    facts_k: int = Field(default=3, ge=1, le=10)
+    # A generation draw: every sampled request's seed is offset by it, so the same corpus is drawn again with new
+    # samples (new request keys: nothing cached under another seed is reused). 0: the default draw.
+    seed: int = Field(default=0, ge=0, le=1_000_000)
     # Fail fast: stop when, over the first N items of a stage, the failure rate passes the limit.
     fail_fast_after: int = Field(default=20, ge=0)
     max_parse_failure_rate: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -132,6 +130,9 @@ class Settings(BaseSettings):
     # Off by default: not yet measured on the knowledge benchmark.
     cpt: bool = False
     cpt_rewrites: int = Field(default=2, ge=1, le=8)
+    # OUT/text.jsonl (qagen/output/cpt.py): every chunk's text in pieces, as completion rows that `qagen train` mixes
+    # into the same run as the pairs (the pre-instruction-tuning mix, arXiv 2402.12847). No teacher tokens.
+    text_rows: bool = False
 
     # Open-book examples in train.jsonl (qagen/output/contextual.py): for this share of the training pairs, an
     # extra row asks the same question over BEGININPUT blocks (the pair's chunk, with distractors from other
@@ -177,8 +178,8 @@ class Settings(BaseSettings):
 
     @property
     def perspective_suite(self) -> str:
-        """The suite this run uses: --suite, else knowledge for a served model and broad on the embedded one."""
-        return self.suite or ("broad" if self.uses_embedded else "knowledge")
+        """The suite this run uses: --suite, else ledger for a served model and broad on the embedded one."""
+        return self.suite or ("broad" if self.uses_embedded else "ledger")
 
     @property
     def profile(self) -> str:

@@ -20,6 +20,13 @@ from tests.helpers import (  # noqa: F401  (fill, passage_of, YES: re-exported f
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the real embedded model are slow: the fast lane (`pytest -m "not slow"`) leaves them out."""
+    for item in items:
+        if item.get_closest_marker("embedded") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
@@ -55,7 +62,7 @@ def settings_for(stub: StubServer):
         # once (the tests of one perspective need it on); test_ingest.py tests the knowledge suite, the default.
         base = {"base_url": stub.base_url, "model": "stub-model", "max_retries": 2, "concurrency": 4,
                 "refine": False, "judge": False, "dedup": False, "report": False, "exam": False, "filters": False,
-                "facts_k": 1, "reversal": False, "suite": "broad"}
+                "facts_k": 1, "suite": "broad"}
         base.update(overrides)
         return load_settings(**base)
 

@@ -34,6 +34,12 @@ def fill(schema: dict, seed: str, path: str = "", passage: str = "") -> object:
         return schema["enum"][0]
     if kind == "boolean":
         return False  # e.g. the critic's needs_revision: satisfied
+    if kind == "integer":  # e.g. a fact_questions item's number: the item's own position, within the bounds
+        import re
+
+        at = re.findall(r"\[(\d+)\]", path)
+        value = int(at[-1]) + 1 if at else 1
+        return max(schema.get("minimum", value), min(schema.get("maximum", value), value))
     if kind == "string":
         text = f"{path.strip('.')} {seed} about the passage"
         if path.endswith("question"):

@@ -62,7 +62,7 @@ def make_run(root: Path) -> tuple[Path, int]:
     with StubServer(handler) as stub:
         settings = load_settings(base_url=stub.base_url, model="stub-model", max_retries=0, concurrency=4,
                                  refine=True, max_rounds=2, chunk_size=60, chunk_overlap=0,
-                                 judge=False, dedup=False)  # verdicts come from add_verdicts
+                                 judge=False, dedup=False, suite="knowledge")  # verdicts come from add_verdicts
         summary = ingest(docs, out, settings)
     assert summary.requests_failed > 0 and summary.pairs_total > 10, summary
     with Store(out) as store:

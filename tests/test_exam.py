@@ -60,7 +60,7 @@ def _settings(stub: StubServer, **overrides: object):
     from qagen.config import load_settings
 
     base = {"base_url": stub.base_url, "model": "stub-model", "refine": False, "judge": False, "dedup": False,
-            "report": False, "exam": True, "eval_fraction": 0.0}
+            "report": False, "exam": True, "eval_fraction": 0.0, "suite": "knowledge"}  # the quiz asks TRAIN_Q
     return load_settings(**{**base, **overrides})
 
 

@@ -213,7 +213,7 @@ def bridge(tmp_path: Path) -> Path:
 
 def _settings(stub: StubServer, **overrides: object):
     base = {"base_url": stub.base_url, "model": "stub-model", "refine": True, "judge": True, "filters": True,
-            "dedup": False, "report": False, "exam": True, "eval_fraction": 0.0, "facts_k": 1, "reversal": False}
+            "dedup": False, "report": False, "exam": True, "eval_fraction": 0.0, "facts_k": 1, "suite": "knowledge"}
     return load_settings(**{**base, **overrides})
 
 

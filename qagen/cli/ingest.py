@@ -117,10 +117,15 @@ def _summary_table(s: Summary) -> Table:
         t.add_row("filters", f"{sum(s.filtered.values())} pairs thrown away by the deterministic filters ({by}){saved}")
     if s.facts:
         f = s.facts
-        hist = ", ".join(f"{n} x{b}" for b, n in f["histogram"].items())  # type: ignore[union-attr]
-        t.add_row("facts", f"{f['facts']} facts, exported exposures per fact: {hist}; {f['below_k']} below "
-                           f"k={f['k']}; {f['reverse_pairs']} reverse questions; "
-                           f"{float(f['chunk_share_at_k']):.0%} of a chunk's facts reach k (mean)")  # type: ignore[arg-type]
+        hist = ", ".join(f"{n} with {b}" for b, n in sorted(f["histogram"].items()))  # type: ignore[union-attr]
+        per_doc = f["facts_per_document"]
+        t.add_row("facts", f"{f['facts']} facts in {len(per_doc)} documents ({min(per_doc.values())}-"  # type: ignore[arg-type,union-attr]
+                           f"{max(per_doc.values())} a document); exported questions per fact: {hist}")  # type: ignore[arg-type,union-attr]
+        t.add_row("  covered", f"{f['exposed']} facts with >= 1 exported question, {f['at_k']} with >= k={f['k']}; "
+                               f"{f['cloze_rows']} cloze rows")
+        t.add_row("  tokens", f"{f['teacher_tokens']:,} teacher tokens: {f['tokens_per_exported_pair']} per exported "
+                              f"pair, {f['tokens_per_model_pair']} per model-written pair, "
+                              f"{f['tokens_per_covered_fact']} per covered fact")
     if s.grounding_checked:
         policy = "dropped" if s.ungrounded_policy == "drop" else "flagged"
         t.add_row("grounding", f"{s.grounded} of {s.grounding_checked} quotes found in their chunk; "
@@ -147,6 +152,9 @@ def _summary_table(s: Summary) -> Table:
     if s.contextual_rows:
         modes = ", ".join(f"{n} {m}" for m, n in s.contextual_modes.items() if n)
         t.add_row("open-book", f"{s.contextual_rows} rows added to train.jsonl ({modes})")
+    if s.text_rows:
+        t.add_row("text rows", f"{s.text_rows} pieces of the documents' text in {s.text_path} (`qagen train` mixes "
+                               "them into the same run)")
     if s.cpt_path:
         t.add_row("cpt", f"{s.cpt_texts} texts in {s.cpt_path} (chunks + {s.rewrites} rewrites; {s.rewrites_dropped} "
                          "rewrites dropped: a number, name or date their chunk does not state)")
@@ -180,7 +188,7 @@ def ingest_cmd(
     min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
     refine_style: Annotated[str | None, typer.Option(help="Critic/regenerator prompt style: chat, or helixnet (HelixNet's completion format over /v1/completions).")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): knowledge (the budget of summaries, section summaries, metadata and entities spent on more quiz and facts samples, for closed-book recall; the default for a served model) or broad (every perspective once per chunk; the default on the embedded model).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): ledger (the fact ledger: answer-first questions and cloze rows on every fact, plus about, title questions and identity; the default for a served model), knowledge (quiz and facts drafts sampled again) or broad (every perspective once per chunk; the default on the embedded model).")] = None,
     judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks (P(yes) from logprobs). Default: on for the embedded model, off for a served one (it lowered closed-book recall on the knowledge benchmark).")] = None,
     judge_threshold: Annotated[float | None, typer.Option(help="Export pairs whose mean judge P(yes) reaches this (default 0.5).")] = None,
     best_of: Annotated[int | None, typer.Option(help="Best-of-n: sample N answers per drafted question and keep the best-judged (default 1: off).")] = None,
@@ -189,8 +197,9 @@ def ingest_cmd(
     dedup: Annotated[bool | None, typer.Option("--dedup/--no-dedup", help="Drop near-duplicate questions across the corpus, keeping the best-judged.")] = None,
     filters: Annotated[bool | None, typer.Option("--filters/--no-filters", help="Deterministic filters before the judge: repetition, too-short, echoes, truncation, unfilled templates, unstated metadata.")] = None,
     max_repetition: Annotated[float | None, typer.Option(help="Filter answers with more than this share of characters in repeated word 3-5-grams (default 0.3).")] = None,
-    facts_k: Annotated[int | None, typer.Option(help="Ask every fact of the facts perspective at least K times, in other words (pairs of other perspectives that quote it count; a top-up asks only for facts below K). Default 1 (off): not a win on the knowledge benchmark yet.")] = None,
-    reversal: Annotated[bool | None, typer.Option("--reversal/--no-reversal", help="Also ask each fact the reverse way: the question names the answer and asks for the other side. Default off.")] = None,
+    facts_k: Annotated[int | None, typer.Option(help="The fact ledger: answer-first questions per fact (every fact gets K before any gets more; a top-up asks again for facts below K). Default 3.")] = None,
+    seed: Annotated[int | None, typer.Option(help="A generation draw: sampled requests get seeds offset by it, so the corpus is drawn again (0, the default: the usual draw).")] = None,
+    text_rows: Annotated[bool | None, typer.Option("--text-rows/--no-text-rows", help="Also write OUT/text.jsonl, every chunk's text in pieces, which `qagen train` mixes into the same run as the pairs.")] = None,
     fail_fast_after: Annotated[int | None, typer.Option(help="Stop when the parse-failure or judge-rejection rate over the first N items passes its limit (0: never).")] = None,
     critic_base_url: Annotated[str | None, typer.Option(help="Endpoint for the critic role (default: the generator's).")] = None,
     critic_model: Annotated[str | None, typer.Option(help="Model for the critic role.")] = None,
@@ -228,7 +237,7 @@ def ingest_cmd(
         refine=refine, max_rounds=max_rounds, min_rounds=min_rounds, refine_style=refine_style, suite=suite,
         judge=judge, judge_threshold=judge_threshold, best_of=best_of, grounding_threshold=grounding_threshold,
         ungrounded=ungrounded, dedup=dedup, filters=filters, max_repetition=max_repetition,
-        facts_k=facts_k, reversal=reversal, fail_fast_after=fail_fast_after,
+        facts_k=facts_k, seed=seed, text_rows=text_rows, fail_fast_after=fail_fast_after,
         critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
         regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
         report=report, exam=exam, unanswerable=unanswerable, cpt=cpt, cpt_rewrites=cpt_rewrites, contextual_share=contextual_share, license=license, transport=transport, executor=executor, ray_address=ray_address,

@@ -74,9 +74,12 @@ class Judgement:
 
 # The deterministic filters' verdicts (qagen/curate/filters.py); "ungrounded" is also the quote check's.
 FILTER_VERDICTS = ("repetitive", "too_short", "echo", "truncated", "template", "not_a_sentence", "ungrounded")
+# The fact ledger's question checks (qagen/generate/ledger.py), settled as verdicts by curation.
+LEDGER_VERDICTS = ("leak", "not_standalone", "not_a_question", "off_target", "surplus")
 # Which gate gives each verdict that throws a pair away: the summary and report.html say so.
 VERDICT_SOURCES = {
     "judge_rejected": "judge", "judge_failed": "judge", "ungrounded": "grounding check or filter",
     "duplicate": "dedup", "contaminated": "decontamination",
     **{v: "filter" for v in FILTER_VERDICTS if v != "ungrounded"},
+    **{v: "ledger check" for v in LEDGER_VERDICTS},
 }

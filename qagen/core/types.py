@@ -70,3 +70,19 @@ class Rewrite:
     request_key: str  # the LLM request it came from
     style: str  # relations | brief | encyclopedia | facts (qagen.prompting.schemas.REWRITE_STYLES)
     text: str
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One entry of a chunk's fact ledger (``qagen/generate/ledger.py``): a short answer span that occurs verbatim in
+    the chunk, with the sentence it comes from. Its ``fact_id`` hashes the chunk's text, the normalised span and the
+    normalised sentence, so it is stable across runs and under any edit outside its chunk."""
+
+    fact_id: str
+    chunk_id: str
+    doc_id: str
+    span: str  # as written in the chunk
+    sentence: str
+    start: int  # the span's character offset in the chunk text
+    kind: str  # code | number | date | name | quoted | phrase
+    source: str  # "code" (found by qagen/corpus/spans.py) | "model" (the extraction request's, verified by code)

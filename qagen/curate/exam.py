@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from qagen.core.exposure import is_cloze
 from qagen.core.records import Verdict
 from qagen.curate.quality import Decontaminator, grounding_score
 from qagen.store import Store
@@ -49,8 +50,10 @@ def settle_exam(store: Store, run_id: int, exam: list[ExamPair], *, grounding_th
     counts: Counter[str] = Counter()
     if not exam:
         return counts
-    training = Decontaminator([rp.pair.question for rp in store.run_pairs(run_id) if rp.verdict == "exported"],
-                              threshold=dedup_threshold)
+    # the exported training questions; cloze rows are a sentence with a blank, not a question: an exam question on
+    # the same fact in other words is what the exam is for
+    training = Decontaminator([rp.pair.question for rp in store.run_pairs(run_id)
+                               if rp.verdict == "exported" and not is_cloze(rp.pair)], threshold=dedup_threshold)
     verdicts = []
     for p in exam:
         hit = training.match(p.question)

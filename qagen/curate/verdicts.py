@@ -10,7 +10,12 @@ Runs once at the end of a run, over what the store holds for it, in this order
 2. ``judge_failed``: a judge request failed (retried on the next run);
 3. ``judge_rejected``: the mean P(yes) of the judge's checks is under the threshold;
 4. ``ungrounded``: the supporting quote does not occur in the chunk (with
-   ``ungrounded=flag`` the pair is exported, marked ``grounded: false``);
+   ``ungrounded=flag`` the pair is exported, marked ``grounded: false``), or a span-grounded answer (the fact
+   ledger's) is not a span of it;
+4b. the fact ledger's question checks, made at generation (``qagen/generate/ledger.py``) and stored with the pair:
+   ``leak`` (the question holds its answer), ``not_standalone``, ``not_a_question``, ``surplus`` (over k for its
+   fact), ``duplicate`` (a near-duplicate of a question kept in the chunk: the ledger's own dedup, followed by a
+   top-up, so these pairs skip the corpus-wide dedup below);
 5. ``duplicate``: a near-duplicate of a better-judged question elsewhere in the
    corpus (only model-written questions: templated ones repeat by design);
 6. ``exported``.
@@ -189,7 +194,14 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
             continue
         scores, method, score = judgements.pop(p.pair_id, ({}, "none", None))
         v = Verdict(p.pair_id, "exported", judge=scores, judge_method=method, judge_score=score)
-        quoted = _grounding_mode(prompts, p.perspective) == "quote"
+        mode = _grounding_mode(prompts, p.perspective)
+        quoted = mode == "quote"
+        if mode == "span":  # the answer is a span of the chunk by construction: checked, never fuzzy
+            ok = _is_span(p.answer, text_of(p.chunk_id))
+            v = replace(v, grounded=ok, grounding=100.0 if ok else 0.0)
+            result.grounding_checked += 1
+            result.grounded += ok
+            result.ungrounded += not ok
         if quoted:
             quote = dict(p.extra).get("quote", "")
             g = round(grounding_score(quote, text_of(p.chunk_id)), 1)
@@ -210,8 +222,11 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
         meta = meta_of(p.doc_id) if head else ()
         filtered = declines[p.pair_id] if p.pair_id in declines else screen(
             PairView(p.question, p.answer, prompt, rp.title, head, meta), settings.filters)
+        check = dict(p.extra).get("check", "")
         if hit is not None:
             v = replace(v, verdict="contaminated", detail=f"nearly matches benchmark question {hit!r}")
+        elif check:
+            v = replace(v, verdict=check, detail=f"ledger check: {_LEDGER_DETAIL.get(check, check)}")
         elif filtered is not None:
             v = replace(v, verdict=filtered[0], detail=f"filter: {filtered[1]}")
             result.filtered[filtered[0]] += 1
@@ -251,6 +266,22 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
                                      dedup_threshold=settings.dedup_threshold))
     result.counts = +result.counts  # drop zero counts
     return result
+
+
+_LEDGER_DETAIL = {
+    "leak": "the question holds its own answer", "not_standalone": "the question does not name what it is about",
+    "not_a_question": "not a question of 4-40 words", "surplus": "its fact already has k questions",
+    "off_target": "the question shares no word with the words around any answer of its sentence",
+    "duplicate": "a near-duplicate of a question kept for this chunk",
+}
+
+
+def _is_span(answer: str, chunk_text: str) -> bool:
+    """The answer occurs in the chunk, case and spacing aside (markdown backticks and asterisks too)."""
+    def squash(text: str) -> str:
+        return " ".join(text.replace("`", " ").replace("*", " ").casefold().split())
+    a = squash(answer)
+    return bool(a) and a in squash(chunk_text)
 
 
 def _count(result: CurateResult, v: Verdict, question: str, answer: str) -> None:

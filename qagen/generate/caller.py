@@ -44,8 +44,12 @@ class GenStats:
     rewrites_dropped: int = 0  # rewrites that stated a number, name or date their chunk does not
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt + completion tokens of the replies the store answered (paid by an earlier run)
     pairs: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)  # perspective calls (one per chunk x prompt)
+    # the fact ledger (qagen/generate/ledger.py): facts listed, the extraction request's spans kept and rejected,
+    # answers it could not match, questions kept, facts that reached k
+    ledger: Counter[str] = field(default_factory=Counter)
     failure_examples: list[str] = field(default_factory=list)
 
     def add(self, other: GenStats) -> None:
@@ -54,21 +58,23 @@ class GenStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.pairs.update(other.pairs)
         self.calls.update(other.calls)
+        self.ledger.update(other.ledger)
         self.failure_examples += other.failure_examples[: max(0, 5 - len(self.failure_examples))]
 
     def to_dict(self) -> dict[str, object]:
         return {**{n: getattr(self, n) for n in _COUNTS}, "pairs": dict(self.pairs), "calls": dict(self.calls),
-                "failure_examples": list(self.failure_examples)}
+                "ledger": dict(self.ledger), "failure_examples": list(self.failure_examples)}
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> GenStats:
         return cls(**{n: int(d[n]) for n in _COUNTS},  # type: ignore[call-overload]
                    pairs=Counter(d["pairs"]), calls=Counter(d["calls"]),  # type: ignore[arg-type]
+                   ledger=Counter(d["ledger"]),  # type: ignore[arg-type]
                    failure_examples=list(d["failure_examples"]))  # type: ignore[call-overload]
 
 
 _COUNTS = ("sent", "cached", "failed", "corrective_retries", "invalid", "length_cutoffs", "screened",
-           "prompt_tokens", "completion_tokens", "rewrites", "rewrites_dropped")
+           "prompt_tokens", "completion_tokens", "cached_tokens", "rewrites", "rewrites_dropped")
 
 
 
@@ -138,6 +144,8 @@ class Caller:
         pairs) waits for that call instead of paying for a second one.
         """
         cached = self.store.get_response(request.key)
+        if cached is not None:  # what this reply cost when it was paid for: the dataset's teacher tokens
+            self.stats.cached_tokens += cached.prompt_tokens + cached.completion_tokens
         if cached is None and request.key in self._inflight:
             cached = await asyncio.shield(self._inflight[request.key])
             if cached is None:  # that call failed, and recorded why
@@ -191,14 +199,15 @@ class Caller:
             self.stats.failure_examples.append(text)
 
     async def ask_structured(
-        self, prompt: Prompt, request: ChatRequest, chunk: Chunk, *, quote: bool | None = None
+        self, prompt: Prompt, request: ChatRequest, chunk: Chunk, *, quote: bool | None = None,
+        size: tuple[int, int] = (0, 0),
     ) -> tuple[BaseModel, ChatRequest] | None:
         """Cache-first call + validation, with at most one corrective retry.
 
         Returns the validated object and the request that produced it, or
         None after recording why (transport failure or a reply still invalid).
         """
-        schema = schema_for(prompt, quote=quote)
+        schema = schema_for(prompt, quote=quote, facts=size[0], per_fact=size[1])
         reply = await self.ask(request, chunk)
         if reply is None:
             return None

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from qagen.core import ids
 from qagen.core.types import Chunk, Document, QAPair
 from qagen.corpus.reader import heading_like
-from qagen.generate import facts
+from qagen.generate.answer_first import QUESTION_OUTPUT, LedgerStage
 from qagen.generate.caller import Caller
 from qagen.generate.whole import Reducer
 from qagen.prompting.prompts import Prompt, PromptSet
@@ -98,8 +98,8 @@ class Generator:
         exam: bool = False,
         screen: Screen | None = None,
         reduce_chars: int | None = None,
-        facts_k: int = 0,
-        reversal: bool = False,
+        facts_k: int = 3,
+        seed: int = 0,
     ):
         self.caller = caller
         self.prompts = prompts
@@ -112,10 +112,10 @@ class Generator:
         self.exam = [p for p in prompts.all if p.role == "exam" and p.enabled] if exam else []
         # A short title for documents that state none (prompts/title.md); without it the file name stays.
         self.titler = next((p for p in prompts.all if p.role == "titler" and p.enabled), None)
-        # Facts x k (qagen/generate/facts.py): facts below k exposures are asked again (prompts/fact_questions.md)
-        self.paraphraser = next((p for p in prompts.all if p.role == "paraphraser" and p.enabled), None)
-        self.facts_k, self.reversal = facts_k, reversal
-        self.covering = self.paraphraser is not None and (facts_k > 1 or reversal)
+        # The fact ledger and its answer-first questions (qagen/generate/ledger.py), where the suite turns them on
+        self.ledger = LedgerStage(caller, prompts, k=facts_k, seed=seed)
+        self.facts_k = facts_k
+        self.seed = seed  # a generation draw: sampled requests get seeds offset by it (--seed)
 
     async def title(self, doc: Document, chunks: list[Chunk]) -> tuple[Document, list[Chunk]]:
         """A model-written title for a document whose title is only its file name (one cached call)."""
@@ -140,7 +140,8 @@ class Generator:
         return [
             p
             for p in (*self.prompts.perspectives, *self.exam)
-            if p.role in ("generator", "exam") and (p.scope == "chunk" or (chunk.index == 0 and p.id not in whole))
+            if p.role in ("generator", "exam") and p.output != QUESTION_OUTPUT
+            and (p.scope == "chunk" or (chunk.index == 0 and p.id not in whole))
         ]
 
     def whole_document(self, n_chunks: int) -> list[Prompt]:
@@ -157,44 +158,21 @@ class Generator:
         await asyncio.gather(*(self.run_prompt(p, doc, passage) for p in prompts))
 
     async def run_chunk(self, prompts: list[Prompt], doc: Document, chunk: Chunk) -> None:
-        """The chunk's perspectives; then, with facts x k on, the facts' links and the top-up; then stored."""
+        """The chunk's perspectives and, where the suite has it, its fact ledger (with the ledger's questions and
+        cloze rows), side by side; then everything is stored."""
         async with asyncio.TaskGroup() as tg:  # a task group: one failing (a fail-fast trip) cancels the others
             drafted = [[tg.create_task(self.run_prompt(p, doc, chunk, keep=False, sample=s)) for s in range(p.samples)]
                        for p in prompts]
+            ledger = tg.create_task(self.ledger.run(doc, chunk)) if self.ledger.active else None
         rows = [(p, [pair for task in tasks for pair in task.result()])
                 for p, tasks in zip(prompts, drafted, strict=True)]
-        if self.covering:
-            rows = await self._cover(rows, doc, chunk)
+        if ledger is not None:
+            rows += ledger.result()
+            for prompt, pairs in ledger.result():
+                self.caller.stats.pairs[prompt.id] += len(pairs)
+                self.caller.progress.pairs_added(len(pairs))
         self.caller.store.add_pairs(self.caller.run_id, [
             (pair, sort_key(doc, chunk, prompt.id, i)) for prompt, pairs in rows for i, pair in enumerate(pairs)])
-
-    async def _cover(self, rows: list[tuple[Prompt, list[QAPair]]], doc: Document, chunk: Chunk,
-                     ) -> list[tuple[Prompt, list[QAPair]]]:
-        """Tag every quoted pair with its fact; ask again for the facts below k (one cached request each)."""
-        trained = [pair for prompt, pairs in rows if prompt.role != "exam" for pair in pairs]
-        known = facts.facts_of(trained, chunk.text)
-        if not known:
-            return rows
-        rows = [(prompt, pairs if prompt.role == "exam" else facts.link(pairs, known, chunk.text))
-                for prompt, pairs in rows]
-        passed = [pair for prompt, pairs in rows if prompt.role != "exam" for pair in pairs
-                  if self.screen is None or self.screen(pair, prompt, doc, chunk) is None]
-        plans = facts.plan_top_up(known, passed, self.facts_k, self.reversal)
-        assert self.paraphraser is not None
-        self.caller.progress.requests_added(len(plans))
-        async with asyncio.TaskGroup() as tg:
-            more = [tg.create_task(self._top_up(plan, doc, chunk)) for plan in plans]
-        extra = [pair for task in more for pair in task.result()]
-        return [*rows, (self.paraphraser, extra)] if extra else rows
-
-    async def _top_up(self, plan: facts.TopUp, doc: Document, chunk: Chunk) -> list[QAPair]:
-        """New questions for one fact, grounded by its quote; the reverse one is recognised by code."""
-        prompt = replace(self.paraphraser, n=min(plan.need, 20))  # type: ignore[arg-type]
-        f = plan.fact
-        pairs = await self.run_prompt(prompt, doc, chunk, keep=False, quote=f.quote, fact=f.quote,
-                                      question=f.question, answer=f.answer, reverse=plan.reverse,
-                                      asked=list(plan.asked))
-        return [facts.with_fact(p, f, facts.is_reverse(p.question, p.answer, f)) for p in pairs]
 
     async def run_prompt(self, prompt: Prompt, doc: Document, chunk: Chunk, *, keep: bool = True,
                          quote: str = "", sample: int = 0, **variables_: object) -> list[QAPair]:
@@ -209,8 +187,9 @@ class Generator:
         c.stats.calls[prompt.id] += 1
         model = c.model_for(prompt.role)
         asked = replace(prompt, temperature=prompt.sample_temperature) if sample else prompt
+        seed = (sample + 1000 * self.seed) or None
         request = build_request(self.prompts, asked, doc, chunk, model, quote=False if quote else None,
-                                seed=sample or None, **variables_)
+                                seed=seed, **variables_)
         result = await c.ask_structured(asked, request, chunk, quote=False if quote else None)
         if result is None:
             return []

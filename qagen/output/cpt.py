@@ -80,3 +80,46 @@ def write_cpt(store: Store, run_id: int, out_dir: Path, *, chunk_key: str | None
             chunks += 1
             rewrites += len(rows) - 1
     return CptResult(path, chunks, rewrites)
+
+
+TEXT_ROWS = "text.jsonl"
+TEXT_ROW_CHARS = 1200  # a text row's most characters (about 300 tokens): it fits the CPU templates' 512 with its head
+
+
+def write_text_rows(store: Store, run_id: int, out_dir: Path, *, chunk_key: str | None = None,
+                    max_chars: int = TEXT_ROW_CHARS) -> CptResult:
+    """Write OUT/text.jsonl: every chunk of the run in its own words, cut at sentence ends into pieces of at most
+    ``max_chars``, each headed like a cpt.jsonl text. ``qagen train`` mixes these completion rows into the same
+    run as train.jsonl's pairs (``qagen ingest --text-rows``), the pre-instruction-tuning mix (arXiv 2402.12847:
+    documents and QA together, not documents first)."""
+    from qagen.corpus.spans import sentences
+
+    path = out_dir / TEXT_ROWS
+    pieces = 0
+    dates: dict[str, str] = {}
+    with atomic_writer(path) as fh:
+        for source, title, chunk in store.run_chunks(run_id):
+            if chunk_key is not None and ids.chunk_id(chunk.doc_id, chunk.text, chunk_key) != chunk.chunk_id:
+                continue
+            if chunk.doc_id not in dates:
+                dates[chunk.doc_id] = dict(store.document_meta(chunk.doc_id)).get("date", "")
+            head = heading(Block(chunk.chunk_id, chunk.doc_id, title, source, dates[chunk.doc_id]), chunk.section)
+            for piece in _pieces(chunk.text, [s.end for s in sentences(chunk.text)], max_chars):
+                line = {"text": f"{head}\n\n{piece}", "doc_id": chunk.doc_id, "chunk_id": chunk.chunk_id,
+                        "source": source, "kind": "text"}
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+                pieces += 1
+    return CptResult(path, pieces, 0)
+
+
+def _pieces(text: str, ends: list[int], max_chars: int) -> list[str]:
+    """``text`` cut at sentence ends into pieces of at most ``max_chars`` (a longer sentence is a piece alone)."""
+    out, start, last = [], 0, 0
+    for end in [*ends, len(text)]:
+        if end - start > max_chars and last > start:
+            out.append(text[start:last].strip())
+            start = last
+        last = end
+    if text[start:].strip():
+        out.append(text[start:].strip())
+    return [p for p in out if p]

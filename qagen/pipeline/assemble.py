@@ -65,7 +65,7 @@ def build_stages(
     rewriter = Rewriter(caller, prompts, settings.cpt_rewrites) if settings.cpt else None
     return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam,
                                     screen=screen_pair, reduce_chars=reduce_chars,
-                                    facts_k=settings.facts_k, reversal=settings.reversal), rewriter)
+                                    facts_k=settings.facts_k, seed=settings.seed), rewriter)
 
 
 def filter_settings(settings: Settings) -> FilterSettings:

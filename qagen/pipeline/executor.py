@@ -158,9 +158,9 @@ class Shard:
                 for chunk in chunks:
                     planned = generator.plan(chunk, len(chunks))
                     calls = sum(p.samples for p in planned)  # a prompt with ``samples: R`` is R calls
-                    self.stages.caller.progress.requests_added(calls)
-                    # one task per chunk (its facts are linked across its perspectives), holding a permit per call
-                    permits = min(max(calls, 1), self.max_pending)  # a long suite still fits the gate
+                    self.stages.caller.progress.requests_added(calls)  # the ledger adds its own as it plans them
+                    # one task per chunk, holding a permit per call (the ledger's requests count as one)
+                    permits = min(max(calls + generator.ledger.active, 1), self.max_pending)
                     for _ in range(permits):
                         await gate.acquire()
                     tg.create_task(one(generator.run_chunk(planned, doc, chunk), permits))

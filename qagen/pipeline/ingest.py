@@ -22,7 +22,7 @@ from qagen.generate.identity import identity_pairs
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_llm
 from qagen.output.contextual import ContextualError, mix_into_train
-from qagen.output.cpt import write_cpt
+from qagen.output.cpt import TEXT_ROWS, write_cpt, write_text_rows
 from qagen.output.exam import write_exam
 from qagen.output.export import export_dpo, export_run
 from qagen.pipeline.assemble import (
@@ -176,8 +176,8 @@ def _finish(
         pairs["identity"] += _add_identity(store, prompts, run_id, group_id)
     curated = curate(store, run_id, prompts, curate_settings(settings), judged=stages.judge is not None)
     add_curation(summary, curated, store, run_id, totals.stats.calls, settings)
-    if stages.generator.covering:
-        add_coverage(summary, store, run_id, settings.facts_k)
+    if stages.generator.ledger.active:
+        add_coverage(summary, store, run_id, settings.facts_k, totals.stats.ledger)
     result = export_run(store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by)
     summary.http_retries = int(getattr(llm, "retries", 0))
     summary.pairs_per_perspective = dict(sorted(pairs.items()))
@@ -192,8 +192,11 @@ def _finish(
     if settings.cpt:  # continued pretraining: the chunks and their rewrites, for `qagen train --recipe cpt+sft`
         cpt = write_cpt(store, run_id, out_dir, chunk_key=chunker_settings(settings).key())
         summary.cpt_path, summary.cpt_texts = str(cpt.path), cpt.texts
+    if settings.text_rows:  # the documents' own text, mixed into the same training run by `qagen train`
+        text = write_text_rows(store, run_id, out_dir, chunk_key=chunker_settings(settings).key())
+        summary.text_path, summary.text_rows = str(text.path), text.chunks
     for name, written in (("exam.jsonl", settings.exam), ("cpt.jsonl", settings.cpt),
-                          ("dpo.jsonl", stages.refiner is not None)):
+                          ("dpo.jsonl", stages.refiner is not None), (TEXT_ROWS, settings.text_rows)):
         if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
             (out_dir / name).unlink(missing_ok=True)
     summary.profile, summary.suite = settings.profile, settings.perspective_suite

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 
 from qagen.config import Settings
+from qagen.core.types import Fact
 from qagen.curate.verdicts import CurateResult
-from qagen.generate.facts import coverage
+from qagen.generate.ledger import Coverage
 from qagen.pipeline.executor import RunTotals
 from qagen.store import Store
 
@@ -34,6 +36,8 @@ class Summary:
     length_cutoffs: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # every reply this run's dataset rests on, sent now or answered by the store (what it cost when paid for)
+    teacher_tokens: int = 0
     calls_per_perspective: dict[str, int] = field(default_factory=dict)
     pairs_per_perspective: dict[str, int] = field(default_factory=dict)
     pairs_total: int = 0
@@ -57,6 +61,8 @@ class Summary:
     # for a number, name or date their chunk does not state (qagen/generate/rewrite.py)
     cpt_texts: int = 0
     cpt_path: str = ""
+    text_rows: int = 0  # --text-rows: pieces of the documents' text in OUT/text.jsonl, mixed into training
+    text_path: str = ""
     contextual_rows: int = 0  # --contextual-share: open-book rows added to train.jsonl
     contextual_modes: dict[str, int] = field(default_factory=dict)  # answer | distractors | withheld -> rows
     rewrites: int = 0
@@ -82,7 +88,8 @@ class Summary:
     pairs_generated: int = 0  # before curation (after refinement)
     exported_per_perspective: dict[str, int] = field(default_factory=dict)
     yield_per_perspective: dict[str, float] = field(default_factory=dict)  # exported pairs per call
-    # Facts x k (qagen/generate/facts.py): exposures per fact in the exported pairs, the facts below k, reversals
+    # The fact ledger (qagen/generate/ledger.py): facts per document, facts with >= 1 and >= k exported questions,
+    # teacher tokens per exported pair and per covered fact
     facts: dict[str, object] = field(default_factory=dict)
     chunks_without_pairs: int = 0
     chunks_without_pairs_examples: list[str] = field(default_factory=list)
@@ -120,6 +127,7 @@ def add_totals(summary: Summary, totals: RunTotals) -> None:
     summary.screened = stats.screened
     summary.rewrites, summary.rewrites_dropped = stats.rewrites, stats.rewrites_dropped
     summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+    summary.teacher_tokens = stats.prompt_tokens + stats.completion_tokens + stats.cached_tokens
     summary.calls_per_perspective = dict(sorted(stats.calls.items()))
     summary.failure_examples = list(stats.failure_examples)
     summary.best_of_replaced = totals.best_of_replaced
@@ -157,15 +165,46 @@ def add_curation(
                                              for path, idx, section in empty]
 
 
-def add_coverage(summary: Summary, store: Store, run_id: int, k: int) -> None:
-    """How often each fact is asked in the exported pairs (after judge, grounding and dedup)."""
-    def rows() -> Iterator[tuple[str, str, str, bool, bool]]:  # streamed: memory grows with the facts only
-        for rp in store.run_pairs(run_id):
-            extra = dict(rp.pair.extra)
-            if extra.get("fact_id"):
-                yield (extra["fact_id"], rp.pair.chunk_id, rp.pair.question, rp.verdict == "exported",
-                       extra.get("direction") == "reverse")
+def add_coverage(summary: Summary, store: Store, run_id: int, k: int, ledger: Counter[str]) -> None:
+    """The fact ledger's figures for the exported pairs (after every check, grounding and dedup), one document at a
+    time; and what the teacher's tokens bought: per exported pair, per exported model-written pair, per covered fact.
+    ``ledger``: the generate stage's counters (the extraction request's spans kept and rejected, ...)."""
+    found = Coverage(k=k)
+    facts = groupby(store.run_facts(run_id), key=lambda row: row[0])
+    pairs = groupby(((rp.path, rp) for rp in store.run_pairs(run_id)), key=lambda row: row[0])
+    exported = model_written = 0
+    for path, doc_facts, doc_pairs in _by_document(facts, pairs):
+        kept = [rp.pair for rp in doc_pairs if rp.exported]
+        exported += len(kept)
+        model_written += sum(1 for p in kept if p.request_key)
+        found.add_document(path, doc_facts, kept)
+    if not found.facts:
+        return
+    tokens = summary.teacher_tokens
+    summary.facts = {
+        **asdict(found),
+        "teacher_tokens": tokens,
+        "tokens_per_exported_pair": round(tokens / exported, 1) if exported else None,
+        "tokens_per_model_pair": round(tokens / model_written, 1) if model_written else None,
+        "tokens_per_covered_fact": round(tokens / found.exposed, 1) if found.exposed else None,
+        "generation": dict(sorted(ledger.items())),
+    }
 
-    found = coverage(rows(), k)
-    if found.facts:
-        summary.facts = asdict(found)
+
+def _by_document(facts: Iterable[tuple[str, Iterator[tuple[str, Fact]]]],
+                 pairs: Iterable[tuple[str, Iterator[tuple[str, object]]]],
+                 ) -> Iterator[tuple[str, list[Fact], list]]:  # type: ignore[type-arg]
+    """Both streams are in document-path order: pair them up, a document at a time (either side may be empty)."""
+    facts_it, pairs_it = iter(facts), iter(pairs)
+    f_next, p_next = next(facts_it, None), next(pairs_it, None)
+    while f_next is not None or p_next is not None:
+        f_path = f_next[0] if f_next is not None else None
+        p_path = p_next[0] if p_next is not None else None
+        path = min(x for x in (f_path, p_path) if x is not None)
+        doc_facts = [f for _, f in f_next[1]] if f_path == path else []
+        doc_pairs = [rp for _, rp in p_next[1]] if p_path == path else []
+        if f_path == path:
+            f_next = next(facts_it, None)
+        if p_path == path:
+            p_next = next(pairs_it, None)
+        yield path, doc_facts, doc_pairs

@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 
 Role = Literal[
     "system", "context", "generator", "code", "critic", "regenerator", "judge", "answerer", "exam", "titler",
-    "paraphraser", "rewriter",
+    "extractor", "rewriter",
 ]
 Output = Literal[
     "qa_pairs", "answers", "entities", "identity", "critique", "revision", "answer", "judge", "text", "none",
-    "unanswerable", "rewrites",
+    "unanswerable", "rewrites", "spans", "fact_questions", "cloze",
 ]
 # Settings switches a prompt can wait for (``switch:``): the prompt runs only when the switch is on.
 Switch = Literal["unanswerable"]
@@ -74,9 +74,17 @@ class _FrontMatter(BaseModel):
     style: Literal["chat", "completion"] = "chat"
     stop: list[str] = Field(default_factory=list)
     # How a pair from this prompt is grounded: "quote" asks the model for a
-    # supporting quote (checked against the chunk); "none" for summaries and
+    # supporting quote (checked against the chunk); "span": the answer is itself a span of the chunk (the fact
+    # ledger's answer-first questions), checked verbatim; "none" for summaries and
     # code-built pairs, whose answers are not a span of the passage.
-    grounding: Literal["quote", "none"] = "none"
+    grounding: Literal["quote", "span", "none"] = "none"
+    # What the request shows besides the task: "passage" (the system text, then the chunk: the shared prefix every
+    # perspective of a chunk reuses) or "sentence" (the task alone: it quotes the sentence it asks about itself,
+    # so a small teacher is not distracted by the rest of the chunk and pays no tokens for it).
+    context: Literal["passage", "sentence"] = "passage"
+    # The fact ledger (output fact_questions): the most facts of one chunk it asks about (the spans code and the
+    # extraction request find, kept in order of kind and spread over the sentences).
+    max_facts: int = Field(default=40, ge=1, le=500)
     # The settings switch this prompt waits for (``--unanswerable``): off unless the run turns it on.
     switch: Switch | None = None
     # Whether the judge and the critic loop see this prompt's pairs. ``false`` for a code-built answer the judge's
@@ -113,6 +121,8 @@ class Prompt:
     refine: bool = True
     samples: int = 1
     sample_temperature: float = 0.7
+    max_facts: int = 40
+    context: str = "passage"
 
     def render(self, **variables: object) -> str:
         return render_template(self.body, self.source, **variables)
@@ -197,6 +207,8 @@ def load_file(path: Path) -> Prompt:
         refine=fm.refine,
         samples=fm.samples,
         sample_temperature=fm.sample_temperature,
+        max_facts=fm.max_facts,
+        context=fm.context,
     )
 
 
@@ -225,7 +237,7 @@ class PromptSet:
 
 
 REFINE_STYLES = ("chat", "helixnet")
-SUITE_KEYS = frozenset({"enabled", "samples", "sample_temperature", "n"})
+SUITE_KEYS = frozenset({"enabled", "samples", "sample_temperature", "n", "max_facts"})
 
 
 def suites() -> dict[str, dict[str, dict[str, object]]]:

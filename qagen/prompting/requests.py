@@ -53,13 +53,15 @@ def build_request(
     quote: bool | None = None,
     top_logprobs: int = 0,
     seed: int | None = None,
+    size: tuple[int, int] = (0, 0),
     **extra: object,
 ) -> ChatRequest:
     """Shared prefix (system text, then the chunk) first; the prompt's instruction last.
 
     A ``style: completion`` prompt renders the whole raw prompt itself (with the
     passage as ``text``) and goes to /v1/completions. ``judge``/``text`` outputs
-    are read as plain text, so no schema is sent.
+    are read as plain text, so no schema is sent. ``size`` bounds a fact_questions request's schema: (facts it
+    lists, the most questions one of them needs).
     """
     variables = prompt_variables(doc, chunk)
     common = {
@@ -76,12 +78,15 @@ def build_request(
     if prompt.style == "completion":
         raw = prompt.render(n=prompt.n, **variables, **extra)
         return ChatRequest(messages=(Message("prompt", raw),), mode="completion", **common)  # type: ignore[arg-type]
-    system, context = _prefix(prompts.system, prompts.context, doc.doc_id, doc.meta, chunk)
     instruction = prompt.render(n=prompt.n, **variables, **extra)
-    messages = (Message("system", system), Message("user", f"{context}\n\nTask: {instruction}"))
+    if prompt.context == "sentence":  # the task quotes what it asks about: no system text, no chunk
+        messages: tuple[Message, ...] = (Message("user", instruction),)
+    else:
+        system, context = _prefix(prompts.system, prompts.context, doc.doc_id, doc.meta, chunk)
+        messages = (Message("system", system), Message("user", f"{context}\n\nTask: {instruction}"))
     if prompt.output in FREE_TEXT:
         return ChatRequest(messages=messages, **common)  # type: ignore[arg-type]
-    schema = schema_for(prompt, quote=quote)
+    schema = schema_for(prompt, quote=quote, facts=size[0], per_fact=size[1])
     return ChatRequest(
         messages=messages, json_schema=schema.json_schema, schema_name=schema.name, **common  # type: ignore[arg-type]
     )

@@ -139,6 +139,30 @@ def _unanswerable(n: int, max_q: int, max_what: int) -> OutputSchema:
     return _finish("unanswerable", model)
 
 
+@lru_cache(maxsize=64)
+def _spans(n: int, max_chars: int) -> OutputSchema:
+    """The fact ledger's extraction request: short phrases copied from the passage (code checks each)."""
+    model = create_model(
+        "Spans", __config__=_STRICT,
+        phrases=(Annotated[list[_text(max_chars)], Field(min_length=1, max_length=n)], ...),  # type: ignore[valid-type]
+    )
+    return _finish("spans", model)
+
+
+@lru_cache(maxsize=256)
+def _fact_questions(facts: int, per_fact: int, max_q: int) -> OutputSchema:
+    """Answer-first questions: for each numbered answer span of the sentence, its questions."""
+    item = create_model(
+        "FactQuestions", __config__=_STRICT, number=(Annotated[int, Field(ge=1, le=facts)], ...),
+        questions=(Annotated[list[_text(max_q, 5)], Field(min_length=1, max_length=per_fact)], ...),  # type: ignore[valid-type]
+    )
+    model = create_model(
+        "FactQuestionItems", __config__=_STRICT,
+        items=(Annotated[list[item], Field(min_length=1, max_length=facts)], ...),  # type: ignore[valid-type]
+    )
+    return _finish("fact_questions", model)
+
+
 PROBLEMS = ("unsupported_claim", "not_self_contained", "vague", "wrong", "incomplete")
 
 
@@ -185,8 +209,9 @@ def _rewrites(n: int, max_chars: int) -> OutputSchema:
 FREE_TEXT = ("judge", "text")  # outputs read as plain text: no JSON schema is sent
 
 
-def schema_for(prompt: Prompt, *, quote: bool | None = None) -> OutputSchema:
-    """The prompt's output schema; ``quote`` overrides whether pairs carry a supporting quote."""
+def schema_for(prompt: Prompt, *, quote: bool | None = None, facts: int = 0, per_fact: int = 0) -> OutputSchema:
+    """The prompt's output schema; ``quote`` overrides whether pairs carry a supporting quote; ``facts`` and
+    ``per_fact`` size a fact_questions request (the facts it lists, the most questions one of them needs)."""
     with_quote = prompt.grounding == "quote" if quote is None else quote
     if prompt.output == "critique":
         return _critique(prompt.max_answer_chars)
@@ -203,6 +228,10 @@ def schema_for(prompt: Prompt, *, quote: bool | None = None) -> OutputSchema:
         return _answers(fields, prompt.max_answer_chars)
     if prompt.output == "entities":
         return _entities(prompt.n, prompt.max_answer_chars)
+    if prompt.output == "spans":
+        return _spans(prompt.n, prompt.max_answer_chars)
+    if prompt.output == "fact_questions":
+        return _fact_questions(max(facts, 1), max(per_fact, 1), prompt.max_question_chars)
     if prompt.output == "rewrites":
         return _rewrites(prompt.n, prompt.max_answer_chars)
     if prompt.output == "unanswerable":  # max_answer_chars bounds ``what``, the part of the answer the model writes

@@ -8,7 +8,7 @@ pipeline asks the store before it asks the model.
 This module is the connection: the lock, the schema (:data:`MIGRATIONS`), the
 group commit and the merge of a worker's shard. The queries live in the
 modules beside it, one concern each (``cache``, ``corpus``, ``pairs``,
-``rewrites``, ``flow``, ``report``), and :class:`qagen.store.store.Store` is all of them.
+``facts``, ``rewrites``, ``flow``, ``report``), and :class:`qagen.store.store.Store` is all of them.
 
 Writes are group-committed: they join one open transaction that is
 committed at most ``commit_window`` seconds (or ``commit_rows`` writes) after
@@ -114,6 +114,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX rewrites_by_chunk ON rewrites(chunk_id);
     CREATE TABLE run_rewrites(
         run_id INTEGER NOT NULL, rewrite_id TEXT NOT NULL, sort_key TEXT NOT NULL, PRIMARY KEY(run_id, rewrite_id));
+    """,
+    # 6: the fact ledger (qagen/generate/ledger.py): each chunk's answer spans with their sentences, content-keyed,
+    # and the run that listed them (run_facts, like run_pairs).
+    """
+    CREATE TABLE facts(
+        fact_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL, doc_id TEXT NOT NULL, span TEXT NOT NULL,
+        sentence TEXT NOT NULL, start INTEGER NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL,
+        created_at TEXT NOT NULL);
+    CREATE INDEX facts_by_chunk ON facts(chunk_id);
+    CREATE TABLE run_facts(
+        run_id INTEGER NOT NULL, fact_id TEXT NOT NULL, sort_key TEXT NOT NULL, PRIMARY KEY(run_id, fact_id));
     """,
 )
 
@@ -284,4 +295,6 @@ _MERGE = (
     "INSERT OR REPLACE INTO main.verdicts SELECT * FROM shard.verdicts",
     "INSERT OR IGNORE INTO main.rewrites SELECT * FROM shard.rewrites",
     "INSERT OR REPLACE INTO main.run_rewrites SELECT * FROM shard.run_rewrites",
+    "INSERT OR IGNORE INTO main.facts SELECT * FROM shard.facts",
+    "INSERT OR REPLACE INTO main.run_facts SELECT * FROM shard.run_facts",
 )

@@ -8,18 +8,20 @@ from pathlib import Path
 from qagen.llm.base import ChatResponse
 from qagen.store.cache import CacheQueries
 from qagen.store.corpus import CorpusQueries
+from qagen.store.facts import FactQueries
 from qagen.store.flow import FlowQueries
 from qagen.store.pairs import PairQueries
 from qagen.store.report import ReportQueries
 from qagen.store.rewrites import RewriteQueries
 
 
-class Store(CacheQueries, CorpusQueries, PairQueries, RewriteQueries, FlowQueries, ReportQueries):
+class Store(CacheQueries, CorpusQueries, PairQueries, FactQueries, RewriteQueries, FlowQueries, ReportQueries):
     """The state store (see :mod:`qagen.store.db`): the connection and group commit, plus the queries of
 
     - :mod:`qagen.store.cache`: requests with their responses, failures;
     - :mod:`qagen.store.corpus`: documents, chunks, a run's documents;
     - :mod:`qagen.store.pairs`: pairs, a run's pairs, refinements, verdicts;
+    - :mod:`qagen.store.facts`: the fact ledger (each chunk's answer spans), a run's facts;
     - :mod:`qagen.store.rewrites`: rewrites of chunks for continued pretraining, a run's rewrites;
     - :mod:`qagen.store.flow`: runs, flow stages, notifications;
     - :mod:`qagen.store.report`: the report's and the dataset card's read queries.

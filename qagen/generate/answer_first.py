@@ -1,0 +1,378 @@
+"""Answer-first questions on the fact ledger: the stage that asks them, the checks code makes, and cloze rows.
+
+The ledger (``qagen/generate/ledger.py``) says which facts a chunk holds; this stage asks the teacher for questions
+whose answer is each fact's span, one sentence at a time, its facts marked in place (``prompts/fact_questions.md``):
+a small teacher stays on the sentence in front of it, and a request pays for that sentence only, not the chunk.
+Each question is then checked by code (:func:`check_question`): it reads as a question, does not contain its
+answer, and names its subject well enough to stand alone closed-book. A small teacher also shifts answers (a
+question written for the next amount of the sentence), so :func:`align` gives each question to the fact of its
+sentence whose surrounding words it shares most, and a question that shares none is ``off_target``. Questions
+that pass are kept until their fact has k (``surplus`` after that); a near-duplicate of one already kept in the
+chunk is a ``duplicate``. Facts below k are asked again (a top-up shows them the questions already tried).
+Cloze rows (``prompts/cloze.md``) are built by code from each fact's sentence: no teacher tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+
+from qagen.core import ids
+from qagen.core.text import fold
+from qagen.core.types import Chunk, Document, Fact, QAPair
+from qagen.corpus.spans import STOPWORDS, Sentence, sentences
+from qagen.generate.caller import Caller
+from qagen.generate.ledger import allocate, code_facts, model_facts, norm, select
+from qagen.prompting.prompts import Prompt, PromptSet
+from qagen.prompting.requests import build_request
+
+QUESTION_OUTPUT = "fact_questions"
+CLOZE_OUTPUT = "cloze"
+DUPLICATE_SCORE = 88.0  # rapidfuzz token_sort_ratio: two questions this close ask the same thing
+CLOZE_WORDS = 30
+_QUESTION_WORD = re.compile(r"^(who|whom|whose|what|which|when|where|why|how|in what|on what|at what)\b",
+                            re.IGNORECASE)
+
+
+# "in the passage", "the text says": a question that points at a passage nobody has closed-book
+_POINTS_AT_PASSAGE = re.compile(
+    r"\b(the|this|that|above|given|following) (passage|text|excerpt|paragraph|sentence|section|document|article)\b"
+    r"|\baccording to (it|the author|the speaker)\b", re.IGNORECASE)
+
+# --- question checks ----------------------------------------------------------
+def _content(text: str) -> list[str]:
+    return [w for w in norm(text).split() if w not in STOPWORDS and len(w) > 1]
+
+
+def leaks(question: str, span: str) -> bool:
+    """The question holds its own answer: the span as words, or every content word of a longer span."""
+    q, a = f" {norm(question)} ", norm(span)
+    if not a:
+        return False
+    if f" {a} " in q:
+        return True
+    content = _content(span)
+    return len(content) >= 2 and all(f" {w} " in q for w in content)
+
+
+def _anchors(question: str, fact: Fact, title: str) -> list[str]:
+    """What names the question's subject: a capitalised word after the first, a number, a code term, a word of the
+    document's title, or a long word (7+ letters) of the fact's sentence. None of them may be the answer's own."""
+    answer = set(norm(fact.span).split())
+    title_words = set(_content(title))
+    sentence_words = {w for w in _content(fact.sentence) if len(w) >= 7}
+    found = []
+    for i, raw in enumerate(question.split()):
+        token = raw.strip("?.,;:!\"'“”()[]`*")
+        ws = [w for w in norm(token).split() if w not in answer and w not in STOPWORDS]
+        if not ws:
+            continue
+        specific = ((i > 0 and token[:1].isupper()) or any(c.isdigit() for c in token)
+                    or any(c in token for c in "_./()`") or any(w in title_words or w in sentence_words for w in ws))
+        if specific:
+            found.extend(ws)
+    return found
+
+
+def check_question(question: str, fact: Fact, title: str) -> str:
+    """"" when the question passes; else what it failed: not_a_question | leak | not_standalone."""
+    q = question.strip()
+    n_words = len(q.split())
+    if not q.endswith("?") or n_words < 4 or n_words > 40:
+        return "not_a_question"
+    if leaks(q, fact.span):
+        return "leak"
+    if _POINTS_AT_PASSAGE.search(q) or not _anchors(q, fact, title):
+        return "not_standalone"
+    return ""
+
+
+def near_duplicate(question: str, kept: Iterable[str]) -> bool:
+    q = norm(question)
+    return any(fuzz.token_sort_ratio(q, norm(k)) >= DUPLICATE_SCORE for k in kept)
+
+
+def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS) -> str:
+    """The fact's sentence with its span blanked, cut to about ``max_words`` words around the blank."""
+    at = fact.sentence.find(fact.span)
+    if at < 0:
+        at = fold(fact.sentence).find(fold(fact.span))
+    if at < 0:
+        return ""
+    before, after = fact.sentence[:at].split(), fact.sentence[at + len(fact.span):].split()
+    room = max(max_words - 1, 2)
+    keep_before = min(len(before), max(room // 2, room - len(after)))
+    keep_after = min(len(after), room - keep_before)
+    head = ("... " if keep_before < len(before) else "") + " ".join(before[len(before) - keep_before:])
+    tail = " ".join(after[:keep_after]) + (" ..." if keep_after < len(after) else "")
+    glue = "" if tail[:1] in ",.;:!?)" else " "  # "at ____, and", not "at ____ , and"
+    return f"{head} ____{glue}{tail}".strip()
+
+
+# --- alignment ------------------------------------------------------------------
+ALIGN_RADIUS = 10  # content words on each side of a span that say what it is
+ALIGN_MARGIN = 0.25  # how much more another fact of the sentence must score to take a question
+
+
+def _stem(word: str) -> str:
+    """A crude stem: no plural or tense ending, then the first six letters ("estimated", "estimate" -> "estima";
+    "takes", "take" -> "take")."""
+    for end in ("ing", "ed", "s"):
+        if len(word) > len(end) + 2 and word.endswith(end):
+            word = word[: -len(end)]
+            break
+    return word[:6]
+
+
+def _near(fact: Fact, sentence_start: int, radius: int = ALIGN_RADIUS) -> dict[str, float]:
+    """The content words around a fact's span in its sentence, each weighted by its closeness (1 next to it)."""
+    at = fact.start - sentence_start
+    if not 0 <= at <= len(fact.sentence):
+        at = max(fact.sentence.find(fact.span), 0)
+    before = _content(fact.sentence[:at])[::-1][:radius]
+    after = _content(fact.sentence[at + len(fact.span):])[:radius]
+    weights: dict[str, float] = {}
+    for side in (before, after):
+        for d, w in enumerate(side):
+            weights[_stem(w)] = max(weights.get(_stem(w), 0.0), 1 / (1 + d))
+    return weights
+
+
+_EXPECTS = (  # what kind of answer a question's opening asks for
+    (re.compile(r"^\W*(how (much|many|long|often|far|large|big|old)|what (amount|number|percentage|share|sum|"
+                r"value|size|rate|price|cost|total))\b", re.IGNORECASE), {"number"}),
+    (re.compile(r"^\W*(when|(in|on|by) what (year|date|day|month)|what (year|date|day|month))\b", re.IGNORECASE),
+     {"date", "number"}),
+    (re.compile(r"^\W*(who|whom|whose)\b", re.IGNORECASE), {"name", "phrase", "quoted"}),
+)
+
+
+def _fit(question: str, kind: str) -> float:
+    """How well a fact's kind fits what the question asks for: 2 fits, 0.3 does not, 1 when the question says
+    nothing about it ("What ...?")."""
+    for pattern, kinds in _EXPECTS:
+        if pattern.search(question):
+            return 2.0 if kind in kinds else 0.3
+    return 1.0
+
+
+def align(question: str, fact: Fact, siblings: Sequence[Fact], sentence_start: int) -> Fact | None:
+    """The fact of the sentence a question asks for. A small teacher often shifts answers ("what did the Treasury
+    receive?" written for the next amount of the sentence), so each of the sentence's facts that the question does
+    not contain is scored by the question's words near its span (closer words weigh more; the words of any span the
+    question names are not evidence), times how well its kind fits the question ("How much ...?" asks for a number,
+    "Who ...?" for a name); another fact takes the question only when it scores clearly higher (by
+    ``ALIGN_MARGIN``). ``None``: the question shares no word with any answer's surroundings."""
+    named = {w for f in (fact, *siblings) if leaks(question, f.span) for w in _content(f.span)}
+    words = {_stem(w) for w in _content(question) if w not in named}
+    scored = []
+    for f in (fact, *[s for s in siblings if s.fact_id != fact.fact_id]):
+        if leaks(question, f.span):
+            continue
+        near = _near(f, sentence_start)
+        scored.append((_fit(question, f.kind) * sum(near.get(w, 0.0) for w in words), f))
+    if not scored or max(score for score, _ in scored) <= 0:
+        return None
+    own = next((score for score, f in scored if f.fact_id == fact.fact_id), None)
+    best_score, best = max(scored, key=lambda x: x[0])
+    if own is not None and own > 0 and best_score < own + ALIGN_MARGIN:
+        return fact
+    return best
+
+
+# --- the stage ------------------------------------------------------------------
+@dataclass
+class _Asked:
+    fact: Fact
+    number: int  # its marker in the sentence: [number: span]
+    need: int
+    asked: tuple[str, ...]
+
+
+@dataclass
+class _Group:
+    """One request: a sentence with the facts it asks about marked in place."""
+
+    sentence: Sentence
+    before: str  # the sentence before it, for its pronouns
+    items: list[_Asked]
+
+    def marked(self) -> str:
+        text, out, pos = self.sentence.text, [], 0
+        for a in sorted(self.items, key=lambda a: a.fact.start):
+            at = a.fact.start - self.sentence.start
+            if at < pos or text[at:at + len(a.fact.span)] != a.fact.span:
+                continue  # overlapping or moved: left unmarked (its number is still listed)
+            out.append(f"{text[pos:at]}[{a.number}: {a.fact.span}]")
+            pos = at + len(a.fact.span)
+        return "".join(out) + text[pos:]
+
+
+class LedgerStage:
+    """Builds one chunk's ledger and asks its answer-first questions (and cloze rows) through the cache."""
+
+    def __init__(self, caller: Caller, prompts: PromptSet, *, k: int = 3, top_ups: int = 1, seed: int = 0):
+        self.caller, self.prompts, self.k, self.top_ups, self.seed = caller, prompts, k, top_ups, seed
+        enabled = [p for p in prompts.all if p.enabled]
+        self.questions = next((p for p in enabled if p.output == QUESTION_OUTPUT), None)
+        self.extractor = next((p for p in enabled if p.role == "extractor" and p.output == "spans"), None)
+        self.cloze = next((p for p in enabled if p.output == CLOZE_OUTPUT), None)
+
+    @property
+    def active(self) -> bool:
+        return self.questions is not None or self.cloze is not None
+
+    async def facts(self, doc: Document, chunk: Chunk, sents: list[Sentence]) -> list[Fact]:
+        """The chunk's ledger: code's spans and the extraction request's verified phrases, selected and stored."""
+        found = code_facts(doc, chunk, sents)
+        if self.extractor is not None:
+            c = self.caller
+            c.stats.calls[self.extractor.id] += 1
+            c.progress.requests_added(1)
+            request = build_request(self.prompts, self.extractor, doc, chunk, c.model_for(self.extractor.role),
+                                    seed=self.seed or None)
+            result = await c.ask_structured(self.extractor, request, chunk)
+            if result is not None:
+                phrases = [str(x) for x in result[0].model_dump()["phrases"]]
+                verified, rejected = model_facts(phrases, doc, chunk, sents)
+                c.stats.ledger["model_spans"] += len(verified)
+                c.stats.ledger["model_spans_rejected"] += rejected
+                found += verified
+        limit = self.questions.max_facts if self.questions is not None else 10_000
+        chosen = select(found, limit)
+        self.caller.stats.ledger["facts"] += len(chosen)
+        self.caller.store.add_facts(self.caller.run_id, [
+            (f, f"{doc.path}\x00{chunk.index:06d}\x00{f.start:08d}\x00{f.fact_id}") for f in chosen])
+        return chosen
+
+    async def run(self, doc: Document, chunk: Chunk) -> list[tuple[Prompt, list[QAPair]]]:
+        """The ledger, then its questions (rounds of requests until every fact has k or the top-ups run out), then
+        the cloze rows. Returns (prompt, pairs) rows for the generator to store."""
+        sents = sentences(chunk.text)
+        facts = await self.facts(doc, chunk, sents)
+        rows: list[tuple[Prompt, list[QAPair]]] = []
+        if self.questions is not None and facts:
+            rows.append((self.questions, await self._questions(doc, chunk, facts, sents)))
+        if self.cloze is not None and facts:
+            rows.append((self.cloze, self._cloze(doc, chunk, facts)))
+        return rows
+
+    async def _questions(self, doc: Document, chunk: Chunk, facts: list[Fact], sents: list[Sentence]) -> list[QAPair]:
+        assert self.questions is not None
+        kept: dict[str, list[str]] = {f.fact_id: [] for f in facts}
+        tried: dict[str, list[str]] = {f.fact_id: [] for f in facts}
+        by_id = {f.fact_id: f for f in facts}
+        sentence_of = {f.fact_id: next((s for s in sents if s.start <= f.start < s.end), None) for f in facts}
+        siblings: dict[int, list[Fact]] = {}
+        for f in facts:
+            s = sentence_of[f.fact_id]
+            if s is not None:
+                siblings.setdefault(s.start, []).append(f)
+        pairs: list[QAPair] = []
+        for round_ in range(1 + self.top_ups):
+            plan = allocate({fid: len(qs) for fid, qs in kept.items()}, [f.fact_id for f in facts], self.k)
+            groups = self._groups(plan, by_id, sentence_of, sents, tried)
+            if not groups:
+                break
+            self.caller.progress.requests_added(len(groups))
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._ask(doc, chunk, g, round_)) for g in groups]
+            for group, task in zip(groups, tasks, strict=True):
+                for asked, question, request_key in task.result():
+                    target = align(question, asked.fact, siblings[group.sentence.start], group.sentence.start)
+                    f = target or asked.fact
+                    if target is not None and target.fact_id != asked.fact.fact_id:
+                        self.caller.stats.ledger["realigned"] += 1
+                    tried[asked.fact.fact_id].append(question)
+                    verdict = check_question(question, f, doc.title) or ("" if target else "off_target")
+                    if not verdict and len(kept[f.fact_id]) >= self.k:
+                        verdict = "surplus"
+                    if not verdict and near_duplicate(question, (q for qs in kept.values() for q in qs)):
+                        verdict = "duplicate"
+                    if not verdict:
+                        kept[f.fact_id].append(question)
+                    pairs.append(self._pair(doc, chunk, f, question, request_key, len(pairs), verdict))
+        self.caller.stats.ledger["questions_kept"] += sum(len(qs) for qs in kept.values())
+        self.caller.stats.ledger["facts_at_k"] += sum(len(qs) >= self.k for qs in kept.values())
+        return pairs
+
+    def _groups(self, plan: Mapping[str, int], by_id: Mapping[str, Fact], sentence_of: Mapping[str, Sentence | None],
+                sents: list[Sentence], tried: Mapping[str, list[str]]) -> list[_Group]:
+        """This round's requests: per sentence, its facts that still need questions, ``n`` to a request."""
+        assert self.questions is not None
+        per_sentence: dict[int, list[Fact]] = {}
+        for fid, need in plan.items():
+            s = sentence_of[fid]
+            if need > 0 and s is not None:
+                per_sentence.setdefault(s.start, []).append(by_id[fid])
+        groups = []
+        for start in sorted(per_sentence):
+            sentence = next(s for s in sents if s.start == start)
+            i = sents.index(sentence)
+            before = sents[i - 1].text if i > 0 and not sents[i - 1].text.startswith("#") else ""
+            facts = sorted(per_sentence[start], key=lambda f: f.start)
+            for j in range(0, len(facts), self.questions.n):
+                part = facts[j:j + self.questions.n]
+                items = [_Asked(f, n + 1, plan[f.fact_id], tuple(tried[f.fact_id][-4:])) for n, f in enumerate(part)]
+                groups.append(_Group(sentence, before, items))
+        return groups
+
+    def _pair(self, doc: Document, chunk: Chunk, fact: Fact, question: str, request_key: str, index: int,
+              verdict: str) -> QAPair:
+        assert self.questions is not None
+        extra = [("fact_id", fact.fact_id), ("sentence", fact.sentence)] + ([("check", verdict)] if verdict else [])
+        return QAPair(
+            pair_id=ids.hash_str("pair", request_key, chunk.chunk_id, str(index), question, fact.span),
+            chunk_id=chunk.chunk_id, doc_id=doc.doc_id, perspective=self.questions.id, question=question,
+            answer=fact.span, request_key=request_key, model=self.caller.model_for(self.questions.role),
+            extra=tuple(extra))
+
+    async def _ask(self, doc: Document, chunk: Chunk, group: _Group, round_: int) -> list[tuple[_Asked, str, str]]:
+        """One request for one sentence's facts: (the fact asked, a question, the request key) per question."""
+        assert self.questions is not None
+        c, prompt = self.caller, self.questions
+        c.stats.calls[prompt.id] += 1
+        size = (len(group.items), max(a.need for a in group.items))
+        seed = (round_ + 1000 * self.seed) or None
+        items = [{"number": a.number, "need": a.need, "asked": a.asked} for a in group.items]
+        request = build_request(self.prompts, prompt, doc, chunk, c.model_for(prompt.role), seed=seed, size=size,
+                                marked=group.marked(), before=group.before, items=items,
+                                asked=any(a.asked for a in group.items))
+        result = await c.ask_structured(prompt, request, chunk, size=size)
+        if result is None:
+            return []
+        obj, request = result
+        by_number = {a.number: a for a in group.items}
+        out: list[tuple[_Asked, str, str]] = []
+        for item in obj.model_dump()["items"]:
+            asked = by_number.get(int(item["number"]))
+            if asked is None:
+                c.stats.ledger["unmatched_answers"] += 1
+                continue
+            for q in item["questions"][: asked.need]:
+                q = q.strip()
+                if q and not q.endswith("?") and _QUESTION_WORD.match(q):
+                    q += "?"  # a question that lost its mark (a small teacher's habit) is still a question
+                if q:
+                    out.append((asked, q, request.key))
+        return out
+
+    def _cloze(self, doc: Document, chunk: Chunk, facts: list[Fact]) -> list[QAPair]:
+        assert self.cloze is not None
+        pairs = []
+        for f in facts:
+            blanked = cloze_sentence(f)
+            if not blanked:
+                continue
+            question = self.cloze.render_question("blank", title=chunk.title, sentence=blanked)
+            if leaks(question, f.span):  # the title or the rest of the sentence gives it away
+                continue
+            pairs.append(QAPair(
+                pair_id=ids.hash_str("pair", "cloze", chunk.chunk_id, f.fact_id, question), chunk_id=chunk.chunk_id,
+                doc_id=doc.doc_id, perspective=self.cloze.id, question=question, answer=f.span, request_key="",
+                model="", extra=(("fact_id", f.fact_id), ("sentence", f.sentence), ("kind", "cloze"))))
+        return pairs
