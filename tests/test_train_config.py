@@ -42,7 +42,7 @@ def test_the_four_templates_exist():
 
 
 @pytest.mark.parametrize("name", ["smollm2-cpu-lora", "smollm2-cpu-full", "mistral-7b-qlora", "mistral-7b-lora", "mistral-7b-fsdp2"])
-def test_each_template_renders_and_axolotl_accepts_it(out, name):
+def test_each_template_renders_and_axolotl_accepts_it(out, name):  # noqa: PLR0915
     # A base model given explicitly: no GGUF conversion here (validation does not load the model).
     settings = load_train_settings(template=name, base_model="/models/base-hf", max_steps=3)
     cfg, key, adapter_dir = prepare(out, settings)
@@ -52,7 +52,10 @@ def test_each_template_renders_and_axolotl_accepts_it(out, name):
     assert cfg["output_dir"] == str(adapter_dir) and adapter_dir.parent == (out / "adapters").resolve()
     assert cfg["max_steps"] == 3 and cfg["base_model"] == "/models/base-hf"
     assert len(key) == 32
-    assert cfg["num_epochs"] == 3.0  # training is sized in epochs over the dataset; max_steps only caps it
+    assert cfg["num_epochs"] == 10.0  # the cap: training stops when recall plateaus (qagen/flow/recall.py)
+    assert cfg["plugins"] == ["qagen.flow.recall_plugin.RecallStopPlugin"]
+    plan = json.loads((adapter_dir / "recall.json").read_text())
+    assert plan["every"] == 10 and plan["patience"] == 2 and [q[1:] for q in plan["questions"]] == [["Q?", "A."]]
     if name.startswith("smollm2-cpu-"):  # the CPU traps, each set where the template handles it
         assert cfg["bf16"] is False and cfg["fp16"] is False
         if name == "smollm2-cpu-lora":
@@ -191,3 +194,18 @@ def test_open_book_rows_size_the_sequence_length(out, chunk_chars, template, exp
         assert shape == ((4, 1) if expected <= 512 else (1, 4))
     given, _, _ = prepare(out, load_train_settings(template=template, base_model="/models/base-hf", sequence_len=640))
     assert given["sequence_len"] == 640  # --sequence-len wins
+
+
+def test_text_rows_join_the_same_run_and_stop_epochs_trains_exactly_the_epochs(out):
+    """`qagen ingest --text-rows` leaves OUT/text.jsonl: the SFT run reads it as a completion dataset beside the
+    pairs (and its bytes are part of the adapter's key); --stop epochs names no plugin and writes no recall plan."""
+    settings = load_train_settings(base_model="/models/base-hf", stop="epochs", epochs=2)
+    cfg, key, adapter_dir = prepare(out, settings)
+    assert len(cfg["datasets"]) == 1 and "plugins" not in cfg and cfg["num_epochs"] == 2.0
+    assert not (adapter_dir / "recall.json").exists()
+    (out / "text.jsonl").write_text(json.dumps({"text": "doc: abc\n\nThe bridge closed in May."}) + "\n")
+    cfg2, key2, _ = prepare(out, settings)
+    assert cfg2["datasets"][1] == {"path": str((out / "text.jsonl").resolve()), "ds_type": "json",
+                                   "type": "completion", "field": "text"}
+    (out / "text.jsonl").write_text(json.dumps({"text": "doc: abc\n\nThe bridge closed in June."}) + "\n")
+    assert len({key, key2, prepare(out, settings)[1]}) == 3  # the text rows' bytes are in the key

@@ -76,8 +76,11 @@ def train_cmd(
     base_model: Annotated[str | None, typer.Option(help="Base model (HF folder or hub name). Default: the embedded SmolLM2 for the CPU template.")] = None,
     launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun (multi-node) or python.")] = None,
     launcher_arg: Annotated[list[str] | None, typer.Option(help="Extra argument for the launcher (repeatable), e.g. --nnodes=2.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over train.jsonl (default 3): training is sized from the dataset.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over train.jsonl: the cap with --stop recall (default 10), the length with --stop epochs.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (caps --epochs).")] = None,
+    stop: Annotated[str | None, typer.Option(help="recall (default): stop when the model's closed-book recall of a sample of its own training questions stops rising; epochs: train exactly --epochs.")] = None,
+    recall_sample: Annotated[int | None, typer.Option(help="With --stop recall: training questions asked at each check (default 64).")] = None,
+    recall_every: Annotated[int | None, typer.Option(help="With --stop recall: steps between checks (default: half an epoch, at least 10).")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (default 42).")] = None,
     sequence_len: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
     recipe: Annotated[str | None, typer.Option(help="sft (default): fine-tune on train.jsonl. cpt+sft: continued pretraining on OUT/cpt.jsonl (`qagen ingest --cpt`) first, then the SFT template from that model.")] = None,
@@ -94,7 +97,8 @@ def train_cmd(
     require_out(out, as_json)
     ts = settings_or_exit(lambda: load_train_settings(
         template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, seed=seed,
-        sequence_len=sequence_len, launcher_args=launcher_arg, recipe=recipe, cpt_template=cpt_template), as_json)
+        sequence_len=sequence_len, launcher_args=launcher_arg, recipe=recipe, cpt_template=cpt_template, stop=stop,
+        recall_sample=recall_sample, recall_every=recall_every), as_json)
     sigterm_as_interrupt()
     try:
         with errors(as_json), Store(out) as store:
@@ -110,6 +114,9 @@ def train_cmd(
         reused = " (reused)" if first.get("cached") else ""
         err.print(f"stage 1, continued pretraining: {first.get('steps')} steps{reused}; model: {first.get('adapter_dir')}")
     err.print(f"trained {summary.steps} steps in {summary.seconds:.0f} s{note}; loss {summary.loss_curve()}")
+    if summary.recall:
+        curve = " -> ".join(f"{c['recall']:.2f}@{c['step']}" for c in summary.recall)
+        err.print(f"recall of its own training questions: {curve}; stopped: {summary.stop}")
     err.print(f"adapter: [bold]{summary.adapter_dir}[/bold]   log: {summary.log_path}")
 
 
@@ -198,7 +205,7 @@ def run_cmd(
     template: Annotated[str | None, typer.Option(help="axolotl template (default smollm2-cpu-lora).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model to fine-tune (default: per template).")] = None,
     launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun or python.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Training passes over train.jsonl (default 3).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Training passes over train.jsonl: the cap (default 10) while recall rises.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
     recipe: Annotated[str | None, typer.Option(help="sft (default), or cpt+sft: continued pretraining on OUT/cpt.jsonl first (turns on the ingest's --cpt).")] = None,
     cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template.")] = None,
@@ -211,7 +218,7 @@ def run_cmd(
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files.")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite: knowledge (default for a served model) or broad (default on the embedded one); see `qagen ingest --help`.")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite: ledger (default for a served model), knowledge or broad (default on the embedded one); see `qagen ingest --help`.")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:

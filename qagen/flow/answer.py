@@ -62,10 +62,10 @@ def answer(
         raise AnswerError(f"cannot load the model {tuned or base_model}: {exc}") from None
     tokenizer.padding_side = "left"  # decoder-only batch generation
     model.eval()
-    return _generate(model, tokenizer, list(prompts), max_new_tokens, batch)
+    return generate_replies(model, tokenizer, list(prompts), max_new_tokens, batch)
 
 
-def _generate(model: object, tokenizer: object, prompts: list[tuple[str, str]], max_new_tokens: int,
+def generate_replies(model: object, tokenizer: object, prompts: list[tuple[str, str]], max_new_tokens: int,
               batch: int) -> list[str]:
     """Greedy replies in the prompts' order. Batches are formed from prompts of similar length (a batch is
     left-padded to its longest prompt, so mixing a 60-token question with a 1,900-token open-book prompt would

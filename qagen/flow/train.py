@@ -18,7 +18,7 @@ is reused when its data and config trained before, so a re-run after a failed st
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import re
@@ -29,25 +29,33 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import jinja2
 import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qagen.core import ids
-from qagen.core.errors import StageError
+from qagen.flow import recall
+from qagen.flow.axolotl_config import (  # noqa: F401  (re-exported: the command's API)
+    INSTALL_HINT,
+    TrainError,
+    render,
+    template_names,
+    template_path,
+    templates_dir,
+    unknown_keys,
+    validate,
+)
 from qagen.flow.sizing import batch_shape, sized_sequence_len
+from qagen.output.cpt import TEXT_ROWS
 
 if TYPE_CHECKING:
     from qagen.store import Store
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'qagen setup --train   (axolotl 0.19.0 with the CPU build of torch==2.13.0; minutes, about 4 GB)'
 EMBEDDED_TEMPLATE = "smollm2-cpu-lora"
 CPU_TEMPLATE_PREFIX = "smollm2-cpu-"
 DEFAULT_BASE_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
@@ -61,10 +69,6 @@ CPT_STAGE = "train_cpt"
 LOG_TAIL_LINES = 40
 
 
-class TrainError(StageError):
-    """Training cannot start or did not finish; the message says why (with the log tail)."""
-
-
 class TrainSettings(BaseSettings):
     """``qagen train`` options: flags > ``QAGEN_TRAIN_*`` environment > defaults."""
 
@@ -74,10 +78,15 @@ class TrainSettings(BaseSettings):
     base_model: str | None = None  # default: the converted embedded model, or Mistral-7B-Instruct for the GPU ones
     launcher: Literal["accelerate", "torchrun", "python"] = "accelerate"
     launcher_args: list[str] = Field(default_factory=list)  # after `--`, e.g. torchrun --nnodes/--rdzv-endpoint
-    # Training length is sized from the dataset: epochs over train.jsonl (each pair seen this many times);
-    # max_steps caps it (a CI smoke test, a time budget).
-    epochs: float = Field(default=3.0, gt=0, le=100)
+    # Training length. "recall" (the default): train until the student's closed-book recall of a sample of its own
+    # training questions plateaus (qagen/flow/recall.py), at most ``epochs`` epochs; "epochs": exactly ``epochs``.
+    # max_steps caps either (a CI smoke test, a time budget).
+    stop: Literal["recall", "epochs"] = "recall"
+    epochs: float = Field(default=10.0, gt=0, le=100)
     max_steps: int | None = Field(default=None, ge=1)
+    recall_sample: int = Field(default=64, ge=1, le=4096)  # training questions asked at each recall check
+    recall_every: int | None = Field(default=None, ge=1)  # steps between checks (default: half an epoch, >= 10)
+    recall_patience: int = Field(default=2, ge=1, le=100)  # checks without a gain before stopping
     seed: int = Field(default=42, ge=0)  # the training seed (on a 135M student it alone moved F1 by ~2 points)
     sequence_len: int | None = Field(default=None, ge=64)
     chat_template: str = "tokenizer_default"
@@ -108,6 +117,8 @@ class TrainSummary:
     losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     cached: bool = False  # this exact dataset + config was trained before; nothing ran
+    stop: str = ""  # why training ended: "recall plateaued at ...", "the epoch cap", "max steps"
+    recall: list[dict[str, object]] = field(default_factory=list)  # the recall checks (step, recall), --stop recall
     recipe: str = "sft"  # sft | cpt+sft
     cpt: dict[str, object] = field(default_factory=dict)  # cpt+sft: stage 1's summary (this one is stage 2's)
 
@@ -121,95 +132,6 @@ class TrainSummary:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-# --- templates ---------------------------------------------------------------
-def templates_dir() -> Path:
-    """Templates shipped in the wheel (``qagen/_axolotl_configs``) or, from a source tree, ``axolotl_configs/``."""
-    packaged = resources.files("qagen").joinpath("_axolotl_configs")
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "axolotl_configs"
-
-
-def template_names() -> list[str]:
-    return sorted(p.stem for p in templates_dir().glob("*.yml"))
-
-
-def template_path(name: str) -> Path:
-    given = Path(name)
-    if given.suffix in (".yml", ".yaml") and given.exists():
-        return given
-    path = templates_dir() / f"{name}.yml"
-    if not path.exists():
-        raise TrainError(f"no axolotl template {name!r}; choose one of {', '.join(template_names())} or give a .yml path")
-    return path
-
-
-def render(template: Path, context: dict[str, object]) -> dict[str, object]:
-    """Render a template. Values go in as JSON, which is valid YAML: paths with ':' or '#' stay intact."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    try:
-        text = env.from_string(template.read_text()).render({k: json.dumps(v) for k, v in context.items()})
-        cfg = yaml.safe_load(text)
-    except (jinja2.TemplateError, yaml.YAMLError) as exc:
-        raise TrainError(f"cannot render {template}: {exc}") from None
-    if not isinstance(cfg, dict):
-        raise TrainError(f"{template} does not render to a YAML mapping")
-    return cfg
-
-
-# --- validation --------------------------------------------------------------
-def _axolotl_schema() -> tuple[set[str], set[str]]:
-    """Top-level keys and dataset-entry keys that axolotl 0.19's pydantic schema knows."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # its optional CUDA kernels fail to load on CPU: noise
-    try:
-        from axolotl.utils.schemas.config import AxolotlInputConfig
-        from axolotl.utils.schemas.datasets import (
-            DPODataset,
-            KTODataset,
-            PretrainingDataset,
-            SFTDataset,
-            StepwiseSupervisedDataset,
-        )
-    except ImportError as exc:
-        raise TrainError(f"axolotl is not installed ({exc.name}): {INSTALL_HINT}") from None
-    top: set[str] = set()
-    for name, info in AxolotlInputConfig.model_fields.items():
-        top.add(name)
-        if info.alias:
-            top.add(info.alias)
-    dataset: set[str] = set()
-    for model in (SFTDataset, DPODataset, KTODataset, PretrainingDataset, StepwiseSupervisedDataset):
-        dataset.update(model.model_fields)
-    return top, dataset
-
-
-def unknown_keys(cfg: dict[str, object]) -> list[str]:
-    """Keys axolotl would silently ignore: at the top level and in each dataset entry."""
-    top, dataset = _axolotl_schema()
-    problems = [f"unknown top-level key {k!r}" for k in cfg if k not in top]
-    for section in ("datasets", "test_datasets"):
-        for i, entry in enumerate(cfg.get(section) or []):  # type: ignore[union-attr]
-            if isinstance(entry, dict):
-                problems += [f"unknown key {k!r} in {section}[{i}]" for k in entry if k not in dataset]
-    return problems
-
-
-def validate(cfg: dict[str, object]) -> dict[str, object]:
-    """Our key check, then axolotl's own validation (pydantic; runs without a GPU). Returns axolotl's view."""
-    problems = unknown_keys(cfg)
-    if problems:
-        raise TrainError("the axolotl config has keys axolotl would ignore: " + "; ".join(problems))
-    from axolotl.utils.config import validate_config
-    from axolotl.utils.dict import DictDefault
-    from pydantic import ValidationError
-
-    try:
-        checked = validate_config(DictDefault(cfg))
-    except (ValidationError, ValueError) as exc:
-        raise TrainError(f"axolotl rejected the config: {exc}") from None
-    return dict(checked)
 
 
 # --- launching ---------------------------------------------------------------
@@ -297,9 +219,10 @@ def is_trained(output_dir: Path) -> bool:
     return (output_dir / "config.json").exists() and any(output_dir.glob("*.safetensors"))
 
 
-def dataset_key(train_path: Path, cfg: dict[str, object]) -> str:
-    """What a trained adapter depends on: the dataset bytes and the rendered config."""
-    return ids.hash_json({"data": ids.hash_json(train_path.read_text()), "config": cfg})
+def dataset_key(train_path: Path, cfg: dict[str, object], extra: dict[str, object] | None = None) -> str:
+    """What a trained adapter depends on: the dataset bytes, the rendered config, and ``extra`` (the text rows'
+    bytes, the recall plan)."""
+    return ids.hash_json({"data": ids.hash_json(train_path.read_text()), "config": cfg, **(extra or {})})
 
 
 def _dataset(out_dir: Path, name: str) -> Path:
@@ -357,10 +280,27 @@ def prepare(out_dir: Path, settings: TrainSettings, *, template: str | None = No
         "chat_template": settings.chat_template,
     }
     cfg = render(template_file, context)
-    key = dataset_key(train_path, cfg)
+    extra: dict[str, object] = {}
+    text_path = out_dir / TEXT_ROWS
+    if data == "train.jsonl" and text_path.exists() and text_path.stat().st_size:
+        # `qagen ingest --text-rows`: the documents' own text as completion rows, in the same run as the pairs
+        cfg.setdefault("datasets", []).append(  # type: ignore[union-attr]
+            {"path": str(text_path.resolve()), "ds_type": "json", "type": "completion", "field": "text"})
+        extra["text_rows"] = ids.hash_json(text_path.read_text())
+    plan = None
+    if settings.stop == "recall" and data == "train.jsonl":
+        cfg["plugins"] = [*cfg.get("plugins", []), recall.PLUGIN]  # type: ignore[misc]
+        rows_per_step = micro_batch * accumulate
+        plan = recall.plan(train_path, rows_per_step, recall.RecallSettings(
+            sample=settings.recall_sample, every=settings.recall_every, patience=settings.recall_patience))
+        extra["recall"] = ids.hash_json(dataclasses.asdict(plan))
+    key = dataset_key(train_path, cfg, extra)
     adapter_dir = (out_dir / "adapters" / f"{folder_prefix}{key[:12]}").resolve()
     cfg["output_dir"] = str(adapter_dir)
     validate(cfg)
+    if plan is not None:
+        adapter_dir.mkdir(parents=True, exist_ok=True)
+        plan.write(adapter_dir)
     return cfg, key, adapter_dir
 
 
@@ -443,6 +383,10 @@ def _run_stage(out_dir: Path, settings: TrainSettings, store: Store, stage: str,
         why = f"exit code {code}" if code != 0 else "no adapter was written"
         raise TrainError(f"axolotl train failed ({why}); full log: {summary.log_path}\n--- last lines ---\n"
                          f"{tail(Path(summary.log_path))}")
+    summary.recall = recall.read_curve(adapter_dir)
+    last = summary.recall[-1] if summary.recall else {}
+    summary.stop = str(last.get("stop") or "") or (
+        "max steps" if settings.max_steps and summary.steps >= settings.max_steps else "the epoch cap")
     store.finish_run(run_id, "ok", summary.to_dict())
     store.record_stage(run_id, stage, key, "done", summary.to_dict())
     return summary
