@@ -41,6 +41,7 @@ import jinja2
 from qagen.core import ids
 from qagen.core.errors import StageError
 from qagen.core.records import VERDICT_SOURCES
+from qagen.output.coverage_map import coverage_map
 from qagen.output.export import atomic_writer
 from qagen.output.report_data import (
     ChunkRow,
@@ -288,6 +289,9 @@ def build_report(store: Store, run_id: int, out_dir: Path) -> ReportData:
     _refinement(store, run_id, data)
     data.failures, data.failures_total = _failures(store, run_id)
     data.exam_questions = int(summary.get("exam_questions") or 0)  # type: ignore[call-overload]
+    facts = summary.get("facts") or {}
+    if facts:  # the fact ledger ran: its coverage map
+        data.coverage = coverage_map(store, run_id, int(facts.get("k", 1)))  # type: ignore[union-attr,call-overload]
     data.knowledge_table = _eval_table(out_dir / "eval_report.json", "knowledge_table")
     data.open_book_table = _eval_table(out_dir / "eval_report.json", "open_book_table")
     return data

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from qagen.output.coverage_map import DocMap
+
 
 @dataclass(frozen=True)
 class DocRow:
@@ -117,6 +119,7 @@ class ReportData:
     settings: dict[str, object]
     summary: dict[str, object]
     models: list[str] = field(default_factory=list)
+    coverage: list[DocMap] = field(default_factory=list)  # the fact ledger's coverage map (qagen/output/coverage_map.py)
     documents_total: int = 0
     documents: list[DocRow] = field(default_factory=list)  # the first MAX_DOC_ROWS, by path
     top_documents: list[DocRow] = field(default_factory=list)  # the MAX_DOC_BARS with most pairs (chart)
