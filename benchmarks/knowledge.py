@@ -110,7 +110,7 @@ def tokens_in(out: Path) -> int:
 
 
 async def _baseline_round(client: object, model: str, chunks: list[tuple[object, object]], seed: int, n: int,
-                          slots: int) -> tuple[list[tuple[object, object, str, str]], int]:
+                          slots: int, temperature: float) -> tuple[list[tuple[object, object, str, str]], int]:
     gate = asyncio.Semaphore(slots)
     schema = {"type": "object", "properties": {"pairs": {"type": "array", "maxItems": n, "items": {
         "type": "object", "properties": {"question": {"type": "string", "maxLength": 200},
@@ -121,7 +121,7 @@ async def _baseline_round(client: object, model: str, chunks: list[tuple[object,
         async with gate:
             reply = await client.chat.completions.create(  # type: ignore[attr-defined]
                 model=model, messages=[{"role": "user", "content": BASELINE.format(context=chunk.text, n=n)}],
-                temperature=0.7 if seed else 0.0, seed=seed, max_tokens=600,
+                temperature=temperature, seed=seed, max_tokens=600,
                 response_format={"type": "json_schema", "json_schema": {"name": "quiz", "schema": schema}})
         used = (reply.usage.prompt_tokens + reply.usage.completion_tokens) if reply.usage else 0
         try:
@@ -135,49 +135,85 @@ async def _baseline_round(client: object, model: str, chunks: list[tuple[object,
     return [p for pairs, _ in results for p in pairs], sum(t for _, t in results)
 
 
-def baseline_dataset(docs: Path, out: Path, base_url: str, model: str, budget: int, slots: int,
-                     max_rounds: int = 40) -> dict[str, object]:
-    """(b): quiz pairs per chunk, sampled with new seeds until the teacher tokens reach ``budget``."""
-    from openai import AsyncOpenAI
+def _round_seed(draw: int, round_: int) -> tuple[int, float]:
+    """Draw 1 is the harness's historic sampling (round 0 greedy, then seeds 1, 2, ... at 0.7); draw D > 1 samples
+    every round at 0.7 with seeds 1000 * (D - 1) + round, so two draws share no request."""
+    if draw <= 1:
+        return round_, (0.0 if round_ == 0 else 0.7)
+    return 1000 * (draw - 1) + round_, 0.7
 
+
+def _corpus_chunks(docs: Path, base_url: str, model: str) -> tuple[list[tuple[object, object]], str]:
     from qagen.config import load_settings
     from qagen.core import ids
     from qagen.corpus.chunker import Chunker
     from qagen.corpus.reader import iter_documents
-    from qagen.output.export import system_message
     from qagen.pipeline.assemble import chunker_settings
-    from qagen.store import Store
 
     chunker = Chunker(chunker_settings(load_settings(base_url=base_url, model=model)))
     documents = [d for d in iter_documents(docs) if hasattr(d, "doc_id")]
-    chunks = [(d, c) for d in documents for c in chunker.chunk(d)]
-    group = ids.group_id([d.doc_id for d in documents])
-    seen: set[str] = set()
-    rows: list[dict[str, object]] = []
-    spent, rounds = 0, 0
+    return [(d, c) for d in documents for c in chunker.chunk(d)], ids.group_id([d.doc_id for d in documents])
+
+
+def baseline_pool(docs: Path, pool: Path, base_url: str, model: str, budget: int, slots: int, draw: int = 1,
+                  max_rounds: int = 40) -> list[dict[str, object]]:
+    """The single-prompt baseline's rounds for one generation draw, cached in ``pool`` (JSONL, one round a line:
+    seed, tokens, pairs). Rounds are sampled until the pool's tokens reach ``budget``; a later, larger budget
+    samples only the rounds it lacks, so every row of a draw shares the same rounds in the same order."""
+    from openai import AsyncOpenAI
+
+    rounds = [json.loads(line) for line in pool.read_text().splitlines()] if pool.exists() else []
+    chunks, _group = _corpus_chunks(docs, base_url, model)
+    by_chunk = {c.chunk_id: (d, c) for d, c in chunks}
 
     async def sample() -> None:
-        nonlocal spent, rounds
         client = AsyncOpenAI(base_url=base_url, api_key="not-needed", timeout=600)
         try:
-            while rounds < max_rounds and (rounds == 0 or spent < budget):
-                pairs, used = await _baseline_round(client, model, chunks, rounds, 3, slots)
-                spent, rounds = spent + used, rounds + 1
-                for doc, _chunk, q, a in pairs:
-                    if q and a and q.lower() not in seen:
-                        seen.add(q.lower())
-                        rows.append({"messages": [
-                            {"role": "system", "content": system_message(doc.doc_id, group, doc.title)},
-                            {"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                            "doc_id": doc.doc_id, "perspective": "baseline_quiz", "source": doc.path})
+            while len(rounds) < max_rounds and (not rounds or sum(r["tokens"] for r in rounds) < budget):
+                seed, temperature = _round_seed(draw, len(rounds))
+                pairs, used = await _baseline_round(client, model, chunks, seed, 3, slots, temperature)
+                rounds.append({"seed": seed, "tokens": used,
+                               "pairs": [[c.chunk_id, q, a] for _d, c, q, a in pairs]})
+                with pool.open("a") as fh:
+                    fh.write(json.dumps(rounds[-1], ensure_ascii=False) + "\n")
         finally:
             await client.close()
 
+    pool.parent.mkdir(parents=True, exist_ok=True)
     asyncio.run(sample())
+    assert all(cid in by_chunk for r in rounds for cid, _q, _a in r["pairs"]), "the pool was drawn on other documents"
+    return rounds
+
+
+def baseline_dataset(docs: Path, out: Path, base_url: str, model: str, budget: int, slots: int,
+                     max_rounds: int = 40, draw: int = 1, pool: Path | None = None) -> dict[str, object]:
+    """(b): quiz pairs per chunk, sampled with new seeds until the teacher tokens reach ``budget``."""
+    from qagen.output.export import system_message
+    from qagen.store import Store
+
+    pool = pool or out.parent / f"baseline-pool-d{draw}.jsonl"
+    rounds = baseline_pool(docs, pool, base_url, model, budget, slots, draw, max_rounds)
+    chunks, group = _corpus_chunks(docs, base_url, model)
+    by_chunk = {c.chunk_id: d for d, c in chunks}
+    seen: set[str] = set()
+    rows: list[dict[str, object]] = []
+    spent, used_rounds = 0, 0
+    for r in rounds:  # the pool's rounds in order, until the budget is spent (the same rule as sampling them)
+        if used_rounds and spent >= budget:
+            break
+        spent, used_rounds = spent + int(r["tokens"]), used_rounds + 1
+        for chunk_id, q, a in r["pairs"]:
+            doc = by_chunk[chunk_id]
+            if q and a and q.lower() not in seen:
+                seen.add(q.lower())
+                rows.append({"messages": [
+                    {"role": "system", "content": system_message(doc.doc_id, group, doc.title)},
+                    {"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                    "doc_id": doc.doc_id, "perspective": "baseline_quiz", "source": doc.path})
     out.mkdir(parents=True, exist_ok=True)
     Store(out).close()  # `qagen train` trains any OUT folder with a state database and a train.jsonl
     (out / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return {"pairs": len(rows), "tokens": spent, "rounds": rounds}
+    return {"pairs": len(rows), "tokens": spent, "rounds": used_rounds, "draw": draw}
 
 
 def serve_teacher(args: argparse.Namespace) -> tuple[object | None, str, str]:
@@ -198,8 +234,14 @@ def serve_teacher(args: argparse.Namespace) -> tuple[object | None, str, str]:
     return server, server.start(), name
 
 
-def train(out: Path, args: argparse.Namespace, seed: int) -> dict[str, object]:
-    flags = ["--template", args.template, "--max-steps", str(args.steps), "--epochs", "100", "--seed", str(seed)]
+def train(out: Path, args: argparse.Namespace, seed: int, mode: str) -> dict[str, object]:
+    """One training run. ``steps``: exactly ``--steps`` optimizer steps (equal training compute for every dataset);
+    ``recipe``: qagen's own default recipe, as a user runs it (``qagen train`` sized by recall, within its cap)."""
+    flags = ["--template", args.template, "--seed", str(seed)]
+    if mode == "steps":
+        flags += ["--stop", "epochs", "--epochs", "100", "--max-steps", str(args.steps)]
+    else:
+        flags += [*args.recipe_flags.split()]
     if args.student:
         flags += ["--base-model", args.student]
     started = time.perf_counter()
@@ -214,11 +256,16 @@ def main() -> None:
     ap.add_argument("--teacher-url", help="an OpenAI-compatible endpoint instead (vllm serve, ...)")
     ap.add_argument("--teacher-model", default="")
     ap.add_argument("--student", help="HF folder of the student (default: the embedded SmolLM2, converted)")
-    ap.add_argument("--template", default="smollm2-cpu-full")
+    ap.add_argument("--template", default="smollm2-cpu-lora")
     ap.add_argument("--articles", type=int, default=4)
     ap.add_argument("--paragraphs", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--steps", type=int, default=120, help="optimizer steps of the matched-steps training")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1], help="training seeds")
+    ap.add_argument("--draws", type=int, nargs="+", default=[1], help="generation draws (qagen ingest --seed D-1; "
+                    "the baseline's pool of draw D)")
+    ap.add_argument("--modes", nargs="+", default=["steps", "recipe"], choices=["steps", "recipe"],
+                    help="steps: --steps optimizer steps for every dataset; recipe: qagen train's default recipe")
+    ap.add_argument("--recipe-flags", default="", help="extra `qagen train` flags for the recipe runs")
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ingest-flags", default="", help="extra flags for (a)'s qagen ingest, e.g. '--no-refine'")
@@ -230,6 +277,34 @@ def main() -> None:
     args = ap.parse_args()
     results = run(args)
     print(markdown(results))
+
+
+def coverage_share(rows: list[dict[str, object]], train_path: Path, paths: dict[str, str]) -> dict[str, float]:
+    """The share of held-out questions whose gold answer is a training answer of the same document: ``exact`` (a
+    gold answer is a train.jsonl answer, SQuAD-normalised) and ``contained`` (a gold answer occurs inside one)."""
+    from qagen.flow.scoring import normalize_answer
+
+    answers: dict[str, set[str]] = {}
+    with train_path.open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if "messages" not in row:
+                continue
+            reply = next((m["content"] for m in row["messages"] if m["role"] == "assistant"), "")
+            answers.setdefault(str(row.get("doc_id", "")), set()).add(normalize_answer(reply))
+    exact = contained = 0
+    for q in rows:
+        have = answers.get(paths.get(str(q["source"]), ""), set())
+        golds = [normalize_answer(str(a)) for a in q["answers"]]  # type: ignore[union-attr]
+        exact += any(g in have for g in golds if g)
+        contained += any(f" {g} " in f" {a} " for g in golds if g for a in have)
+    n = max(len(rows), 1)
+    return {"exact": round(exact / n, 3), "contained": round(contained / n, 3)}
+
+
+def _model_pairs(train_path: Path) -> int:
+    with train_path.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if json.loads(line).get("perspective") not in ("cloze", "identity"))
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -247,7 +322,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
         stub = StubServer().start()
         args.teacher_url, args.teacher_model = stub.base_url, "stub"
-        args.ingest_flags = "--no-refine --no-judge"  # a stub's yes/no is noise: the smoke test checks plumbing
         rows = _smoke_corpus(docs)
     elif args.squad:
         rows = squad_corpus(args.squad, args.articles, args.paragraphs, docs)
@@ -256,70 +330,93 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     qfile.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     questions = load_questions(qfile)
     server, base_url, model = serve_teacher(args)
+    draws: dict[str, dict[str, object]] = {}
     timing: dict[str, float] = {}
     try:
-        t = time.perf_counter()
-        a_out = work / "qagen"
-        # --no-exam: the held-out set here is SQuAD's human questions; the exam's calls would only add to (a)'s
-        # token count, and so to the baseline's budget. --eval-fraction 0: every pair trains, as the baseline's do.
-        a = cli("ingest", str(docs), "--out", str(a_out), "--base-url", base_url, "--model", model,
-                "--eval-fraction", "0", "--no-report", "--no-exam", *args.ingest_flags.split())
-        timing["generate_qagen_s"] = round(time.perf_counter() - t, 1)
-        budget = tokens_in(a_out)
-        t = time.perf_counter()
-        b = baseline_dataset(docs, work / "baseline", base_url, model, budget, args.slots)
-        timing["generate_baseline_s"] = round(time.perf_counter() - t, 1)
+        for draw in args.draws:
+            t = time.perf_counter()
+            a_out = work / f"d{draw}" / "qagen"
+            # --no-exam: the held-out questions are the benchmark's; the exam's calls would only add to (a)'s tokens,
+            # and so to the baseline's budget. --eval-fraction 0: every pair trains, as the baseline's do.
+            a = cli("ingest", str(docs), "--out", str(a_out), "--base-url", base_url, "--model", model,
+                    "--eval-fraction", "0", "--no-report", "--no-exam", "--seed", str(draw - 1),
+                    *args.ingest_flags.split())
+            timing[f"generate_qagen_d{draw}_s"] = round(time.perf_counter() - t, 1)
+            budget = int(a.get("teacher_tokens") or 0) or tokens_in(a_out)
+            t = time.perf_counter()
+            b = baseline_dataset(docs, work / f"d{draw}" / "baseline", base_url, model, budget, args.slots,
+                                 draw=draw, pool=work / f"baseline-pool-d{draw}.jsonl")
+            timing[f"generate_baseline_d{draw}_s"] = round(time.perf_counter() - t, 1)
+            with Store(a_out) as store:
+                run_id = store.latest_finished_run("ingest")
+                docs_ref = [DocRef(*d) for d in store.run_documents(run_id)] if run_id else []
+            paths = {d.path: d.doc_id for d in docs_ref}
+            draws[str(draw)] = {
+                "qagen": {"pairs": a["pairs_total"], "tokens": budget, "requests": a["requests_sent"],
+                          "model_pairs": _model_pairs(a_out / "train.jsonl"), "facts": a.get("facts") or {},
+                          "exported_per_perspective": a.get("exported_per_perspective") or {},
+                          "coverage": coverage_share(rows, a_out / "train.jsonl", paths)},
+                "baseline": {**b, "model_pairs": b["pairs"],
+                             "coverage": coverage_share(rows, work / f"d{draw}" / "baseline" / "train.jsonl", paths)},
+            }
+            draws[str(draw)]["group_id"] = a["group_id"]
+            draws[str(draw)]["docs"] = [d.__dict__ for d in docs_ref]
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
         if stub is not None:
             stub.stop()
-    with Store(a_out) as store:
-        run_id = store.latest_finished_run("ingest")
-        docs_ref = [DocRef(*d) for d in store.run_documents(run_id)] if run_id else []
-    items, unmatched = match_questions(questions, docs_ref, str(a["group_id"]))
-    trained: dict[str, dict[int, dict[str, object]]] = {"qagen": {}, "baseline": {}}
-    for seed in args.seeds:
-        for name, out in (("qagen", a_out), ("baseline", work / "baseline")):
-            trained[name][seed] = train(out, args, seed)
-    student = str(trained["qagen"][args.seeds[0]]["base_model"])
+    first = draws[str(args.draws[0])]
+    docs_ref = [DocRef(**d) for d in first["docs"]]  # type: ignore[arg-type,union-attr]
+    items, unmatched = match_questions(questions, docs_ref, str(first["group_id"]))
     prompts = [(it.system, it.question) for it in items]
-    t = time.perf_counter()
-    base_answers = answer(student, prompts, threads=args.threads)
-    timing["answer_base_s"] = round(time.perf_counter() - t, 1)
-    reports: dict[str, dict[int, object]] = {"qagen": {}, "baseline": {}}
-    for name in reports:
-        for seed, tr in trained[name].items():
-            tuned = answer(student, prompts, tuned=str(tr["adapter_dir"]), threads=args.threads)
-            reports[name][seed] = score(items, base_answers, tuned, questions_from=str(qfile), base_model=student,
-                                        tuned=str(tr["adapter_dir"]), unmatched=unmatched)
-    comparisons = {}
-    for seed in args.seeds:
-        qa, qb = reports["qagen"][seed].rows, reports["baseline"][seed].rows  # type: ignore[attr-defined]
+    runs: dict[str, dict[str, dict[str, dict[str, object]]]] = {}
+    base_answers: list[str] | None = None
+    student = ""
+    for mode in args.modes:
+        for draw in args.draws:
+            for seed in args.seeds:
+                for name in ("qagen", "baseline"):
+                    tr = train(work / f"d{draw}" / name, args, seed, mode)
+                    student = student or str(tr["base_model"])
+                    if base_answers is None:
+                        t = time.perf_counter()
+                        base_answers = answer(student, prompts, threads=args.threads)
+                        timing["answer_base_s"] = round(time.perf_counter() - t, 1)
+                    tuned = answer(student, prompts, tuned=str(tr["adapter_dir"]), threads=args.threads)
+                    report = score(items, base_answers, tuned, questions_from=str(qfile), base_model=student,
+                                   tuned=str(tr["adapter_dir"]), unmatched=unmatched)
+                    runs.setdefault(mode, {}).setdefault(name, {})[f"d{draw}s{seed}"] = {
+                        "train": {k: tr.get(k) for k in ("steps", "wall_s", "seconds", "adapter_dir", "stop", "recall")},
+                        "overall": report.overall,
+                        "rows": [row.__dict__ | {"base": row.base.__dict__, "tuned": row.tuned.__dict__}
+                                 for row in report.rows]}
+                    (work / "results.partial.json").write_text(json.dumps(runs, default=str))
+    comparisons: dict[str, dict[str, dict[str, object]]] = {}
+    for mode, by_name in runs.items():
         for metric in ("f1", "em", "contains"):
-            ta = [getattr(r.tuned, metric) for r in qa]
-            tb = [getattr(r.tuned, metric) for r in qb]
-            base = [getattr(r.base, metric) for r in qa]
-            comparisons[f"seed {seed} {metric}"] = {
-                "qagen_minus_baseline": paired_bootstrap(ta, tb).__dict__,
-                "qagen_minus_base": paired_bootstrap(ta, base).__dict__,
-                "baseline_minus_base": paired_bootstrap(tb, base).__dict__,
+            mean = {name: _per_question_mean(by_run, metric) for name, by_run in by_name.items()}
+            base = [float(r["base"][metric]) for r in next(iter(by_name["qagen"].values()))["rows"]]  # type: ignore[index]
+            comparisons.setdefault(mode, {})[metric] = {
+                "qagen_minus_baseline": paired_bootstrap(mean["qagen"], mean["baseline"]).__dict__,
+                "qagen_minus_base": paired_bootstrap(mean["qagen"], base).__dict__,
+                "baseline_minus_base": paired_bootstrap(mean["baseline"], base).__dict__,
+                "qagen": sum(mean["qagen"]) / len(mean["qagen"]), "baseline": sum(mean["baseline"]) / len(mean["baseline"]),
+                "base": sum(base) / len(base), "runs": sorted(by_name["qagen"]),
             }
     results = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "teacher": model, "student": student, "questions": len(items), "unmatched": len(unmatched),
-        "qagen": {"pairs": a["pairs_total"], "tokens": budget, "requests": a["requests_sent"]},
-        "baseline": b, "timing": timing,
-        "train": {n: {s: {k: tr[k] for k in ("steps", "wall_s", "seconds", "adapter_dir") if k in tr}
-                      for s, tr in d.items()} for n, d in trained.items()},
-        "scores": {n: {s: {"overall": r.overall, "rows": [row.__dict__ | {"base": row.base.__dict__,  # type: ignore[attr-defined]
-                                                                       "tuned": row.tuned.__dict__}
-                                                        for row in r.rows]}  # type: ignore[attr-defined]
-                       for s, r in d.items()} for n, d in reports.items()},
-        "comparisons": comparisons,
+        "draws": draws, "timing": timing, "runs": runs, "comparisons": comparisons,
     }
     (work / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
     return results
+
+
+def _per_question_mean(by_run: dict[str, dict[str, object]], metric: str) -> list[float]:
+    """Each question's score averaged over the runs (draws x seeds) of one dataset: the paired unit."""
+    columns = [[float(r["tuned"][metric]) for r in run["rows"]] for run in by_run.values()]  # type: ignore[index,union-attr]
+    return [sum(vals) / len(vals) for vals in zip(*columns, strict=True)]
 
 
 def _smoke_corpus(docs: Path) -> list[dict[str, object]]:
@@ -338,21 +435,32 @@ def markdown(results: dict[str, object]) -> str:
         return f"{100 * x:+.1f}" if x == x else "n/a"
 
     lines = [f"teacher: {results['teacher']}; student: {Path(str(results['student'])).name}; "
-             f"{results['questions']} held-out questions",
-             "", "| dataset | seed | pairs | teacher tokens | train steps | train s | F1 base | F1 tuned | EM tuned "
-             "| contains tuned |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ("qagen", "baseline"):
-        info = results[name]  # type: ignore[index]
-        for seed, sc in results["scores"][name].items():  # type: ignore[index]
-            o, tr = sc["overall"], results["train"][name][seed]  # type: ignore[index]
-            lines.append(f"| {name} | {seed} | {info['pairs']} | {info['tokens']:,} | {tr.get('steps')} | "
-                         f"{tr.get('wall_s')} | {100 * o['base_f1']:.1f} | {100 * o['tuned_f1']:.1f} | "
-                         f"{100 * o['tuned_em']:.1f} | {100 * o['tuned_contains']:.1f} |")
-    lines += ["", "| comparison | mean | 95 % CI |", "|---|---|---|"]
-    for key, comp in results["comparisons"].items():  # type: ignore[union-attr]
-        for what, iv in comp.items():
-            lines.append(f"| {key}: {what.replace('_', ' ')} | {pts(iv['mean'])} | "
-                         f"[{pts(iv['low'])}, {pts(iv['high'])}] |")
+             f"{results['questions']} held-out questions", "",
+             "| draw | dataset | pairs (model-written) | teacher tokens | tokens / pair | answers covered: exact, contained |",
+             "|---|---|---|---|---|---|"]
+    for draw, d in results["draws"].items():  # type: ignore[union-attr]
+        for name in ("qagen", "baseline"):
+            info = d[name]
+            per = info["tokens"] / max(info["pairs"], 1)
+            lines.append(f"| {draw} | {name} | {info['pairs']} ({info['model_pairs']}) | {info['tokens']:,} | "
+                         f"{per:.0f} | {info['coverage']['exact']:.2f}, {info['coverage']['contained']:.2f} |")
+    lines += ["", "| training | dataset | run | steps | train s | stop | F1 | EM | contains |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for mode, by_name in results["runs"].items():  # type: ignore[union-attr]
+        for name, by_run in by_name.items():
+            for key, run in by_run.items():
+                o, tr = run["overall"], run["train"]
+                lines.append(f"| {mode} | {name} | {key} | {tr.get('steps')} | {tr.get('wall_s')} | {tr.get('stop') or ''} | "
+                             f"{100 * o['tuned_f1']:.1f} | {100 * o['tuned_em']:.1f} | {100 * o['tuned_contains']:.1f} |")
+    lines += ["", "| training | metric | qagen | baseline | base | qagen minus baseline [95 % CI] (half-width) | "
+              "qagen minus base |", "|---|---|---|---|---|---|---|"]
+    for mode, by_metric in results["comparisons"].items():  # type: ignore[union-attr]
+        for metric, c in by_metric.items():
+            d, b = c["qagen_minus_baseline"], c["qagen_minus_base"]
+            half = (d["high"] - d["low"]) / 2
+            lines.append(f"| {mode} | {metric} | {100 * c['qagen']:.1f} | {100 * c['baseline']:.1f} | "
+                         f"{100 * c['base']:.1f} | {pts(d['mean'])} [{pts(d['low'])}, {pts(d['high'])}] "
+                         f"({100 * half:.1f}) | {pts(b['mean'])} [{pts(b['low'])}, {pts(b['high'])}] |")
     return "\n".join(lines)
 
 
