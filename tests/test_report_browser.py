@@ -97,3 +97,44 @@ def test_report_renders_filters_and_stays_offline(tmp_path, browser):
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
     shutil.copy(page, tmp_path / "kept.html")  # for a look after a failure (pytest keeps tmp dirs)
+
+
+def test_the_coverage_map_shades_facts_and_shows_their_questions(tmp_path, browser, stub, settings_for):
+    """The fact ledger's coverage map in a real browser: each fact's shade is the one its exported questions give
+    it (red none, amber fewer than k, green k or more), and a click (or Enter) shows that fact's questions."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from qagen.pipeline.ingest import ingest
+    from tests.test_ledger import BRIDGE, exported, ledger_only, ledger_reply, ledger_settings
+
+    stub.handler = ledger_reply
+    docs, out = tmp_path / "docs", tmp_path / "out"
+    docs.mkdir()
+    (docs / "bridge.md").write_text(BRIDGE)
+    ingest(docs, out, ledger_settings(settings_for, report=True), prompts_dir=ledger_only(tmp_path / "p"))
+    browser.get((out / "report.html").as_uri())
+    rows = exported(out)
+    marks = browser.find_elements(By.CSS_SELECTOR, ".cov-text mark.fact")
+    assert len(marks) >= 5
+    colours = {"none": "rgba(254, 215, 215, 1)", "some": "rgba(254, 252, 191, 1)", "full": "rgba(198, 246, 213, 1)"}
+    for mark in marks:
+        fid, n = mark.get_attribute("data-fact"), int(mark.get_attribute("data-exposures"))
+        asked = [r["messages"][-2]["content"] for r in rows if r.get("fact_id") == fid and r["perspective"] != "cloze"]
+        assert n == len(asked)
+        level = "full" if n >= 2 else "some" if n else "none"
+        assert mark.get_attribute("class").split() == ["fact", level]
+        assert mark.value_of_css_property("background-color") == colours[level]
+    shaded = [m for m in marks if int(m.get_attribute("data-exposures"))]
+    first, second = shaded[0], shaded[-1]
+    assert not browser.find_element(By.ID, f"fact-{first.get_attribute('data-fact')}").is_displayed()
+    first.click()
+    panel = browser.find_element(By.ID, f"fact-{first.get_attribute('data-fact')}")
+    assert panel.is_displayed() and "picked" in first.get_attribute("class")
+    asked = [r["messages"][-2]["content"] for r in rows if r.get("fact_id") == first.get_attribute("data-fact")
+             and r["perspective"] != "cloze"]
+    assert sorted(li.text for li in panel.find_elements(By.TAG_NAME, "li")) == sorted(asked)
+    second.send_keys(Keys.ENTER)  # the keyboard works too, and one panel shows at a time
+    assert browser.find_element(By.ID, f"fact-{second.get_attribute('data-fact')}").is_displayed()
+    assert not panel.is_displayed() and "picked" not in first.get_attribute("class")
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
