@@ -5,6 +5,8 @@
     # 40 exported pairs at random (fixed seed) as a TSV to label by hand: correct | wrong | not_self_contained | junk
     python benchmarks/audit.py sample benchmarks/.cache/audit-after/qagen --n 40 --seed 15 > labels.tsv
     python benchmarks/audit.py tally labels.tsv
+    # the fact ledger's pairs only (issue 26), with the sentence each answer span comes from
+    python benchmarks/audit.py sample WORK/d1/qagen --n 50 --seed 26 --perspectives fact_questions,cloze > ledger.tsv
 
 The SQuAD text carries a do-not-train canary: its datasets and labelled pairs stay in the ignored cache; only the
 tallies go into RESULTS.md.
@@ -50,13 +52,16 @@ def sample(args: argparse.Namespace) -> None:
         path = args.out / name
         if path.exists():
             rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if args.perspectives:
+        rows = [r for r in rows if r.get("perspective") in args.perspectives.split(",")]
     rows.sort(key=lambda r: r.get("pair_id", ""))
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
     w = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
-    w.writerow(["label", "perspective", "question", "answer", "pair_id"])
+    w.writerow(["label", "perspective", "question", "answer", "pair_id", "sentence"])
     for r in picked:
         m = r["messages"]
-        w.writerow(["", r.get("perspective", ""), m[1]["content"], m[2]["content"], r.get("pair_id", "")])
+        w.writerow(["", r.get("perspective", ""), m[1]["content"], m[2]["content"], r.get("pair_id", ""),
+                    r.get("sentence", "")])
     print(f"{len(picked)} of {len(rows)} exported pairs (seed {args.seed})", file=sys.stderr)
 
 
@@ -88,6 +93,7 @@ def main() -> None:
     s.add_argument("out", type=Path)
     s.add_argument("--n", type=int, default=40)
     s.add_argument("--seed", type=int, default=15)
+    s.add_argument("--perspectives", default="", help="comma-separated: only these perspectives' pairs")
     t = sub.add_parser("tally")
     t.add_argument("labels", type=Path)
     args = ap.parse_args()

@@ -237,7 +237,7 @@ def serve_teacher(args: argparse.Namespace) -> tuple[object | None, str, str]:
 def train(out: Path, args: argparse.Namespace, seed: int, mode: str) -> dict[str, object]:
     """One training run. ``steps``: exactly ``--steps`` optimizer steps (equal training compute for every dataset);
     ``recipe``: qagen's own default recipe, as a user runs it (``qagen train`` sized by recall, within its cap)."""
-    flags = ["--template", args.template, "--seed", str(seed)]
+    flags = ["--template", args.template, "--seed", str(seed), "--threads", str(args.threads)]
     if mode == "steps":
         flags += ["--stop", "epochs", "--epochs", "100", "--max-steps", str(args.steps)]
     else:
@@ -391,7 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                         "overall": report.overall,
                         "rows": [row.__dict__ | {"base": row.base.__dict__, "tuned": row.tuned.__dict__}
                                  for row in report.rows]}
-                    (work / "results.partial.json").write_text(json.dumps(runs, default=str))
+                    (work / f"results-{'-'.join(args.modes)}.partial.json").write_text(json.dumps(runs, default=str))
     comparisons: dict[str, dict[str, dict[str, object]]] = {}
     for mode, by_name in runs.items():
         for metric in ("f1", "em", "contains"):
@@ -409,7 +409,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "teacher": model, "student": student, "questions": len(items), "unmatched": len(unmatched),
         "draws": draws, "timing": timing, "runs": runs, "comparisons": comparisons,
     }
-    (work / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
+    for name in ("results.json", f"results-{'-'.join(args.modes)}.json"):  # the last run, and the last of its modes
+        (work / name).write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
     return results
 
 

@@ -22,7 +22,7 @@ from qagen.cli.ingest import ingest_cmd
 from qagen.cli.report import register as register_report_commands
 from qagen.cli.setup import register as register_setup_command
 from qagen.core.version import VERSION
-from qagen.prompting.prompts import load_prompts
+from qagen.prompting.prompts import load_prompts, suite_description
 
 app = typer.Typer(help="Turn a folder of documents into question/answer fine-tuning data.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Inspect the prompt suite.", no_args_is_help=True)
@@ -51,7 +51,7 @@ def _main(
 @prompts_app.command("list")
 def prompts_list(
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest (default: as qagen ingest picks it: knowledge for a served model, broad on the embedded one).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest (default: as qagen ingest picks it: ledger for a served model, broad on the embedded one).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the active prompt set."""
@@ -65,6 +65,7 @@ def prompts_list(
          "samples": p.samples, "hash": p.hash[:10], "source": p.source, "description": p.description}
         for p in ps.all
     ]
+    about = suite_description(suite)
     if as_json:
         print(json.dumps(rows, ensure_ascii=False))
         return
@@ -75,6 +76,8 @@ def prompts_list(
     for r in rows:
         t.add_row(*(str(r[c]) for c in columns))
     Console().print(t)
+    if about:
+        Console().print(f"[bold]suite {suite}[/bold]: {about}")
 
 
 def main() -> None:  # pragma: no cover

@@ -82,6 +82,7 @@ def train_cmd(
     recall_sample: Annotated[int | None, typer.Option(help="With --stop recall: training questions asked at each check (default 64).")] = None,
     recall_every: Annotated[int | None, typer.Option(help="With --stop recall: steps between checks (default: half an epoch, at least 10).")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (default 42).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: the cores but one).")] = None,
     sequence_len: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
     recipe: Annotated[str | None, typer.Option(help="sft (default): fine-tune on train.jsonl. cpt+sft: continued pretraining on OUT/cpt.jsonl (`qagen ingest --cpt`) first, then the SFT template from that model.")] = None,
     cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template (default smollm2-cpu-cpt beside a CPU template, else mistral-7b-cpt).")] = None,
@@ -98,7 +99,7 @@ def train_cmd(
     ts = settings_or_exit(lambda: load_train_settings(
         template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, seed=seed,
         sequence_len=sequence_len, launcher_args=launcher_arg, recipe=recipe, cpt_template=cpt_template, stop=stop,
-        recall_sample=recall_sample, recall_every=recall_every), as_json)
+        recall_sample=recall_sample, recall_every=recall_every, threads=threads), as_json)
     sigterm_as_interrupt()
     try:
         with errors(as_json), Store(out) as store:

@@ -34,6 +34,9 @@ QUESTION_OUTPUT = "fact_questions"
 CLOZE_OUTPUT = "cloze"
 DUPLICATE_SCORE = 88.0  # rapidfuzz token_sort_ratio: two questions this close ask the same thing
 CLOZE_WORDS = 30
+# The word an echo question puts where a fact's span was ("... amounted to near how much?"): cloze templates may use it
+WH_WORDS = {"number": "how much", "date": "what date", "name": "who", "code": "what", "quoted": "what",
+            "phrase": "what"}
 _QUESTION_WORD = re.compile(r"^(who|whom|whose|what|which|when|where|why|how|in what|on what|at what)\b",
                             re.IGNORECASE)
 
@@ -94,6 +97,20 @@ def check_question(question: str, fact: Fact, title: str) -> str:
 def near_duplicate(question: str, kept: Iterable[str]) -> bool:
     q = norm(question)
     return any(fuzz.token_sort_ratio(q, norm(k)) >= DUPLICATE_SCORE for k in kept)
+
+
+_DURATION = re.compile(r"\b(second|minute|hour|day|week|month|year)s?\b", re.IGNORECASE)
+_AMOUNT = re.compile(r"[$€£%]|\b(dollars|cents|euros|pounds|per ?cent)\b", re.IGNORECASE)
+
+
+def wh_word(fact: Fact) -> str:
+    """What an echo question asks in the span's place: "how long" for a duration, "how much" for money or a
+    share, "how many" for a count, "what date", "who", else "what"."""
+    if fact.kind == "number":
+        if _DURATION.search(fact.span):
+            return "how long"
+        return "how much" if _AMOUNT.search(fact.span) or not re.search(r"\d", fact.span) else "how many"
+    return WH_WORDS.get(fact.kind, "what")
 
 
 def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS) -> str:
@@ -368,7 +385,8 @@ class LedgerStage:
             blanked = cloze_sentence(f)
             if not blanked:
                 continue
-            question = self.cloze.render_question("blank", title=chunk.title, sentence=blanked)
+            echo = blanked.rstrip(" .!?;:").replace("____", wh_word(f), 1)
+            question = self.cloze.render_question("blank", title=chunk.title, sentence=blanked, echo=echo)
             if leaks(question, f.span):  # the title or the rest of the sentence gives it away
                 continue
             pairs.append(QAPair(

@@ -245,11 +245,20 @@ def suites() -> dict[str, dict[str, dict[str, object]]]:
     return yaml.safe_load((builtin_dir() / "suites.yaml").read_text(encoding="utf-8")) or {}
 
 
+SUITE_DESCRIPTION = "description"  # a suite's own key: what it is for and what it measured (qagen prompts list)
+
+
+def suite_description(suite: str) -> str:
+    return str((suites().get(suite) or {}).get(SUITE_DESCRIPTION, ""))
+
+
 def _apply_suite(prompts: dict[str, Prompt], suite: str) -> None:
     known = suites()
     if suite not in known:
         raise PromptError(f"unknown suite {suite!r} (choose from {', '.join(known)})")
     for pid, overrides in (known[suite] or {}).items():
+        if pid == SUITE_DESCRIPTION:
+            continue
         bad = set(overrides) - SUITE_KEYS
         if pid not in prompts or bad:
             problem = f"cannot set {', '.join(sorted(bad))}" if bad else "no such prompt"
