@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Chunking defaults sized for a 7B model (Mistral-7B-Instruct: 32k context).
@@ -21,6 +21,8 @@ DEFAULT_CHUNK_OVERLAP = 100
 # as much as decoding there, so it gets smaller chunks by default.
 EMBEDDED_CHUNK_TOKENS = 600
 EMBEDDED_CHUNK_OVERLAP = 60
+REFINE_MODES = ("off", "repair", "full")
+DEFAULT_REFINE = "off"  # the repair loop is opt-in until it earns its default (issue 27, benchmarks/RESULTS.md)
 
 
 class Settings(BaseSettings):
@@ -63,12 +65,12 @@ class Settings(BaseSettings):
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     split_by: str = Field(default="auto", pattern="^(auto|document|chunk|pair)$")
 
-    # Refinement (critic -> regenerator), off by default: --refine turns it on. On the closed-book knowledge benchmark
-    # (benchmarks/RESULTS.md §26) the loop cost 4.7x generation's teacher tokens, its critic asked to revise every
-    # pair in every round, and the revisions lowered held-out F1 (-2.0 [-5.7, +1.6] over two seeds). The embedded
-    # 135M critic cannot tell a good pair from a bad one either (§14). max_rounds defaults to 3 (SelFee caps at 5),
-    # and to 1 on the embedded CPU model, where every round costs two calls per pair.
-    refine: bool = False
+    # Refinement (qagen/generate/refine.py): "repair" flags pairs with the deterministic checks, rewrites only those
+    # and keeps a rewrite only when it passes every check; "full" also asks the model critic about pairs that pass.
+    # The 0.4 loop (the critic asked about every pair, its rewrites kept unchecked) cost 4.7x generation's teacher
+    # tokens and lowered held-out F1 (benchmarks/RESULTS.md §26). max_rounds defaults to 3 (SelFee caps at 5), and to
+    # 1 on the embedded CPU model, where every round costs a call per pair.
+    refine: str | None = None  # off | repair | full (True and False, from older callers, mean full and off)
     max_rounds: int | None = Field(default=None, ge=1, le=10)
     min_rounds: int = Field(default=0, ge=0, le=10)
     refine_style: str = Field(default="chat", pattern="^(chat|helixnet)$")
@@ -167,9 +169,14 @@ class Settings(BaseSettings):
         return [u for u in [self.base_url, *self.extra_base_urls] if u]
 
     @property
+    def refine_mode(self) -> str:
+        """off | repair | full: ``--refine``, else the default (qagen/generate/refine.py; RESULTS.md §27)."""
+        return self.refine or DEFAULT_REFINE
+
+    @property
     def refining(self) -> bool:
-        """Whether the critic -> regenerator loop runs (only when asked: ``--refine``)."""
-        return self.refine
+        """Whether the repair loop runs (``--refine repair`` or ``full``)."""
+        return self.refine_mode != "off"
 
     @property
     def judging(self) -> bool:
@@ -200,9 +207,18 @@ class Settings(BaseSettings):
         # Checked here, once, for the CLI and the library alike (and before a run is recorded).
         if self.min_rounds > self.rounds:
             raise ValueError("--min-rounds cannot exceed --max-rounds")
-        if self.min_rounds and not self.refine:
-            raise ValueError("--min-rounds forces critic rounds, and the critic loop is off: add --refine")
+        if self.min_rounds and not self.refining:
+            raise ValueError("--min-rounds forces repair rounds, and the repair loop is off: add --refine repair")
         return self
+
+    @field_validator("refine", mode="before")
+    @classmethod
+    def _refine_mode(cls, value: object) -> object:
+        if isinstance(value, bool):  # the boolean of qagen <= 0.4: True was the critic loop, now "full"
+            return "full" if value else "off"
+        if value is not None and value not in REFINE_MODES:
+            raise ValueError(f"--refine must be one of {', '.join(REFINE_MODES)}, not {value!r}")
+        return value
 
     def api_key_value(self) -> str:
         return self.api_key.get_secret_value() if self.api_key else "not-needed"

@@ -15,7 +15,7 @@ from qagen.config import load_settings
 from qagen.pipeline.ingest import ingest
 from qagen.store import Store
 from qagen.testing import StubReply, StubServer
-from tests.helpers import COPY_DOC, WASHINGTON, passage_reply
+from tests.helpers import passage_of, COPY_DOC, WASHINGTON, passage_reply
 
 HOSTILE_TITLE = "<script>window.__pwned=1</script>"
 HOSTILE_DOC = f"""---
@@ -42,10 +42,13 @@ def handler(req: dict) -> StubReply:
         return StubReply(content=json.dumps({"critique": "Too vague; name the subject.", "problems": ["vague"],
                                              "needs_revision": again}))
     if fmt.get("name") == "revision":
-        task = user.split("Task:", 1)[1]
-        question = task.split("Question: ", 1)[1].split("\n", 1)[0]
-        answer = task.split("Answer: ", 1)[1].split("\n", 1)[0]
-        return StubReply(content=json.dumps({"question": question, "answer": "In short, " + answer + " (revised)"}))
+        task = user.rsplit("Task:", 1)[1]  # the last one: a hostile passage may say "Task:" too
+        question = task.split("\nQuestion: ", 1)[1].split("\n", 1)[0]
+        answer = task.split("\nAnswer: ", 1)[1].split("\n", 1)[0]
+        revised = {"question": question, "answer": "In short, " + answer + " (revised)"}
+        if "quote" in fmt["schema"]["properties"]:  # a pair with a quote keeps one
+            revised["quote"] = passage_of(req).strip()[:60]
+        return StubReply(content=json.dumps(revised))
     if "FAILCHUNK" in json.dumps(req.get("messages")):
         return StubReply(status=400, content="bad request")
     return passage_reply(req)

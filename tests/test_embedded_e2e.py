@@ -91,7 +91,7 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
     # chunk_id re-hashes from the stored chunk text and the chunker settings
     from qagen.config import load_settings
     from qagen.corpus.chunker import Chunker
-    from qagen.pipeline.assemble import chunker_settings
+    from qagen.pipeline.assemble import chunker_settings, repair_checks
 
     key = Chunker(chunker_settings(load_settings())).settings.key()
     assert records[0]["chunk_id"] == ids.chunk_id(doc.doc_id, chunk_text, key)
@@ -217,14 +217,16 @@ def test_second_server_death_stops_with_a_clear_error():
 
 
 def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
-    """A draft pair from the real model, then the real critic and regenerator, stored round by round."""
+    """The repair loop on the real model (``--refine repair``): a pair whose quote the passage does not hold is
+    flagged by the real checks, the real regenerator rewrites it from the evidence, and every round is stored with
+    whether the checks accepted it; then the real judge scores the result."""
     from qagen.config import load_settings
     from qagen.core.types import QAPair
     from qagen.corpus.chunker import Chunker
     from qagen.generate.caller import Caller
     from qagen.generate.judge import Judge
     from qagen.generate.refine import Refiner, RefineSettings
-    from qagen.pipeline.assemble import chunker_settings
+    from qagen.pipeline.assemble import chunker_settings, repair_checks
     from qagen.prompting.prompts import load_prompts
     from qagen.store import Store
 
@@ -236,14 +238,17 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
     prompts = load_prompts()
     llm = EmbeddedLLM(ServerConfig(MODEL, 2, 2, 2048), concurrency=2, timeout=300, max_retries=1)
     draft = QAPair(ids.hash_str("draft"), chunk.chunk_id, doc.doc_id, "quiz",
-                   "What did the Eastbay council decide?", "It decided something about a bridge.", "", MODEL_NAME)
+                   "What did the Eastbay council decide?", "It decided something about a bridge.", "", MODEL_NAME,
+                   (("quote", "the council decided to build a tunnel"),))  # not in the passage: flagged
 
     with Store(tmp_path / "out") as store:
         run_id = store.start_run("test", {})
         store.add_document(run_id, doc, [chunk])
         store.add_drafts([draft])
         gen = Caller(store, llm, MODEL_NAME, run_id)
-        refiner = Refiner(gen, prompts, RefineSettings(max_rounds=2, min_rounds=1))
+        settings = load_settings(base_url="http://127.0.0.1:9/v1", model="m")  # the served checks' thresholds
+        refiner = Refiner(gen, prompts, RefineSettings(max_rounds=2, mode="repair"),
+                          checks=repair_checks(settings, prompts))
         judge = Judge(gen, prompts, threshold=0.5)
 
         async def go():
@@ -256,17 +261,19 @@ def test_one_real_pair_goes_through_the_refinement_loop(tmp_path: Path):
         outcome, judgement = asyncio.run(go())
         stored = store.judgements(run_id)[outcome.final.pair_id]
         rows = store.db.execute(
-            "SELECT round, critique, revised_question, revised_answer FROM refinements WHERE final_pair_id=?",
-            (outcome.final.pair_id,),
+            "SELECT round, critique, revised_question, revised_answer, accepted, failed_checks FROM refinements "
+            "WHERE final_pair_id=?", (outcome.final.pair_id,),
         ).fetchall()
         refined = store.db.execute("SELECT revisions, stop_reason FROM refined").fetchone()
-    assert gen.stats.sent >= 2 and gen.stats.failed == 0
-    assert outcome.stop in ("no_revision_needed", "max_rounds")
-    assert outcome.revisions >= 1  # min_rounds=1 forces one real regeneration
-    assert rows and all(critique.strip() for _, critique, _, _ in rows)
-    assert rows[0][3] and rows[0][3].strip()  # the regenerator wrote a revised answer
-    assert outcome.final.answer == [r for r in rows if r[3]][-1][3]
-    assert refined == (outcome.revisions, outcome.stop)
+    assert gen.stats.sent >= 1 and gen.stats.failed == 0
+    assert outcome.stop in ("repaired", "max_rounds", "regenerator_failed")
+    assert rows and all("The passage says:" in critique for _, critique, *_ in rows)  # the evidence was shown
+    assert rows[0][3] is None or rows[0][3].strip()  # the regenerator wrote a revised answer (or failed)
+    accepted = [r for r in rows if r[4]]
+    assert outcome.revisions == len(accepted) and refined == (outcome.revisions, outcome.stop)
+    # a kept repair passes every check; a rejected one names the checks it failed, and the draft stands
+    assert outcome.final.answer == (accepted[-1][3] if accepted else draft.answer)
+    assert all(json.loads(r[5]) for r in rows if r[3] is not None and not r[4])
     # the real judge: three yes/no checks, P(yes) read from llama.cpp's first-token logprobs
     assert judgement.method == "logprobs" and not judgement.missing
     assert set(judgement.scores) == {"supported", "self_contained", "useful"}

@@ -1,4 +1,5 @@
-"""The critic -> regenerator loop, against a stub server with scripted verdicts."""
+"""The repair loop's full mode (the model critic too: ``refine=True`` means ``--refine full``), against a stub
+server with scripted verdicts; the unit tests (tests/test_refine_unit.py) cover the checks-only repair mode."""
 
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def test_invalid_round_settings_are_rejected(corpus, tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "qagen.cli", "ingest", str(corpus), "--out", str(tmp_path / "o"), "--refine",
+        [sys.executable, "-m", "qagen.cli", "ingest", str(corpus), "--out", str(tmp_path / "o"), "--refine", "full",
          "--max-rounds", "1", "--min-rounds", "2"], capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1 and "--min-rounds" in result.stderr
@@ -146,7 +147,12 @@ def test_invalid_round_settings_are_rejected(corpus, tmp_path):
         [sys.executable, "-m", "qagen.cli", "ingest", str(corpus), "--out", str(tmp_path / "o"), "--min-rounds", "1"],
         capture_output=True, text=True, timeout=60,
     )
-    assert result.returncode == 1 and "add --refine" in result.stderr and not (tmp_path / "o").exists()
+    assert result.returncode == 1 and "add --refine repair" in result.stderr and not (tmp_path / "o").exists()
+    result = subprocess.run(  # an unknown mode is a clear error too
+        [sys.executable, "-m", "qagen.cli", "ingest", str(corpus), "--out", str(tmp_path / "o"), "--refine", "always"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and "--refine must be one of off, repair, full" in result.stderr
 
 
 def test_decontaminate_drops_benchmark_questions(corpus, tmp_path, stub, settings_for):

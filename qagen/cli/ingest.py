@@ -100,8 +100,15 @@ def _summary_table(s: Summary) -> Table:
         t.add_row("profile", "embedded model: the broad suite, small chunks, and the judge on (a served model "
                              "runs the knowledge suite without the judge); --refine asks one critic round")
     if s.refined:
-        hist = ", ".join(f"{k} revisions: {v}" for k, v in s.revisions_histogram.items())
-        t.add_row("refinement", f"{s.drafted} drafts; {hist}")
+        r = s.refine
+        flagged = ", ".join(f"{k} {v}" for k, v in r["flagged"].items()) or "none"  # type: ignore[union-attr]
+        rejected = ", ".join(f"{k} {v}" for k, v in r["rejected"].items()) or "none"  # type: ignore[union-attr]
+        t.add_row("refinement", f"--refine {r['mode']}: {s.drafted} drafts; flagged by check: {flagged}")
+        t.add_row("  repairs", f"{r['tried']} tried, {r['accepted']} accepted, rejected for failing: {rejected}; "
+                               f"{r['loop_tokens']:,} teacher tokens in the loop")
+        if r["critic_reviews"]:
+            t.add_row("  critic", f"flagged {r['critic_flags']} of {r['critic_reviews']} pairs it reviewed"
+                                  + (f"; {r['critic_off']}" if r["critic_off"] else ""))
         t.add_row("  stopped", ", ".join(f"{k}: {v}" for k, v in s.stop_reasons.items()))
         t.add_row("dpo", f"{s.dpo_pairs} preference pairs in {s.dpo_path}")
     if s.judged:
@@ -183,7 +190,8 @@ def ingest_cmd(
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json path or local HF tokenizer for token-exact chunking.")] = None,
     split_by: Annotated[str | None, typer.Option(help="Hold-out unit: auto, document, chunk or pair.")] = None,
     eval_fraction: Annotated[float | None, typer.Option(help="Share held out for eval.jsonl.")] = None,
-    refine: Annotated[bool | None, typer.Option("--refine/--no-refine", help="Send each draft pair through the critic -> regenerator loop (default: off; it lowered closed-book recall on the knowledge benchmark at 4.7x the tokens).")] = None,
+    refine: Annotated[str | None, typer.Option("--refine", help="The repair loop: off (default), repair (pairs that fail a check - grounding, the filters, the fact ledger's checks - are rewritten with the evidence, and a rewrite is kept only if it passes every check) or full (the model critic also reviews pairs that pass).")] = None,
+    no_refine: Annotated[bool, typer.Option("--no-refine", help="The same as --refine off.")] = False,
     max_rounds: Annotated[int | None, typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
     min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
@@ -234,7 +242,7 @@ def ingest_cmd(
         adaptive=adaptive, max_concurrency=max_concurrency, backend=backend,
         model=model, api_key=api_key, concurrency=concurrency, chunk_size=chunk_size,
         chunk_overlap=chunk_overlap, tokenizer=tokenizer, split_by=split_by, eval_fraction=eval_fraction,
-        refine=refine, max_rounds=max_rounds, min_rounds=min_rounds, refine_style=refine_style, suite=suite,
+        refine="off" if no_refine else refine, max_rounds=max_rounds, min_rounds=min_rounds, refine_style=refine_style, suite=suite,
         judge=judge, judge_threshold=judge_threshold, best_of=best_of, grounding_threshold=grounding_threshold,
         ungrounded=ungrounded, dedup=dedup, filters=filters, max_repetition=max_repetition,
         facts_k=facts_k, seed=seed, text_rows=text_rows, fail_fast_after=fail_fast_after,

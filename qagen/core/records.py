@@ -15,16 +15,19 @@ from qagen.core.types import QAPair
 
 @dataclass(frozen=True)
 class RefineRound:
-    """One critic verdict on (question, answer), and the revision it led to, if any."""
+    """One round of the loop on (question, answer): the critique (the failed checks' evidence, or the model critic's),
+    and the revision it led to, if any, with whether the checks accepted it."""
 
     question: str
     answer: str
     critique: str
     problems: list[str]
     needs_revision: bool
-    forced: bool = False  # revised although the critic was satisfied (--min-rounds)
+    forced: bool = False  # revised although nothing was flagged (--min-rounds)
     revised_question: str | None = None
     revised_answer: str | None = None
+    accepted: bool = True  # the revision passed every check (a rejected one is recorded, and not used)
+    failed: list[str] = field(default_factory=list)  # the checks a rejected revision failed
 
 
 @dataclass(frozen=True)

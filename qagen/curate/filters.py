@@ -37,7 +37,7 @@ from qagen.core.text import fold
 from qagen.prompting.declines import what_of
 from qagen.prompting.prompts import Prompt
 
-__all__ = ["FILTER_VERDICTS", "FilterSettings", "PairView", "check_unanswerable", "repetition", "screen",
+__all__ = ["FILTER_VERDICTS", "FilterSettings", "PairView", "check_unanswerable", "repetition", "screen", "screen_all",
            "seems_answered", "words"]
 
 
@@ -432,6 +432,13 @@ def decline_leaks(question: str, what: str, text: str) -> str | None:
 
 _CHECKS = (_check_template, _check_echo, _check_short, _check_repetition, _check_truncated, _check_relation,
            _check_metadata, check_unanswerable)
+
+
+def screen_all(view: PairView, settings: FilterSettings) -> list[tuple[str, str]]:
+    """Every filter verdict that applies to this pair, with its reason (the repair loop shows them all)."""
+    if not settings.enabled:
+        return []
+    return [hit for check in _CHECKS if (hit := check(view, settings)) is not None]
 
 
 def screen(view: PairView, settings: FilterSettings) -> tuple[str, str] | None:

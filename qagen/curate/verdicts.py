@@ -197,7 +197,7 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
         mode = _grounding_mode(prompts, p.perspective)
         quoted = mode == "quote"
         if mode == "span":  # the answer is a span of the chunk by construction: checked, never fuzzy
-            ok = _is_span(p.answer, text_of(p.chunk_id))
+            ok = is_span(p.answer, text_of(p.chunk_id))
             v = replace(v, grounded=ok, grounding=100.0 if ok else 0.0)
             result.grounding_checked += 1
             result.grounded += ok
@@ -276,7 +276,7 @@ _LEDGER_DETAIL = {
 }
 
 
-def _is_span(answer: str, chunk_text: str) -> bool:
+def is_span(answer: str, chunk_text: str) -> bool:
     """The answer occurs in the chunk, case and spacing aside (markdown backticks and asterisks too)."""
     def squash(text: str) -> str:
         return " ".join(text.replace("`", " ").replace("*", " ").casefold().split())

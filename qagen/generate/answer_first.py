@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rapidfuzz import fuzz
 
@@ -27,6 +27,7 @@ from qagen.core.types import Chunk, Document, Fact, QAPair
 from qagen.corpus.spans import STOPWORDS, Sentence, sentences
 from qagen.generate.caller import Caller
 from qagen.generate.ledger import allocate, code_facts, model_facts, norm, select
+from qagen.generate.refine import Refiner
 from qagen.prompting.prompts import Prompt, PromptSet
 from qagen.prompting.requests import build_request
 
@@ -34,6 +35,7 @@ QUESTION_OUTPUT = "fact_questions"
 CLOZE_OUTPUT = "cloze"
 DUPLICATE_SCORE = 88.0  # rapidfuzz token_sort_ratio: two questions this close ask the same thing
 CLOZE_WORDS = 30
+REPAIRABLE = ("leak", "not_standalone", "not_a_question")  # what a rewritten question can fix (--refine)
 # The word an echo question puts where a fact's span was ("... amounted to near how much?"): cloze templates may use it
 WH_WORDS = {"number": "how much", "date": "what date", "name": "who", "code": "what", "quoted": "what",
             "phrase": "what"}
@@ -232,8 +234,10 @@ class _Group:
 class LedgerStage:
     """Builds one chunk's ledger and asks its answer-first questions (and cloze rows) through the cache."""
 
-    def __init__(self, caller: Caller, prompts: PromptSet, *, k: int = 3, top_ups: int = 1, seed: int = 0):
+    def __init__(self, caller: Caller, prompts: PromptSet, *, k: int = 3, top_ups: int = 1, seed: int = 0,
+                 refiner: Refiner | None = None):
         self.caller, self.prompts, self.k, self.top_ups, self.seed = caller, prompts, k, top_ups, seed
+        self.refiner = refiner  # --refine: a question that fails a check is repaired (qagen/generate/refine.py)
         enabled = [p for p in prompts.all if p.enabled]
         self.questions = next((p for p in enabled if p.output == QUESTION_OUTPUT), None)
         self.extractor = next((p for p in enabled if p.role == "extractor" and p.output == "spans"), None)
@@ -306,13 +310,23 @@ class LedgerStage:
                         self.caller.stats.ledger["realigned"] += 1
                     tried[asked.fact.fact_id].append(question)
                     verdict = check_question(question, f, doc.title) or ("" if target else "off_target")
+                    repaired = None
+                    if verdict in REPAIRABLE and self.refiner is not None and self.questions.refine:
+                        draft = self._pair(doc, chunk, f, question, request_key, len(pairs), "")
+                        outcome = await self.refiner.refine(draft, doc, chunk)
+                        if outcome.revisions:  # a repair the checks accepted
+                            repaired, question, verdict = outcome.final, outcome.final.question, ""
                     if not verdict and len(kept[f.fact_id]) >= self.k:
                         verdict = "surplus"
                     if not verdict and near_duplicate(question, (q for qs in kept.values() for q in qs)):
                         verdict = "duplicate"
                     if not verdict:
                         kept[f.fact_id].append(question)
-                    pairs.append(self._pair(doc, chunk, f, question, request_key, len(pairs), verdict))
+                    if repaired is not None:
+                        extra = tuple((k, v) for k, v in repaired.extra if k != "check")
+                        pairs.append(replace(repaired, extra=extra + ((("check", verdict),) if verdict else ())))
+                    else:
+                        pairs.append(self._pair(doc, chunk, f, question, request_key, len(pairs), verdict))
         self.caller.stats.ledger["questions_kept"] += sum(len(qs) for qs in kept.values())
         self.caller.stats.ledger["facts_at_k"] += sum(len(qs) >= self.k for qs in kept.values())
         return pairs

@@ -50,6 +50,7 @@ class GenStats:
     # the fact ledger (qagen/generate/ledger.py): facts listed, the extraction request's spans kept and rejected,
     # answers it could not match, questions kept, facts that reached k
     ledger: Counter[str] = field(default_factory=Counter)
+    role_tokens: Counter[str] = field(default_factory=Counter)  # role -> tokens of its replies, sent or cached
     failure_examples: list[str] = field(default_factory=list)
 
     def add(self, other: GenStats) -> None:
@@ -59,17 +60,19 @@ class GenStats:
         self.pairs.update(other.pairs)
         self.calls.update(other.calls)
         self.ledger.update(other.ledger)
+        self.role_tokens.update(other.role_tokens)
         self.failure_examples += other.failure_examples[: max(0, 5 - len(self.failure_examples))]
 
     def to_dict(self) -> dict[str, object]:
         return {**{n: getattr(self, n) for n in _COUNTS}, "pairs": dict(self.pairs), "calls": dict(self.calls),
-                "ledger": dict(self.ledger), "failure_examples": list(self.failure_examples)}
+                "ledger": dict(self.ledger), "role_tokens": dict(self.role_tokens),
+                "failure_examples": list(self.failure_examples)}
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> GenStats:
         return cls(**{n: int(d[n]) for n in _COUNTS},  # type: ignore[call-overload]
                    pairs=Counter(d["pairs"]), calls=Counter(d["calls"]),  # type: ignore[arg-type]
-                   ledger=Counter(d["ledger"]),  # type: ignore[arg-type]
+                   ledger=Counter(d["ledger"]), role_tokens=Counter(d["role_tokens"]),  # type: ignore[arg-type]
                    failure_examples=list(d["failure_examples"]))  # type: ignore[call-overload]
 
 
@@ -146,6 +149,7 @@ class Caller:
         cached = self.store.get_response(request.key)
         if cached is not None:  # what this reply cost when it was paid for: the dataset's teacher tokens
             self.stats.cached_tokens += cached.prompt_tokens + cached.completion_tokens
+            self.stats.role_tokens[request.role] += cached.prompt_tokens + cached.completion_tokens
         if cached is None and request.key in self._inflight:
             cached = await asyncio.shield(self._inflight[request.key])
             if cached is None:  # that call failed, and recorded why
@@ -179,6 +183,7 @@ class Caller:
         self.stats.sent += 1
         self.stats.prompt_tokens += reply.prompt_tokens
         self.stats.completion_tokens += reply.completion_tokens
+        self.stats.role_tokens[request.role] += reply.prompt_tokens + reply.completion_tokens
         if reply.finish_reason == "length" and not final_at_length:
             # Cut off at max_tokens: not a final answer (a flaky server truncates
             # too), so it is not cached; the corrective retry deals with it now and

@@ -113,7 +113,7 @@ class Generator:
         # A short title for documents that state none (prompts/title.md); without it the file name stays.
         self.titler = next((p for p in prompts.all if p.role == "titler" and p.enabled), None)
         # The fact ledger and its answer-first questions (qagen/generate/ledger.py), where the suite turns them on
-        self.ledger = LedgerStage(caller, prompts, k=facts_k, seed=seed)
+        self.ledger = LedgerStage(caller, prompts, k=facts_k, seed=seed, refiner=refiner)
         self.facts_k = facts_k
         self.seed = seed  # a generation draw: sampled requests get seeds offset by it (--seed)
 

@@ -13,14 +13,17 @@ from qagen.config import (
     Settings,
 )
 from qagen.core.progress import Progress
-from qagen.core.types import Chunk, Document, QAPair
+from qagen.core.types import Chunk, Document, Fact, QAPair
 from qagen.corpus.chunker import ChunkerSettings
-from qagen.curate.filters import FilterSettings, PairView, screen
-from qagen.curate.verdicts import CurateSettings
+from qagen.curate.critique import critique
+from qagen.curate.filters import FilterSettings, PairView, screen, screen_all
+from qagen.curate.quality import grounding_score
+from qagen.curate.verdicts import CurateSettings, is_span
+from qagen.generate.answer_first import check_question
 from qagen.generate.caller import Alarm, Caller
 from qagen.generate.judge import Judge
 from qagen.generate.perspectives import Generator
-from qagen.generate.refine import Refiner, RefineSettings
+from qagen.generate.refine import Checks, Flag, Refiner, RefineSettings
 from qagen.generate.rewrite import Rewriter
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_role_llms
@@ -57,7 +60,10 @@ def build_stages(
             "judge": Alarm("judge", settings.max_reject_rate, settings.fail_fast_after),
         }
     caller = Caller(store, llm, model, run_id, progress, roles=make_role_llms(settings, llm), alarms=alarms)
-    refiner = Refiner(caller, prompts, RefineSettings(settings.rounds, settings.min_rounds)) if settings.refining else None
+    refiner = None
+    if settings.refining:
+        refiner = Refiner(caller, prompts, RefineSettings(settings.rounds, settings.min_rounds, settings.refine_mode),
+                          checks=repair_checks(settings, prompts))
     judge = Judge(caller, prompts, settings.judge_threshold, settings.best_of) if settings.judging else None
     screen_pair = _screener(filter_settings(settings)) if settings.filters else None
     # the whole-document reduce passage may be as long as a chunk (estimated at 4 characters a token)
@@ -66,6 +72,37 @@ def build_stages(
     return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam,
                                     screen=screen_pair, reduce_chars=reduce_chars,
                                     facts_k=settings.facts_k, seed=settings.seed), rewriter)
+
+
+def repair_checks(settings: Settings, prompts: PromptSet) -> Checks:
+    """The repair loop's first critic (qagen/generate/refine.py): the filters (when on), the quote's grounding, and
+    for the fact ledger's pairs the answer's span and the question's checks; each failure with its evidence."""
+    filters = filter_settings(settings)
+
+    def checks(pair: QAPair, doc: Document, chunk: Chunk) -> list[Flag]:
+        try:
+            prompt: Prompt | None = prompts.by_id(pair.perspective)
+        except KeyError:
+            prompt = None
+        failed = screen_all(PairView(pair.question, pair.answer, prompt, doc.title, chunk.text, doc.meta), filters)
+        extra = dict(pair.extra)
+        if prompt is not None and prompt.grounding == "quote":
+            score = grounding_score(extra.get("quote", ""), chunk.text)
+            if score < settings.grounding_threshold:
+                failed.append(("ungrounded", f"its quote scores {score:.0f} of 100 against the passage"))
+        if prompt is not None and prompt.grounding == "span":
+            if not is_span(pair.answer, chunk.text):
+                failed.append(("ungrounded", "the answer is not a span of the passage"))
+            fact = Fact("", pair.chunk_id, pair.doc_id, pair.answer, extra.get("sentence", ""), 0, "", "")
+            if verdict := check_question(pair.question, fact, doc.title):
+                failed.append((verdict, verdict))
+        seen: dict[str, str] = {}
+        for check, reason in failed:  # one flag per check
+            seen.setdefault(check, reason)
+        return [Flag(check, critique(check, reason, pair.question, pair.answer, chunk.text, doc.title))
+                for check, reason in seen.items()]
+
+    return checks
 
 
 def filter_settings(settings: Settings) -> FilterSettings:

@@ -205,6 +205,14 @@ def _finish(
         summary.refined, summary.drafted = True, totals.refine.drafted
         summary.revisions_histogram = {str(k): v for k, v in sorted(totals.refine.revisions.items())}
         summary.stop_reasons = dict(sorted(totals.refine.stops.items()))
+        r, roles = totals.refine, totals.stats.role_tokens
+        summary.refine = {
+            "mode": settings.refine_mode, "flagged": dict(sorted(r.flagged.items())), "tried": r.tried,
+            "accepted": r.accepted, "rejected": dict(sorted(r.rejected.items())),
+            "rounds": {str(k): v for k, v in sorted(r.rounds.items())}, "critic_reviews": r.critic_reviews,
+            "critic_flags": r.critic_flags, "critic_flag_rate": r.critic_flag_rate, "critic_off": r.critic_off,
+            "loop_tokens": roles["critic"] + roles["regenerator"],
+        }
         summary.dpo_pairs, summary.dpo_path = dpo_pairs, str(dpo_path)
     if status is not None:
         summary.status = status

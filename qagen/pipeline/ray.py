@@ -179,7 +179,7 @@ def run_ray(
     chunking = chunker_settings(settings)
     update: dict[str, Any] = {"executor": "local", "chunk_size": chunking.chunk_size,
                               "chunk_overlap": chunking.chunk_overlap, "max_rounds": settings.rounds,
-                              "refine": settings.refining, "judge": settings.judging,
+                              "refine": settings.refine_mode, "judge": settings.judging,
                               "suite": settings.perspective_suite}
     llm = stages.caller.llm
     if isinstance(llm, EmbeddedLLM):  # one embedded server on the driver, shared by every worker

@@ -53,7 +53,10 @@ class Summary:
     profile: str = ""  # "embedded": the embedded model's defaults applied (broad suite, small chunks, the judge)
     suite: str = ""  # the perspective suite that ran (prompts/suites.yaml)
     drafted: int = 0  # draft pairs sent through the critic loop
-    revisions_histogram: dict[str, int] = field(default_factory=dict)  # revisions per pair -> pairs
+    revisions_histogram: dict[str, int] = field(default_factory=dict)  # accepted repairs per pair -> pairs
+    # the repair loop (qagen/generate/refine.py): mode, pairs flagged per check, repairs tried, accepted and rejected
+    # (by the check they failed), rounds per pair, the model critic's flag rate, the tokens the loop spent
+    refine: dict[str, object] = field(default_factory=dict)
     stop_reasons: dict[str, int] = field(default_factory=dict)
     dpo_pairs: int = 0
     dpo_path: str = ""

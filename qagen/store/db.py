@@ -126,6 +126,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE run_facts(
         run_id INTEGER NOT NULL, fact_id TEXT NOT NULL, sort_key TEXT NOT NULL, PRIMARY KEY(run_id, fact_id));
     """,
+    # 7: the repair loop (issue 27): whether a round's revision passed every check, and which ones it failed
+    """
+    ALTER TABLE refinements ADD COLUMN accepted INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE refinements ADD COLUMN failed_checks TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 

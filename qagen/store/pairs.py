@@ -41,14 +41,15 @@ class PairQueries(Database):
     def add_refinement(self, final_pair_id: str, draft_pair_id: str, rounds: list[RefineRound], stop: str) -> None:
         with self.transaction():
             self.db.executemany(
-                "INSERT OR REPLACE INTO refinements VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO refinements VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (final_pair_id, i + 1, draft_pair_id, r.question, r.answer, r.critique, json.dumps(r.problems),
-                     int(r.needs_revision), int(r.forced), r.revised_question, r.revised_answer)
+                     int(r.needs_revision), int(r.forced), r.revised_question, r.revised_answer, int(r.accepted),
+                     json.dumps(r.failed))
                     for i, r in enumerate(rounds)
                 ],
             )
-            revisions = sum(1 for r in rounds if r.revised_answer is not None)
+            revisions = sum(1 for r in rounds if r.revised_answer is not None and r.accepted)
             self.db.execute(
                 "INSERT OR REPLACE INTO refined VALUES(?,?,?,?)", (final_pair_id, draft_pair_id, revisions, stop)
             )
