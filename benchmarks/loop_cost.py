@@ -4,7 +4,7 @@
 
 One run, in two steps, both with the real CLI:
 1. generation alone (``--no-refine --no-judge``) into a fresh folder;
-2. the full loop (``--refine --judge``: refine -> judge -> grounding -> dedup; opt-in
+2. the full loop (``--refine full --judge``: refine -> judge -> grounding -> dedup; opt-in
    since 0.4.0) on a copy of that folder, so generation comes from the cache and
    step 2's wall time is the loop's own cost.
 Then the same command once more on the same folder (must make 0 calls), and
@@ -49,11 +49,11 @@ def main() -> None:
         shutil.copytree(gen_out, full_out)
         for leftover in (full_out / ".qagen.lock",):
             leftover.unlink(missing_ok=True)
-        loop_wall, full = ingest(args.docs, full_out, "--refine", "--judge")
-        again_wall, again = ingest(args.docs, full_out, "--refine", "--judge")
+        loop_wall, full = ingest(args.docs, full_out, "--refine", "full", "--judge")
+        again_wall, again = ingest(args.docs, full_out, "--refine", "full", "--judge")
         sweep = {}
         for threshold in ("0.1", "0.2", "0.3", "0.4", "0.5"):
-            _, s = ingest(args.docs, full_out, "--refine", "--judge", "--judge-threshold", threshold, "--no-report",
+            _, s = ingest(args.docs, full_out, "--refine", "full", "--judge", "--judge-threshold", threshold, "--no-report",
                           "--fail-fast-after", "0")
             sweep[threshold] = (s["judge_passed"], s["judge_rejected"], s["pairs_total"], s["requests_sent"])
         if args.keep:

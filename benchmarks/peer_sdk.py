@@ -185,7 +185,7 @@ def main() -> None:
         print(json.dumps(result["qagen_generation"]), file=sys.stderr, flush=True)
         (work / "peer.json").write_text(json.dumps(result, indent=2))
         if not args.skip_full:
-            full = ["--refine", "--judge", "--max-rounds", "1"]  # the loop is opt-in since 0.4.0
+            full = ["--refine", "full", "--judge", "--max-rounds", "1"]  # the loop is opt-in since 0.4.0
             result["qagen_full"], line = qagen_phase(docs, work / "qagen-full", base_url, full, log, line)
             print(json.dumps(result["qagen_full"]), file=sys.stderr, flush=True)
     finally:
