@@ -44,17 +44,22 @@ def _f1(prediction: str, golds: list[str]) -> float:
 def test_knowledge_benchmark_smoke(tmp_path):
     work = tmp_path / "work"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks/knowledge.py"), "--smoke", "--work", str(work),
-                             "--steps", "2", "--seeds", "1", "--threads", "1"],
+                             "--steps", "2", "--seeds", "1", "--draws", "1", "--modes", "steps", "--threads", "1"],
                             capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((work / "results.json").read_text())
+    assert results == json.loads((work / "results-steps.json").read_text())
     assert results["questions"] == 2 and results["unmatched"] == 0
-    assert results["qagen"]["pairs"] > 0 and results["baseline"]["pairs"] > 0
-    assert results["baseline"]["tokens"] >= results["qagen"]["tokens"] or results["baseline"]["rounds"] == 40
-    steps = {name: runs["1"]["steps"] for name, runs in results["train"].items()}
+    draw = results["draws"]["1"]
+    assert draw["qagen"]["pairs"] > 0 and draw["baseline"]["pairs"] > 0
+    assert draw["baseline"]["tokens"] >= draw["qagen"]["tokens"] or draw["baseline"]["rounds"] == 40
+    for name in ("qagen", "baseline"):
+        assert 0 <= draw[name]["coverage"]["exact"] <= draw[name]["coverage"]["contained"] <= 1
+    runs = results["runs"]["steps"]
+    steps = {name: by_run["d1s1"]["train"]["steps"] for name, by_run in runs.items()}
     assert steps == {"qagen": 2, "baseline": 2}  # the same number of optimizer steps for each dataset
     for name in ("qagen", "baseline"):
-        scored = results["scores"][name]["1"]
+        scored = runs[name]["d1s1"]
         rows = scored["rows"]
         assert len(rows) == 2
         for row in rows:
@@ -63,13 +68,13 @@ def test_knowledge_benchmark_smoke(tmp_path):
         mean_tuned = sum(_f1(r["tuned_answer"], r["answers"]) for r in rows) / 2
         assert scored["overall"]["tuned_f1"] == pytest.approx(mean_tuned, abs=1e-4)
     # the two datasets were scored against the same base answers
-    assert [r["base_answer"] for r in results["scores"]["qagen"]["1"]["rows"]] == \
-           [r["base_answer"] for r in results["scores"]["baseline"]["1"]["rows"]]
-    delta = results["comparisons"]["seed 1 f1"]["qagen_minus_baseline"]
-    a = [r["tuned"]["f1"] for r in results["scores"]["qagen"]["1"]["rows"]]
-    b = [r["tuned"]["f1"] for r in results["scores"]["baseline"]["1"]["rows"]]
+    assert [r["base_answer"] for r in runs["qagen"]["d1s1"]["rows"]] == \
+           [r["base_answer"] for r in runs["baseline"]["d1s1"]["rows"]]
+    delta = results["comparisons"]["steps"]["f1"]["qagen_minus_baseline"]
+    a = [r["tuned"]["f1"] for r in runs["qagen"]["d1s1"]["rows"]]
+    b = [r["tuned"]["f1"] for r in runs["baseline"]["d1s1"]["rows"]]
     assert delta["mean"] == pytest.approx((a[0] - b[0] + a[1] - b[1]) / 2, abs=1e-9)
-    assert "| qagen | 1 |" in result.stdout and "qagen minus baseline" in result.stdout
+    assert "| steps | qagen | d1s1 | 2 |" in result.stdout and "qagen minus baseline" in result.stdout
 
 
 def test_the_committed_held_out_set_is_sound_and_every_question_has_its_document():

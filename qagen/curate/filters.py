@@ -443,10 +443,4 @@ def screen_all(view: PairView, settings: FilterSettings) -> list[tuple[str, str]
 
 def screen(view: PairView, settings: FilterSettings) -> tuple[str, str] | None:
     """The first filter verdict that applies to this pair, with its reason; ``None`` when it passes them all."""
-    if not settings.enabled:
-        return None
-    for check in _CHECKS:
-        hit = check(view, settings)
-        if hit is not None:
-            return hit
-    return None
+    return next(iter(screen_all(view, settings)), None)
