@@ -66,15 +66,20 @@ def sample(args: argparse.Namespace) -> None:
 
 
 def tally(args: argparse.Namespace) -> None:
-    counts: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {"all": Counter()}
     with open(args.labels, newline="") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
             label = row["label"].strip()
             if label not in LABELS:
                 sys.exit(f"{args.labels}: unknown label {label!r} for {row['question']!r} (use {', '.join(LABELS)})")
-            counts[label] += 1
-    total = sum(counts.values())
-    print(" | ".join(f"{k} {counts[k]} ({100 * counts[k] / max(total, 1):.0f} %)" for k in LABELS) + f" | n {total}")
+            counts["all"][label] += 1
+            counts.setdefault(row.get("perspective") or "?", Counter())[label] += 1
+    for name, by_label in counts.items():  # the whole sample, then each perspective in it
+        if name != "all" and len(counts) == 2:
+            break
+        total = sum(by_label.values())
+        print(f"{name}: " + " | ".join(f"{k} {by_label[k]} ({100 * by_label[k] / max(total, 1):.0f} %)" for k in LABELS)
+              + f" | n {total}")
 
 
 def main() -> None:

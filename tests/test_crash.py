@@ -23,13 +23,17 @@ def slow_reply(req: dict) -> StubReply:
     return reply
 
 
+BROAD = ("--suite", "broad")
+
+
 def test_ten_random_kills_then_byte_identical_dataset(tmp_path: Path):
     docs = tmp_path / "docs"
     write_corpus(docs, 8)
     with StubServer(slow_reply) as server:
-        reference = reference_run(docs, tmp_path / "reference", server)
+        # the broad suite: every model-drafted perspective, so a run has enough calls for kills to land mid-run
+        reference = reference_run(docs, tmp_path / "reference", server, BROAD)
         server.requests.clear()
-        report = run_with_kills(docs, tmp_path / "out", tmp_path / "reference", server, kills=10, seed=7)
+        report = run_with_kills(docs, tmp_path / "out", tmp_path / "reference", server, kills=10, seed=7, flags=BROAD)
     assert report.kills == 10
     assert report.kills_with_progress >= 5  # most kills landed mid-run, after some calls had finished
     assert report.repeated_finished == []  # no finished LLM call was ever repeated

@@ -110,7 +110,7 @@ def test_fail_fast_alarm_stops_on_parse_failures_with_exit_1(corpus, tmp_path, s
     def ingest(out: Path, after: int) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "qagen.cli", "ingest", str(corpus), "--out", str(out), "--base-url", stub.base_url,
-             "--model", "stub-model", "--fail-fast-after", str(after), "--no-refine", "--no-judge"],
+             "--model", "stub-model", "--fail-fast-after", str(after), "--no-refine", "--no-judge", "--suite", "broad"],
             capture_output=True, text=True, timeout=300, check=False,
         )
 

@@ -213,8 +213,9 @@ def test_knowledge_suite_moves_the_budget_to_fact_samples_and_shares_the_cache(c
 
     # ledger is the default for a served model (issue 26); broad on the embedded 135M model
     assert Settings(base_url="http://127.0.0.1:9/v1").perspective_suite == "ledger"
-    ledger = load_prompts(suite="ledger")
-    assert {p.id for p in ledger.perspectives} == {"about", "cloze", "fact_questions", "identity", "title_questions"}
+    ledger, asked = load_prompts(suite="ledger"), load_prompts(suite="ledger-questions")
+    assert {p.id for p in ledger.perspectives} == {"about", "cloze", "identity", "title_questions"}
+    assert {p.id for p in asked.perspectives} == {p.id for p in ledger.perspectives} | {"fact_questions"}
     assert Settings().perspective_suite == "broad" and Settings(suite="knowledge").perspective_suite == "knowledge"
     broad, knowledge = load_prompts(), load_prompts(suite="knowledge")
     on = {p.id: p.samples for p in knowledge.perspectives}

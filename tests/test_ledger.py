@@ -120,6 +120,12 @@ def test_cloze_sentence_blanks_the_span_and_keeps_its_surroundings():
     long = Fact("x", "c", "d", "X", " ".join(f"w{i}" for i in range(60)) + " X " + "end.", 0, "name", "code")
     cut = cloze_sentence(long, 10)
     assert "____" in cut and cut.startswith("...") and len(cut.split()) <= 12
+    # a heading with a blank in it asks nothing: no cloze row (the hand audit's two unanswerable rows)
+    for heading, span in (("`autovacuum_max_workers` (`integer`)", "autovacuum_max_workers"),
+                          ("`gc.aggressiveWindow`", "gc.aggressiveWindow")):
+        assert cloze_sentence(Fact("x", "c", "d", span, heading, 0, "code", "code")) == ""
+    memo = Fact("x", "c", "d", "memoize", "Sometimes called \u201cmemoize\u201d.", 0, "quoted", "code")
+    assert cloze_sentence(memo) == "Sometimes called \u201c____\u201d."
 
 
 # --- end to end on the stub server --------------------------------------------------------
@@ -151,7 +157,7 @@ def ledger_reply(req: dict) -> StubReply:
 
 
 def ledger_settings(settings_for, **extra):
-    return settings_for(suite="ledger", facts_k=2, filters=True, dedup=True, **extra)
+    return settings_for(suite="ledger-questions", facts_k=2, filters=True, dedup=True, **extra)
 
 
 def exported(out: Path) -> list[dict]:
@@ -192,6 +198,24 @@ def test_answer_first_pairs_answer_with_the_span_and_a_leak_is_dropped(tmp_path,
     assert f["exposed"] >= len(per_fact) and f["at_k"] >= sum(1 for n in per_fact.values() if n >= 2)
     assert f["teacher_tokens"] == summary.teacher_tokens > 0
     assert f["tokens_per_exported_pair"] == round(summary.teacher_tokens / summary.pairs_total, 1)
+
+
+def test_the_served_ledger_teaches_every_fact_by_cloze_and_asks_the_teacher_only_for_the_rest(
+        tmp_path, stub, settings_for):
+    """The default suite for a served model: cloze rows for the facts; the teacher writes no fact questions."""
+    stub.handler = ledger_reply
+    docs, out = tmp_path / "docs", tmp_path / "out"
+    docs.mkdir()
+    (docs / "bridge.md").write_text(BRIDGE)
+    summary = ingest(docs, out, settings_for(suite="ledger", filters=True, dedup=True))
+    rows = exported(out)
+    assert "fact_questions" not in {r["perspective"] for r in rows}
+    assert not [r for r in stub.requests if "Each numbered part in brackets is an answer" in json.dumps(r)]
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        spans = {s for (s,) in db.execute("SELECT span FROM facts")}
+    cloze = {r["messages"][-1]["content"] for r in rows if r["perspective"] == "cloze"}
+    assert cloze == spans - {"Eastbay"}  # every fact but the one its title gives away
+    assert summary.facts["cloze_rows"] == len(cloze)
 
 
 def test_the_top_up_asks_again_only_for_facts_below_k(tmp_path, stub, settings_for):

@@ -95,7 +95,7 @@ def request_keys(out: Path) -> set[str]:
 def test_ingest_with_vllm_backend_batches_structured_requests(tmp_path: Path, fake_vllm: list[FakeVLLM]):
     docs = tmp_path / "docs"
     write_corpus(docs, 6)
-    settings = load_settings(backend="vllm", model=MODEL, concurrency=64, refine=False, judge=False)
+    settings = load_settings(backend="vllm", model=MODEL, concurrency=64, refine=False, judge=False, suite="broad")
     summary = ingest(docs, tmp_path / "out", settings)
     assert summary.status == "ok" and summary.requests_failed == 0
     assert summary.pairs_total > 0 and summary.backend == f"vllm:{MODEL}"

@@ -35,6 +35,8 @@ QUESTION_OUTPUT = "fact_questions"
 CLOZE_OUTPUT = "cloze"
 DUPLICATE_SCORE = 88.0  # rapidfuzz token_sort_ratio: two questions this close ask the same thing
 CLOZE_WORDS = 30
+# A blank needs words around it: "` ____ ` (`integer`)", a parameter's heading, asks nothing (hand audit, RESULTS §27)
+CLOZE_CONTEXT = 2
 REPAIRABLE = ("leak", "not_standalone", "not_a_question")  # what a rewritten question can fix (--refine)
 # The word an echo question puts where a fact's span was ("... amounted to near how much?"): cloze templates may use it
 WH_WORDS = {"number": "how much", "date": "what date", "name": "who", "code": "what", "quoted": "what",
@@ -116,11 +118,14 @@ def wh_word(fact: Fact) -> str:
 
 
 def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS) -> str:
-    """The fact's sentence with its span blanked, cut to about ``max_words`` words around the blank."""
+    """The fact's sentence with its span blanked, cut to about ``max_words`` words around the blank; "" when the
+    span is not in it or the rest says too little to ask anything (fewer than CLOZE_CONTEXT content words)."""
     at = fact.sentence.find(fact.span)
     if at < 0:
         at = fold(fact.sentence).find(fold(fact.span))
     if at < 0:
+        return ""
+    if len(_content(fact.sentence[:at] + " " + fact.sentence[at + len(fact.span):])) < CLOZE_CONTEXT:
         return ""
     before, after = fact.sentence[:at].split(), fact.sentence[at + len(fact.span):].split()
     room = max(max_words - 1, 2)
@@ -128,8 +133,9 @@ def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS) -> str:
     keep_after = min(len(after), room - keep_before)
     head = ("... " if keep_before < len(before) else "") + " ".join(before[len(before) - keep_before:])
     tail = " ".join(after[:keep_after]) + (" ..." if keep_after < len(after) else "")
-    glue = "" if tail[:1] in ",.;:!?)" else " "  # "at ____, and", not "at ____ , and"
-    return f"{head} ____{glue}{tail}".strip()
+    glue = "" if tail[:1] in ",.;:!?)\u201d\u2019" else " "  # "at ____, and", not "at ____ , and"
+    lead = "" if head[-1:] in "(\u201c\u2018" else " "  # "(____)", "\u201c____\u201d"
+    return f"{head}{lead}____{glue}{tail}".strip()
 
 
 # --- alignment ------------------------------------------------------------------

@@ -66,12 +66,13 @@ def _call(messages: list, request: dict) -> str:
 
 
 def run_with_kills(
-    docs: Path, out: Path, reference: Path, server: StubServer, *, kills: int, seed: int = 0, concurrency: int = 2
+    docs: Path, out: Path, reference: Path, server: StubServer, *, kills: int, seed: int = 0, concurrency: int = 2,
+    flags: tuple[str, ...] = (),
 ) -> CrashReport:
     """Kill ``qagen ingest DOCS --out OUT`` ``kills`` times, then let it finish; compare with REFERENCE."""
     rng = random.Random(seed)
     args = ["ingest", str(docs), "--out", str(out), "--base-url", server.base_url, "--model", "stub-model",
-            "--concurrency", str(concurrency), "--json"]
+            "--concurrency", str(concurrency), "--json", *flags]
     report = CrashReport()
     db_path = out / "qagen.sqlite"
     finished = _finished(db_path)
@@ -106,8 +107,9 @@ def run_with_kills(
     return report
 
 
-def reference_run(docs: Path, out: Path, server: StubServer) -> dict[str, object]:
-    args = ["ingest", str(docs), "--out", str(out), "--base-url", server.base_url, "--model", "stub-model", "--json"]
+def reference_run(docs: Path, out: Path, server: StubServer, flags: tuple[str, ...] = ()) -> dict[str, object]:
+    args = ["ingest", str(docs), "--out", str(out), "--base-url", server.base_url, "--model", "stub-model", "--json",
+            *flags]
     done = subprocess.run(cli(*args), capture_output=True, text=True, env=_env(), timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"reference run failed: {done.stderr[-2000:]}")
