@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     min_rounds: int = Field(default=0, ge=0, le=10)
     refine_style: str = Field(default="chat", pattern="^(chat|helixnet)$")
     # The perspective suite (prompts/suites.yaml): which perspectives run and how many samples each. None (the
-    # default): "ledger" for a served model (answer-first questions on every fact of the fact ledger); "broad"
-    # (every perspective once) on the embedded 135M model.
+    # default): "ledger" for a served model (a cloze row built by code on every fact of the fact ledger; the
+    # teacher's own answer-first questions are "ledger-questions", RESULTS.md §27); "broad" (every perspective once)
+    # on the embedded 135M model.
     suite: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]*$")
 
     # Judge (MiniHF yes/no, P(yes) from logprobs): a pair is exported when the mean of its checks reaches the
@@ -214,6 +215,8 @@ class Settings(BaseSettings):
     @field_validator("refine", mode="before")
     @classmethod
     def _refine_mode(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:  # QAGEN_REFINE=false, as in qagen <= 0.4
+            value = _BOOL_WORDS[value.strip().lower()]
         if isinstance(value, bool):  # the boolean of qagen <= 0.4: True was the critic loop, now "full"
             return "full" if value else "off"
         if value is not None and value not in REFINE_MODES:
@@ -222,6 +225,9 @@ class Settings(BaseSettings):
 
     def api_key_value(self) -> str:
         return self.api_key.get_secret_value() if self.api_key else "not-needed"
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False}
 
 
 def load_settings(**overrides: object) -> Settings:

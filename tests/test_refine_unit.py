@@ -209,3 +209,18 @@ def test_a_templated_question_and_a_ledger_answer_stay_as_built(store):
         replace(span, question="Which council voted on 4 May?"), UNIT_DOC, CHUNK))
     assert (fixed.final.question, fixed.final.answer) == ("Which body voted on 4 May?", "council")
     assert dict(fixed.final.extra)["fact_id"] == "x"
+
+
+def test_refine_mode_from_flags_the_environment_and_old_booleans(monkeypatch):
+    """--refine off|repair|full; qagen <= 0.4's boolean (True was the critic loop) and QAGEN_REFINE=false still
+    work; anything else is a clear error."""
+    from qagen.config import Settings, load_settings
+
+    assert Settings().refine_mode == "off"
+    assert Settings(refine="repair").refine_mode == "repair" and Settings(refine=True).refine_mode == "full"
+    for word, mode in (("false", "off"), ("0", "off"), ("True", "full"), ("full", "full"), ("off", "off")):
+        monkeypatch.setenv("QAGEN_REFINE", word)
+        assert load_settings().refine_mode == mode
+    monkeypatch.setenv("QAGEN_REFINE", "sometimes")
+    with pytest.raises(ValueError, match="--refine must be one of off, repair, full, not 'sometimes'"):
+        load_settings()
