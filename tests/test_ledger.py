@@ -12,6 +12,7 @@ from qagen.core.types import Chunk, Document, Fact
 from qagen.corpus.spans import find_spans, sentences
 from qagen.generate.answer_first import align, check_question, cloze_sentence, leaks
 from qagen.generate.ledger import allocate, code_facts, fact_id, model_facts, select
+from qagen.output.coverage_map import MAX_QUESTIONS
 from qagen.pipeline.ingest import ingest
 from qagen.testing.stub_server import StubReply
 from tests.helpers import passage_reply
@@ -120,10 +121,16 @@ def test_cloze_sentence_blanks_the_span_and_keeps_its_surroundings():
     long = Fact("x", "c", "d", "X", " ".join(f"w{i}" for i in range(60)) + " X " + "end.", 0, "name", "code")
     cut = cloze_sentence(long, 10)
     assert "____" in cut and cut.startswith("...") and len(cut.split()) <= 12
-    # a heading with a blank in it asks nothing: no cloze row (the hand audit's two unanswerable rows)
-    for heading, span in (("`autovacuum_max_workers` (`integer`)", "autovacuum_max_workers"),
-                          ("`gc.aggressiveWindow`", "gc.aggressiveWindow")):
-        assert cloze_sentence(Fact("x", "c", "d", span, heading, 0, "code", "code")) == ""
+    # a heading with a blank in it asks nothing: no cloze row (the hand audit's two unanswerable rows) ...
+    workers = Fact("x", "c", "d", "autovacuum_max_workers", "`autovacuum_max_workers` (`integer`)", 0, "code", "code")
+    window = Fact("x", "c", "d", "gc.aggressiveWindow", "`gc.aggressiveWindow`", 0, "code", "code")
+    assert cloze_sentence(workers) == "" and cloze_sentence(window) == ""
+    assert cloze_sentence(window, follow="\n\n") == ""
+    # ... unless the entry's description follows it: then the row asks for the term it describes
+    described = cloze_sentence(workers, follow="\n\nSpecifies the maximum number of autovacuum processes that "
+                               "may be running at any one time. The default is three.")
+    assert described.startswith("` ____ ` (`integer`) Specifies the maximum number of autovacuum processes")
+    assert "autovacuum_max_workers" not in described
     memo = Fact("x", "c", "d", "memoize", "Sometimes called \u201cmemoize\u201d.", 0, "quoted", "code")
     assert cloze_sentence(memo) == "Sometimes called \u201c____\u201d."
 
@@ -188,7 +195,12 @@ def test_answer_first_pairs_answer_with_the_span_and_a_leak_is_dropped(tmp_path,
     assert max(per_fact.values()) <= 2  # never past k
     assert {fid for fid, _ in facts} >= set(per_fact)
     cloze = [r for r in rows if r["perspective"] == "cloze"]
-    assert all("____" in r["messages"][-2]["content"] for r in cloze)
+    # each asks its sentence as a question, the span's place taken by a question word
+    ferry = next(r for r in cloze if r["messages"][-1]["content"] == "Harbour Lines")
+    assert ferry["messages"][-2]["content"] == ('In "Eastbay bridge": A ferry run by who carried 2,000 people a '
+                                                'day while the bridge was shut?')
+    assert all(r["messages"][-2]["content"].endswith("?") and r["messages"][-1]["content"] not in
+               r["messages"][-2]["content"] for r in cloze)
     # one cloze row per fact, but none where the title gives the answer away ("Eastbay" in "Eastbay bridge")
     assert sorted(r["messages"][-1]["content"] for r in cloze) == sorted(s for _, s in facts if s != "Eastbay")
     # the summary's figures agree with the rows
@@ -215,7 +227,9 @@ def test_the_served_ledger_teaches_every_fact_by_cloze_and_asks_the_teacher_only
         spans = {s for (s,) in db.execute("SELECT span FROM facts")}
     cloze = {r["messages"][-1]["content"] for r in rows if r["perspective"] == "cloze"}
     assert cloze == spans - {"Eastbay"}  # every fact but the one its title gives away
-    assert summary.facts["cloze_rows"] == len(cloze)
+    # one row per fact is the plan (k = 1), and every fact that got one is covered, in the summary and the report
+    assert summary.facts["cloze_rows"] == len(cloze) and summary.facts["k"] == 1
+    assert summary.facts["exposed"] == summary.facts["at_k"] >= len(cloze)
 
 
 def test_the_top_up_asks_again_only_for_facts_below_k(tmp_path, stub, settings_for):
@@ -291,7 +305,7 @@ def ledger_only(folder: Path) -> Path:
     return folder
 
 
-def test_the_report_shades_each_fact_by_its_exported_questions(tmp_path, stub, settings_for):
+def test_the_report_shades_each_fact_by_its_exported_rows(tmp_path, stub, settings_for):
     stub.handler = ledger_reply
     docs, out = tmp_path / "docs", tmp_path / "out"
     docs.mkdir()
@@ -305,10 +319,10 @@ def test_the_report_shades_each_fact_by_its_exported_questions(tmp_path, stub, s
     assert {fid for _, fid, _ in marks} == set(spans)  # every fact is marked in the text
     assert {r["perspective"] for r in rows} == {"fact_questions", "cloze"}
     for level, fid, n in marks:
-        asked = [r for r in rows if r.get("fact_id") == fid and r["perspective"] != "cloze"]
+        asked = [r for r in rows if r.get("fact_id") == fid]  # the teacher's questions and the code-built row
         assert int(n) == len(asked)
         assert level == ("full" if int(n) >= 2 else "some" if int(n) else "none")
-        for r in asked:  # the fact's panel lists its questions
+        for r in asked[:MAX_QUESTIONS]:  # the fact's panel lists its questions
             question = r["messages"][-2]["content"].replace("'", "&#39;").replace('"', "&#34;")
             assert question in html.split(f'id="fact-{fid}"')[1].split("</div>")[0]
     assert f'data-facts="total">{summary.facts["facts"]}<' in html

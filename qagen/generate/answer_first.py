@@ -117,17 +117,22 @@ def wh_word(fact: Fact) -> str:
     return WH_WORDS.get(fact.kind, "what")
 
 
-def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS) -> str:
+def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS, follow: str = "") -> str:
     """The fact's sentence with its span blanked, cut to about ``max_words`` words around the blank; "" when the
-    span is not in it or the rest says too little to ask anything (fewer than CLOZE_CONTEXT content words)."""
+    span is not in it or the rest says too little to ask anything (fewer than CLOZE_CONTEXT content words).
+    ``follow``, the text after the sentence, completes a heading: "` ____ ` (`integer`) Specifies the maximum
+    number of autovacuum processes ..." asks for the term that a reference page's entry describes."""
     at = fact.sentence.find(fact.span)
     if at < 0:
         at = fold(fact.sentence).find(fold(fact.span))
     if at < 0:
         return ""
-    if len(_content(fact.sentence[:at] + " " + fact.sentence[at + len(fact.span):])) < CLOZE_CONTEXT:
-        return ""
-    before, after = fact.sentence[:at].split(), fact.sentence[at + len(fact.span):].split()
+    head_text, tail_text = fact.sentence[:at], fact.sentence[at + len(fact.span):]
+    if len(_content(head_text + " " + tail_text)) < CLOZE_CONTEXT:
+        tail_text = f"{tail_text} {' '.join(follow.split()[:max_words])}"
+        if len(_content(head_text + " " + tail_text)) < CLOZE_CONTEXT + 2:
+            return ""
+    before, after = head_text.split(), tail_text.split()
     room = max(max_words - 1, 2)
     keep_before = min(len(before), max(room // 2, room - len(after)))
     keep_after = min(len(after), room - keep_before)
@@ -402,7 +407,8 @@ class LedgerStage:
         assert self.cloze is not None
         pairs = []
         for f in facts:
-            blanked = cloze_sentence(f)
+            at = chunk.text.find(f.sentence)
+            blanked = cloze_sentence(f, follow=chunk.text[at + len(f.sentence):] if at >= 0 else "")
             if not blanked:
                 continue
             echo = blanked.rstrip(" .!?;:").replace("____", wh_word(f), 1)
