@@ -101,7 +101,7 @@ def test_report_renders_filters_and_stays_offline(tmp_path, browser):
 
 def test_the_coverage_map_shades_facts_and_shows_their_questions(tmp_path, browser, stub, settings_for):
     """The fact ledger's coverage map in a real browser: each fact's shade is the one its exported questions give
-    it (red none, amber fewer than k, green k or more), and a click (or Enter) shows that fact's questions."""
+    it (red none, amber fewer than k, green k or more), and a click (or Enter) shows the rows that ask it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -120,7 +120,7 @@ def test_the_coverage_map_shades_facts_and_shows_their_questions(tmp_path, brows
     colours = {"none": "rgba(254, 215, 215, 1)", "some": "rgba(254, 252, 191, 1)", "full": "rgba(198, 246, 213, 1)"}
     for mark in marks:
         fid, n = mark.get_attribute("data-fact"), int(mark.get_attribute("data-exposures"))
-        asked = [r["messages"][-2]["content"] for r in rows if r.get("fact_id") == fid and r["perspective"] != "cloze"]
+        asked = [r["messages"][-2]["content"] for r in rows if r.get("fact_id") == fid]  # questions and code-built rows
         assert n == len(asked)
         level = "full" if n >= 2 else "some" if n else "none"
         assert mark.get_attribute("class").split() == ["fact", level]
@@ -131,8 +131,7 @@ def test_the_coverage_map_shades_facts_and_shows_their_questions(tmp_path, brows
     first.click()
     panel = browser.find_element(By.ID, f"fact-{first.get_attribute('data-fact')}")
     assert panel.is_displayed() and "picked" in first.get_attribute("class")
-    asked = [r["messages"][-2]["content"] for r in rows if r.get("fact_id") == first.get_attribute("data-fact")
-             and r["perspective"] != "cloze"]
+    asked = [r["messages"][-2]["content"] for r in rows if r.get("fact_id") == first.get_attribute("data-fact")]
     assert sorted(li.text for li in panel.find_elements(By.TAG_NAME, "li")) == sorted(asked)
     second.send_keys(Keys.ENTER)  # the keyboard works too, and one panel shows at a time
     assert browser.find_element(By.ID, f"fact-{second.get_attribute('data-fact')}").is_displayed()

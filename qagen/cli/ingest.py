@@ -127,9 +127,9 @@ def _summary_table(s: Summary) -> Table:
         hist = ", ".join(f"{n} with {b}" for b, n in sorted(f["histogram"].items()))  # type: ignore[union-attr]
         per_doc = f["facts_per_document"]
         t.add_row("facts", f"{f['facts']} facts in {len(per_doc)} documents ({min(per_doc.values())}-"  # type: ignore[arg-type,union-attr]
-                           f"{max(per_doc.values())} a document); exported questions per fact: {hist}")  # type: ignore[arg-type,union-attr]
-        t.add_row("  covered", f"{f['exposed']} facts with >= 1 exported question, {f['at_k']} with >= k={f['k']}; "
-                               f"{f['cloze_rows']} cloze rows")
+                           f"{max(per_doc.values())} a document); exported rows per fact: {hist}")  # type: ignore[arg-type,union-attr]
+        t.add_row("  covered", f"{f['exposed']} facts with >= 1 exported row, {f['at_k']} with >= k={f['k']}; "
+                               f"{f['cloze_rows']} of the rows built by code")
         t.add_row("  tokens", f"{f['teacher_tokens']:,} teacher tokens: {f['tokens_per_exported_pair']} per exported "
                               f"pair, {f['tokens_per_model_pair']} per model-written pair, "
                               f"{f['tokens_per_covered_fact']} per covered fact")
@@ -196,7 +196,7 @@ def ingest_cmd(
     min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
     refine_style: Annotated[str | None, typer.Option(help="Critic/regenerator prompt style: chat, or helixnet (HelixNet's completion format over /v1/completions).")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): ledger (the fact ledger: answer-first questions and cloze rows on every fact, plus about, title questions and identity; the default for a served model), knowledge (quiz and facts drafts sampled again) or broad (every perspective once per chunk; the default on the embedded model).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): ledger (the fact ledger: a question built by code on every fact, its answer the span, plus about, title questions and identity; the default for a served model), ledger-questions (the ledger plus the teacher's answer-first questions, for a strong teacher), knowledge (quiz and facts drafts sampled again) or broad (every perspective once per chunk; the default on the embedded model).")] = None,
     judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks (P(yes) from logprobs). Default: on for the embedded model, off for a served one (it lowered closed-book recall on the knowledge benchmark).")] = None,
     judge_threshold: Annotated[float | None, typer.Option(help="Export pairs whose mean judge P(yes) reaches this (default 0.5).")] = None,
     best_of: Annotated[int | None, typer.Option(help="Best-of-n: sample N answers per drafted question and keep the best-judged (default 1: off).")] = None,
@@ -205,7 +205,7 @@ def ingest_cmd(
     dedup: Annotated[bool | None, typer.Option("--dedup/--no-dedup", help="Drop near-duplicate questions across the corpus, keeping the best-judged.")] = None,
     filters: Annotated[bool | None, typer.Option("--filters/--no-filters", help="Deterministic filters before the judge: repetition, too-short, echoes, truncation, unfilled templates, unstated metadata.")] = None,
     max_repetition: Annotated[float | None, typer.Option(help="Filter answers with more than this share of characters in repeated word 3-5-grams (default 0.3).")] = None,
-    facts_k: Annotated[int | None, typer.Option(help="The fact ledger: answer-first questions per fact (every fact gets K before any gets more; a top-up asks again for facts below K). Default 3.")] = None,
+    facts_k: Annotated[int | None, typer.Option(help="With --suite ledger-questions: the teacher's answer-first questions per fact (every fact gets K before any gets more; a top-up asks again for facts below K). Default 3.")] = None,
     seed: Annotated[int | None, typer.Option(help="A generation draw: sampled requests get seeds offset by it, so the corpus is drawn again (0, the default: the usual draw).")] = None,
     text_rows: Annotated[bool | None, typer.Option("--text-rows/--no-text-rows", help="Also write OUT/text.jsonl, every chunk's text in pieces, which `qagen train` mixes into the same run as the pairs.")] = None,
     fail_fast_after: Annotated[int | None, typer.Option(help="Stop when the parse-failure or judge-rejection rate over the first N items passes its limit (0: never).")] = None,

@@ -129,17 +129,16 @@ class Coverage:
     facts: int = 0
     facts_per_document: dict[str, int] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)  # code | model -> facts
-    exposed: int = 0  # facts with at least one exported question (any perspective's; cloze rows aside)
+    exposed: int = 0  # facts with at least one exported row that asks them (a question or a code-built row)
     at_k: int = 0  # facts with at least k
-    histogram: dict[str, int] = field(default_factory=dict)  # exported questions ("0".."k-1", "k+") -> facts
-    cloze_rows: int = 0  # exported cloze rows (code-built; not counted as questions)
+    histogram: dict[str, int] = field(default_factory=dict)  # exported rows ("0".."k-1", "k+") -> facts
+    cloze_rows: int = 0  # of those, the rows built by code (prompts/cloze.md)
     examples_below_k: list[str] = field(default_factory=list)
 
     def add_document(self, path: str, facts: Sequence[Fact], exported: Sequence[QAPair], examples: int = 5) -> None:
         """One document's facts and exported pairs (documents come one at a time: memory stays flat)."""
-        questions = [p for p in exported if not is_cloze(p)]
-        self.cloze_rows += len(exported) - len(questions)
-        counts = exposures(facts, questions)
+        self.cloze_rows += sum(1 for p in exported if is_cloze(p))
+        counts = exposures(facts, exported)
         if facts:
             self.facts_per_document[path] = len(facts)
         for f in facts:

@@ -2,7 +2,7 @@
 
 What the tuned model will be taught is what the exported pairs ask; the fact ledger (``qagen/generate/ledger.py``)
 says what each chunk states. This puts the two side by side: every fact's span in the chunk's text, shaded
-``none`` (no exported question asks it), ``some`` (fewer than k) or ``full`` (k or more), with its questions a
+``none`` (no exported row asks it), ``some`` (fewer than k) or ``full`` (k or more), with its questions a
 click away. Documents come one at a time from the store (facts and pairs in document order), and the page holds
 at most ``MAX_DOCS`` documents and ``MAX_CHARS`` characters of each.
 """
@@ -36,7 +36,7 @@ class FactView:
     level: str
     exposures: int
     questions: list[str] = field(default_factory=list)  # exported questions that ask it (the first few)
-    cloze: int = 0  # exported cloze rows of it
+    cloze: int = 0  # of its exported rows, those built by code
 
 
 @dataclass
@@ -97,11 +97,11 @@ def _doc_map(store: Store, path: str, title: str, facts: list[Fact], pairs: list
     doc = DocMap(path, title)
     by_chunk: dict[str, list[tuple[Fact, str, int]]] = {}
     for f in facts:
-        questions = [p for p in linked[f.fact_id] if not is_cloze(p)]
+        questions = linked[f.fact_id]  # the teacher's questions and the rows built by code
         lvl = level(len(questions), k)
         doc.facts.append(FactView(f.fact_id, f.span, lvl, len(questions),
                                   [p.question for p in questions[:MAX_QUESTIONS]],
-                                  len(linked[f.fact_id]) - len(questions)))
+                                  sum(1 for p in questions if is_cloze(p))))
         by_chunk.setdefault(f.chunk_id, []).append((f, lvl, len(questions)))
     chars = 0
     for chunk_id, chunk_facts in by_chunk.items():

@@ -177,7 +177,8 @@ def _finish(
     curated = curate(store, run_id, prompts, curate_settings(settings), judged=stages.judge is not None)
     add_curation(summary, curated, store, run_id, totals.stats.calls, settings)
     if stages.generator.ledger.active:
-        add_coverage(summary, store, run_id, settings.facts_k, totals.stats.ledger)
+        ledger = stages.generator.ledger  # k: the teacher's questions per fact where it asks them, else one row
+        add_coverage(summary, store, run_id, settings.facts_k if ledger.questions else 1, totals.stats.ledger)
     result = export_run(store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by)
     summary.http_retries = int(getattr(llm, "retries", 0))
     summary.pairs_per_perspective = dict(sorted(pairs.items()))

@@ -91,7 +91,7 @@ class Summary:
     pairs_generated: int = 0  # before curation (after refinement)
     exported_per_perspective: dict[str, int] = field(default_factory=dict)
     yield_per_perspective: dict[str, float] = field(default_factory=dict)  # exported pairs per call
-    # The fact ledger (qagen/generate/ledger.py): facts per document, facts with >= 1 and >= k exported questions,
+    # The fact ledger (qagen/generate/ledger.py): facts per document, facts with >= 1 and >= k exported rows,
     # teacher tokens per exported pair and per covered fact
     facts: dict[str, object] = field(default_factory=dict)
     chunks_without_pairs: int = 0
