@@ -1,3 +1,3 @@
 """qagen's version: part of every run's input fingerprint (a new qagen re-checks an unchanged corpus)."""
 
-VERSION = "0.4.0"
+VERSION = "0.5.0"
