@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -74,10 +75,7 @@ _SLOT = re.compile(r"\{\{|\}\}|\{[a-z_]+\}|<[^<>]{1,40}>|\[[a-z _]{2,30}\]", re.
 _GENERIC_SLOT_WORDS = re.compile(r"\b(someone|somebody|something|so-and-so|x|y)\b", re.IGNORECASE)
 # A question made of these words alone names nothing ("What it is about?", "What is this?")
 _FUNCTION_WORDS = set(
-    "a an the it its this that these those they them he she him her his hers we you i me my our your their there "
-    "what which who whom whose when where why how is are was were be been do does did will would can could should "
-    "shall may might must has have had of in on at to for from by with about as or and not no so do done did doing "
-    "someone something somebody thing things one ones".split())
+    ["a", "an", "the", "it", "its", "this", "that", "these", "those", "they", "them", "he", "she", "him", "her", "his", "hers", "we", "you", "i", "me", "my", "our", "your", "their", "there", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "be", "been", "do", "does", "did", "will", "would", "can", "could", "should", "shall", "may", "might", "must", "has", "have", "had", "of", "in", "on", "at", "to", "for", "from", "by", "with", "about", "as", "or", "and", "not", "no", "so", "do", "done", "did", "doing", "someone", "something", "somebody", "thing", "things", "one", "ones"])
 # "the passage" / "the text" / "the author" without saying which: the system prompt forbids it (not self-contained)
 _UNNAMED = re.compile(r"\b(in|of|from|by|according to) (the|this) (passage|text|excerpt|document)\b", re.IGNORECASE)
 _QUESTION_START = re.compile(
@@ -434,13 +432,16 @@ _CHECKS = (_check_template, _check_echo, _check_short, _check_repetition, _check
            _check_metadata, check_unanswerable)
 
 
+def _hits(view: PairView, settings: FilterSettings) -> Iterator[tuple[str, str]]:
+    if settings.enabled:  # lazily: screen() stops at the first verdict, on every pair of a run
+        yield from (hit for check in _CHECKS if (hit := check(view, settings)) is not None)
+
+
 def screen_all(view: PairView, settings: FilterSettings) -> list[tuple[str, str]]:
     """Every filter verdict that applies to this pair, with its reason (the repair loop shows them all)."""
-    if not settings.enabled:
-        return []
-    return [hit for check in _CHECKS if (hit := check(view, settings)) is not None]
+    return list(_hits(view, settings))
 
 
 def screen(view: PairView, settings: FilterSettings) -> tuple[str, str] | None:
     """The first filter verdict that applies to this pair, with its reason; ``None`` when it passes them all."""
-    return next(iter(screen_all(view, settings)), None)
+    return next(_hits(view, settings), None)
