@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=1, le=4096)  # Ray workers (default: the cluster's CPUs)
     shards: int | None = Field(default=None, ge=1, le=65536)  # state shards (default: 4 x workers)
 
+    # The documents folder is the boundary: a symlinked file whose target lies outside it is skipped ("symlink
+    # leaves the folder"), so `ln -s ~/.ssh/id_rsa docs/x.txt` in a CI checkout never reaches the model or the
+    # dataset. True: follow such links.
+    follow_symlinks: bool = False
+
     chunk_size: int | None = Field(default=None, gt=0)
     chunk_overlap: int | None = Field(default=None, ge=0)
     tokenizer: str | None = None

@@ -86,12 +86,12 @@ def train_cmd(
     sequence_len: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
     recipe: Annotated[str | None, typer.Option(help="sft (default): fine-tune on train.jsonl. cpt+sft: continued pretraining on OUT/cpt.jsonl (`qagen ingest --cpt`) first, then the SFT template from that model.")] = None,
     cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template (default smollm2-cpu-cpt beside a CPU template, else mistral-7b-cpt).")] = None,
-    force: Annotated[bool, typer.Option(help="Train again even if this dataset + config was trained before.")] = False,
+    force: Annotated[bool, typer.Option(help="Train again even if this dataset + config was trained before, and train even when the last ingest of OUT did not finish ok.")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Fine-tune on OUT/train.jsonl with axolotl: a LoRA by default (--template smollm2-cpu-full: every weight; --recipe cpt+sft: continued pretraining on OUT/cpt.jsonl first); validated first."""
-    from qagen.flow.train import load_train_settings, train
+    from qagen.flow.train import last_ingest_problem, load_train_settings, train
     from qagen.store import Store
 
     setup_logging(verbose)
@@ -103,6 +103,11 @@ def train_cmd(
     sigterm_as_interrupt()
     try:
         with errors(as_json), Store(out) as store:
+            problem = last_ingest_problem(store)
+            if problem and not force:
+                raise fail(f"{problem}; run `qagen ingest` again, or pass --force to train on it anyway", as_json)
+            if problem:
+                err.print(f"[yellow]warning:[/yellow] {problem}; training on it anyway (--force)")
             summary = train(out, ts, store, progress=_LineProgress(), force=force)
     except KeyboardInterrupt:
         raise fail("interrupted; the adapter was not finished", as_json, 130) from None

@@ -170,6 +170,8 @@ def _summary_table(s: Summary) -> Table:
         t.add_row("report", f"{s.report_path} (dataset card: {s.card_path})")
     for example in s.failure_examples:
         t.add_row("  failure", example)
+    for warning in s.warnings:
+        t.add_row("[yellow]warning[/yellow]", warning)
     t.add_row("time", f"{s.seconds:.1f} s")
     return t
 
@@ -227,6 +229,7 @@ def ingest_cmd(
     report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
     license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
     fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
+    follow_symlinks: Annotated[bool | None, typer.Option("--follow-symlinks", help="Read symlinked files whose target lies outside DOCS (skipped by default: 'symlink leaves the folder').")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -250,7 +253,7 @@ def ingest_cmd(
         regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
         report=report, exam=exam, unanswerable=unanswerable, cpt=cpt, cpt_rewrites=cpt_rewrites, contextual_share=contextual_share, license=license, transport=transport, executor=executor, ray_address=ray_address,
         workers=workers,
-        decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
+        decontaminate=[str(p) for p in decontaminate] if decontaminate else None, follow_symlinks=follow_symlinks,
     ), as_json)
     sigterm_as_interrupt()
     show_progress = err.is_terminal and not as_json
@@ -281,6 +284,9 @@ def ingest_cmd(
         err.print(_summary_table(summary))
         if summary.unchanged:
             err.print("nothing changed since the last run (documents, settings, prompts): the dataset was kept")
-        err.print(f"dataset written to [bold]{summary.train_path}[/bold] and [bold]{summary.eval_path}[/bold]")
+        if summary.status == "failed":
+            err.print(f"[red]the run failed[/red]: nothing in {summary.out_dir} was replaced")
+        else:
+            err.print(f"dataset written to [bold]{summary.train_path}[/bold] and [bold]{summary.eval_path}[/bold]")
     if summary.status != "ok" or (fail_on_skip and summary.documents_skipped):
         raise typer.Exit(1)

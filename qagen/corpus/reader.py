@@ -9,7 +9,11 @@ it; every file is either read or reported with a short reason:
 
 * hidden files and folders (name starts with ``.``) are skipped *silently*;
 * symlinked folders are not followed (no loops) and are reported; symlinked
-  files are followed; broken links and link loops are reported;
+  files are followed while they stay inside the folder: one whose target lies
+  outside it -> ``symlink leaves the folder`` (``follow_symlinks`` opts in);
+  broken links and link loops are reported;
+* folders in ``exclude`` (qagen's own output folder, when it lies inside the
+  documents) are not entered and not listed: the caller warns once;
 * unknown extensions -> ``unsupported format '.xyz'``;
 * files over ``max_bytes`` -> ``too large (...)``, decided from ``stat`` only;
 * unreadable files -> ``unreadable: <OS reason>``;
@@ -28,11 +32,9 @@ it; every file is either read or reported with a short reason:
 from __future__ import annotations
 
 import codecs
-import errno
 import io
 import os
 import re
-import stat
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +42,7 @@ from xml.etree import ElementTree
 
 from qagen.core import ids
 from qagen.core.types import Document, SkippedFile
+from qagen.corpus.walk import iter_entries
 
 FORMATS = {
     ".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
@@ -62,7 +65,9 @@ class _Skip(Exception):
     """Internal: the file cannot be used; ``args[0]`` is the reason."""
 
 
-def iter_documents(root: Path, *, max_bytes: int = 50_000_000) -> Iterator[Document | SkippedFile]:
+def iter_documents(
+    root: Path, *, max_bytes: int = 50_000_000, follow_symlinks: bool = False, exclude: tuple[Path, ...] = ()
+) -> Iterator[Document | SkippedFile]:
     """Yield a Document or SkippedFile for every non-hidden file under ``root``.
 
     Order is stable: sorted by relative POSIX path (code point order).
@@ -70,75 +75,8 @@ def iter_documents(root: Path, *, max_bytes: int = 50_000_000) -> Iterator[Docum
     See the module docstring for the full skip policy. If ``root`` is a file,
     that one file is read. A missing ``root`` raises FileNotFoundError.
     """
-    for entry in iter_entries(root):
+    for entry in iter_entries(root, follow_symlinks=follow_symlinks, exclude=exclude):
         yield entry if isinstance(entry, SkippedFile) else read_file(entry[1], entry[0], max_bytes)
-
-
-def iter_entries(root: Path) -> Iterator[tuple[str, Path] | SkippedFile]:
-    """The walk of :func:`iter_documents` without reading: ``(rel, path)`` per file, or a SkippedFile.
-
-    The distributed executor lists on the driver and reads on the workers.
-    """
-    root = Path(root)
-    if root.is_file():
-        yield root.name, root
-        return
-    if not root.is_dir():
-        raise FileNotFoundError(f"not a folder: {root}")
-    stack = [iter(_list_dir(root, ""))]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        kind, rel, path, reason = entry
-        if kind == "dir":
-            stack.append(iter(_list_dir(path, rel + "/")))
-        elif kind == "file":
-            yield rel, path
-        else:
-            yield SkippedFile(rel, reason)
-
-
-def _list_dir(folder: Path, prefix: str) -> list[tuple[str, str, Path, str]]:
-    """Sorted (kind, rel, path, reason) entries of one folder.
-
-    Folders sort as ``name/`` so that the walk order equals a global sort of
-    relative paths (every path below ``d`` starts with ``d/``).
-    """
-    rows = []
-    try:
-        with os.scandir(folder) as it:
-            entries = list(it)
-    except OSError as e:
-        rel = prefix.rstrip("/") or "."
-        return [("skip", rel, folder, f"cannot list folder: {e.strerror or e}")]
-    for e in entries:
-        if e.name.startswith("."):
-            continue
-        rel, path, link = prefix + e.name, Path(e.path), e.is_symlink()
-        try:
-            e.name.encode("utf-8")
-        except UnicodeEncodeError:  # undecodable bytes (surrogates) would crash the store and the JSON output
-            rows.append(("skip", os.fsencode(rel).decode("utf-8", "backslashreplace"), path,
-                         "name is not valid UTF-8"))
-            continue
-        try:
-            mode = os.stat(path).st_mode  # follows symlinks
-        except OSError as err:
-            reason = ("symlink loop" if err.errno == errno.ELOOP
-                      else "broken symlink" if link and err.errno == errno.ENOENT
-                      else f"unreadable: {err.strerror or err}")
-            rows.append(("skip", rel, path, reason))
-            continue
-        if stat.S_ISDIR(mode):
-            rows.append(("skip", rel, path, "symlink to a folder (not followed)") if link
-                        else ("dir", rel, path, ""))
-        else:
-            rows.append(("file", rel, path, "") if stat.S_ISREG(mode)
-                        else ("skip", rel, path, "not a regular file"))
-    rows.sort(key=lambda r: r[1] + "/" if r[0] == "dir" else r[1])
-    return rows
 
 
 def read_file(path: Path, rel: str, max_bytes: int = 50_000_000) -> Document | SkippedFile:

@@ -304,6 +304,19 @@ def prepare(out_dir: Path, settings: TrainSettings, *, template: str | None = No
     return cfg, key, adapter_dir
 
 
+def last_ingest_problem(store: object) -> str | None:
+    """Why OUT's dataset should not be trained on yet (its last ingest did not finish ok), or None."""
+    from qagen.store import Store
+
+    assert isinstance(store, Store)
+    last = store.last_status("ingest")
+    if last is None or last[0] == "ok":
+        return None
+    status, error = last
+    what = {"running": "is still running, or was killed", "partial": "finished only in part"}.get(status, status)
+    return f"the last `qagen ingest` of this folder {what}" + (f" ({error})" if error else "")
+
+
 def train(
     out_dir: Path,
     settings: TrainSettings,

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from qagen.core.errors import StageError
-from qagen.output.export import atomic_writer
+from qagen.output.atomic import atomic_writer
 from qagen.output.report import ReportData, build_report
 from qagen.store import Store
 

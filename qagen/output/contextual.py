@@ -42,7 +42,7 @@ from pathlib import Path
 
 from qagen.core import ids
 from qagen.core.errors import InputError
-from qagen.output.export import atomic_writer
+from qagen.output.atomic import atomic_writer, current
 from qagen.output.formats import dataset_entry, provenance, read_rows, turns
 from qagen.store import Store
 
@@ -223,14 +223,14 @@ def mix_into_train(
     if not 0.0 < share <= 1.0:
         raise ContextualError(f"--contextual-share must be above 0 and at most 1 (got {share})")
     check_shares(distractor_share, withheld_share)
-    source = _train_file(out_dir)
-    result = ContextualResult(source)
+    source = _train_file(out_dir)  # read from here (this run's staged file while an ingest writes its outputs)
+    result = ContextualResult(out_dir / "train.jsonl")
     eligible = [str(row.get("pair_id", "")) for _, row in read_rows(source) if not _eligible(row)]
     ranked = sorted(eligible, key=lambda p: (ids.hash_str("contextual-share", p), p))
     chosen = set(ranked[: round(share * len(ranked))])
     if not chosen:
         return result
-    with atomic_writer(source) as fh:
+    with atomic_writer(result.path) as fh:
         for _, row in read_rows(source):
             if not row.get("contextual"):  # a re-mix replaces the open-book rows, it does not stack them
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -240,7 +240,7 @@ def mix_into_train(
 
 
 def _train_file(out_dir: Path) -> Path:
-    source = out_dir / "train.jsonl"
+    source = current(out_dir / "train.jsonl")  # the file this run has written, while its outputs are staged
     if not source.is_file():
         raise ContextualError(f"no dataset in {out_dir} ({source} is missing): run `qagen ingest DOCS --out {out_dir}` "
                               "first")

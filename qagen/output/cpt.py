@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qagen.core import ids
+from qagen.output.atomic import atomic_writer
 from qagen.output.contextual import Block
-from qagen.output.export import atomic_writer
 from qagen.store import Store
 
 NAME = "cpt.jsonl"

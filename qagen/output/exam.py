@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qagen.output.export import atomic_writer
+from qagen.output.atomic import atomic_writer
 from qagen.store import Store
 
 EXAM_FILE = "exam.jsonl"

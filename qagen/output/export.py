@@ -2,23 +2,19 @@
 
 Each line is ``{"messages": [system, user, assistant], ...provenance}``. The
 system message names the document and group by short ID, in the style of the
-Helix report. Files are written to a temp file and renamed into place, so a
-reader never sees half a file.
+Helix report. Files are written whole (``qagen/output/atomic.py``): a reader
+never sees half a file, and a run's files are replaced together or not at all.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from qagen.core import ids
 from qagen.core.records import RunPair
+from qagen.output.atomic import atomic_writer
 from qagen.store import Store
 
 SPLIT_MIN_DOCS = 5  # below this, hold out chunks instead of whole documents
@@ -49,30 +45,6 @@ def corpus_message(group_id: str) -> str:
         f"You are an assistant fine-tuned on document group {ids.short(group_id)}. "
         "Answer from what you learned from these documents."
     )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_writer(path: Path) -> Iterator[IO[str]]:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal file modes
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _unit(value: str, fraction: float) -> bool:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from qagen.core import ids
 from qagen.core.errors import InputError
-from qagen.output.export import atomic_writer
+from qagen.output.atomic import atomic_writer
 
 FORMATS = ("messages", "alpaca", "vicuna", "chatml", "llama2", "sharegpt", "all")
 MIX = ("alpaca", "vicuna", "chatml", "llama2")  # bagel's four prompt formats, in the order `all` writes them

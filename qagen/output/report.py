@@ -41,8 +41,8 @@ import jinja2
 from qagen.core import ids
 from qagen.core.errors import StageError
 from qagen.core.records import VERDICT_SOURCES
+from qagen.output.atomic import atomic_writer, current
 from qagen.output.coverage_map import coverage_map
-from qagen.output.export import atomic_writer
 from qagen.output.report_data import (
     ChunkRow,
     DocRow,
@@ -97,8 +97,9 @@ def _pair_ids(fh: IO[str]) -> Iterator[str]:
 def _split_ids(out_dir: Path) -> Iterator[tuple[str, str]]:
     """(pair_id, split) of OUT's JSONL files, streamed (a later file wins, as a dict would)."""
     for split, name in JSONL_SPLITS:
-        if (out_dir / name).is_file():
-            with (out_dir / name).open(encoding="utf-8") as fh:
+        path = current(out_dir / name)  # the file this run has written, while its outputs are staged
+        if path.is_file():
+            with path.open(encoding="utf-8") as fh:
                 yield from ((p, split) for p in _pair_ids(fh))
 
 

@@ -15,7 +15,7 @@ import xxhash
 
 from qagen.config import Settings
 from qagen.core.types import SkippedFile
-from qagen.corpus.reader import iter_entries
+from qagen.corpus.walk import iter_entries
 from qagen.pipeline.summary import Summary
 from qagen.prompting.prompts import PromptSet
 from qagen.store import Store
@@ -30,7 +30,7 @@ _SPEED_ONLY = {
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "exam.jsonl", "dpo.jsonl", "cpt.jsonl", "report.html", "README.md")
 
 
-def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet) -> str:
+def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet, out_dir: Path | None = None) -> str:
     """One hash of everything a run's dataset depends on: every file's bytes and path, settings, prompts, qagen.
 
     Raw bytes are hashed (xxh3, GB/s), not parsed: deciding that nothing
@@ -45,12 +45,17 @@ def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet) ->
     for name in ("decontaminate",):  # files the run reads besides the corpus
         what[name] = [(f, _file_hash(Path(f))) for f in settings.decontaminate]
     h.update(json.dumps(what, sort_keys=True, default=str).encode())
-    for entry in iter_entries(docs_dir):
+    for entry in iter_entries(docs_dir, **walk_options(settings, out_dir)):
         if isinstance(entry, SkippedFile):
             h.update(f"\x00skip\x00{entry.path}\x00{entry.reason}".encode("utf-8", "backslashreplace"))
         else:
             h.update(f"\x00file\x00{entry[0]}\x00{_file_hash(entry[1])}".encode("utf-8", "backslashreplace"))
     return h.hexdigest()
+
+
+def walk_options(settings: Settings, out_dir: Path | None) -> dict:
+    """How every walk of a run reads the documents folder: its symlink rule, and OUT left out when it lies inside."""
+    return {"follow_symlinks": settings.follow_symlinks, "exclude": (out_dir,) if out_dir is not None else ()}
 
 
 def _file_hash(path: Path) -> str:

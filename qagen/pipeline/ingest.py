@@ -21,6 +21,7 @@ from qagen.curate.verdicts import curate
 from qagen.generate.identity import identity_pairs
 from qagen.llm.base import LLM
 from qagen.llm.factory import make_llm
+from qagen.output.atomic import output_unit, remove_output
 from qagen.output.contextual import ContextualError, mix_into_train
 from qagen.output.cpt import TEXT_ROWS, write_cpt, write_text_rows
 from qagen.output.exam import write_exam
@@ -33,7 +34,13 @@ from qagen.pipeline.assemble import (
     max_pending,
 )
 from qagen.pipeline.executor import RunTotals, Shard, run_local
-from qagen.pipeline.fingerprint import input_fingerprint, outputs, unchanged
+from qagen.pipeline.fingerprint import (
+    OUTPUT_FILES,
+    input_fingerprint,
+    outputs,
+    unchanged,
+    walk_options,
+)
 from qagen.pipeline.summary import (
     Interrupted,
     Summary,
@@ -68,6 +75,7 @@ def ingest(
         raise InputError(f"documents folder not found: {docs_dir}")
     if not docs_dir.is_dir():
         raise InputError(f"not a folder: {docs_dir}")
+    warnings = check_out_dir(docs_dir, out_dir)
     prompts = load_prompts(prompts_dir, settings.refine_style, settings.prompt_switches, settings.perspective_suite)
     if settings.best_of > 1 and not settings.judging:
         raise InputError("--best-of needs the judge (it keeps the best-judged answer): add --judge")
@@ -76,11 +84,11 @@ def ingest(
 
         load_questions([Path(f) for f in settings.decontaminate])  # InputError with the path if unusable
     chunker = Chunker(chunker_settings(settings))
-    summary = Summary(docs_dir=str(docs_dir), out_dir=str(out_dir), chunk_unit=chunker.unit)
+    summary = Summary(docs_dir=str(docs_dir), out_dir=str(out_dir), chunk_unit=chunker.unit, warnings=warnings)
 
     with Store(out_dir) as store:
         summary.state_db = str(store.path)
-        inputs = input_fingerprint(docs_dir, settings, prompts)
+        inputs = input_fingerprint(docs_dir, settings, prompts, out_dir)
         if unchanged(store, out_dir, inputs, settings, summary, started):
             return summary  # nothing new since the last run: no model, no replay, the dataset stays
         summary.input_fingerprint = inputs
@@ -100,7 +108,7 @@ def ingest(
                 run_ray(docs_dir, settings, prompts_dir, store, run_id, stages, totals, progress)
             else:
                 shard = Shard(stages, store, chunker, run_id, max_pending(settings), progress)
-                run_local(iter_documents(docs_dir), shard, totals)
+                run_local(iter_documents(docs_dir, **walk_options(settings, out_dir)), shard, totals)
         except FailFast as alarm:
             add_totals(summary, totals)
             summary.status, summary.error = "failed", str(alarm)
@@ -114,19 +122,70 @@ def ingest(
                 summary.status = "interrupted"
                 store.finish_run(run_id, "interrupted", summary.to_dict())
                 raise Interrupted(summary) from None
-            _finish(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, "interrupted")
+            _finish_and_write(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started,
+                              "interrupted")
             raise Interrupted(summary) from None
         except BaseException as exc:
             summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"
             store.finish_run(run_id, "failed", summary.to_dict())
             raise
-        _finish(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, None)
-        if settings.report:
-            _write_report(store, run_id, out_dir, settings, summary)
-        if summary.status == "ok":  # what the next run's unchanged check compares with
-            summary.outputs = outputs(out_dir)
-            store.finish_run(run_id, summary.status, summary.to_dict())
+        _finish_and_write(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, None)
     return summary
+
+
+def _finish_and_write(
+    store: Store,
+    prompts: PromptSet,
+    settings: Settings,
+    stages: Stages,
+    totals: RunTotals,
+    llm: LLM,
+    run_id: int,
+    out_dir: Path,
+    summary: Summary,
+    started: float,
+    status: str | None,
+) -> None:
+    """Write every output as one unit (qagen/output/atomic.py), then keep it or throw it away by the run's status:
+    a failed run leaves the previous outputs exactly as they were; an ok or partial run replaces them together."""
+    with output_unit() as unit:
+        try:
+            _finish(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, status)
+            if settings.report and summary.status != "failed":
+                _write_report(store, run_id, out_dir, settings, summary)
+        except BaseException as exc:  # nothing was replaced (the unit discards what it staged); the run is closed
+            summary.status, summary.error = "failed", f"writing the outputs: {type(exc).__name__}: {exc}"
+            store.finish_run(run_id, "failed", summary.to_dict())
+            raise
+        kept = sorted(name for name in OUTPUT_FILES if (out_dir / name).exists())
+        if summary.status == "failed":
+            unit.discard()
+            summary.replaced = []
+            summary.warnings.append(
+                f"the run failed: nothing in {out_dir} was replaced" + (f" ({', '.join(kept)} kept)" if kept else ""))
+        else:
+            summary.replaced = unit.pending()
+            unit.commit()
+            if summary.status != "ok":
+                summary.warnings.append(f"a {summary.status} run replaced {', '.join(summary.replaced)} in {out_dir} "
+                                        f"with what it finished ({summary.pairs_total} pairs)")
+    if summary.status == "ok":  # what the next run's unchanged check compares with
+        summary.outputs = outputs(out_dir)
+    store.finish_run(run_id, summary.status, summary.to_dict())
+
+
+def check_out_dir(docs_dir: Path, out_dir: Path) -> list[str]:
+    """OUT must be a folder (or not exist yet) and must not be DOCS; inside DOCS it is left out of the walk (a
+    warning), or the dataset card and report.html would become training documents on the next run."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out is a file, not a folder: {out_dir}")
+    docs, out = docs_dir.resolve(), out_dir.resolve()
+    if out == docs:
+        raise InputError(f"--out is the documents folder ({docs_dir}): qagen's outputs would be read as documents; "
+                         "choose another folder")
+    if docs in out.parents:
+        return [f"the output folder {out_dir} lies inside the documents folder: it is not read as documents"]
+    return []
 
 
 def _add_identity(store: Store, prompts: PromptSet, run_id: int, group_id: str) -> int:
@@ -199,7 +258,7 @@ def _finish(
     for name, written in (("exam.jsonl", settings.exam), ("cpt.jsonl", settings.cpt),
                           ("dpo.jsonl", stages.refiner is not None), (TEXT_ROWS, settings.text_rows)):
         if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
-            (out_dir / name).unlink(missing_ok=True)
+            remove_output(out_dir / name)
     summary.profile, summary.suite = settings.profile, settings.perspective_suite
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
@@ -224,10 +283,12 @@ def _finish(
         # A dataset the judge rejected entirely is an error, not a success.
         summary.status = "failed"
         summary.error = f"the judge rejected all {summary.judge_rejected} pairs (threshold {settings.judge_threshold})"
+    elif totals.stats.failed and not (totals.stats.sent or totals.stats.cached):
+        summary.status = "failed"  # not one reply from the model (a wrong model name, a dead endpoint)
+        summary.error = summary.error or f"every request to the model failed ({totals.stats.failed})"
     elif totals.stats.failed or summary.pairs_total == 0 or summary.judge_failed:
         summary.status = "partial" if summary.pairs_total else "failed"
     summary.seconds = round(time.perf_counter() - started, 2)
-    store.finish_run(run_id, summary.status, summary.to_dict())
 
 
 def _mix_contextual(store: Store, run_id: int, out_dir: Path, settings: Settings, summary: Summary) -> None:
@@ -249,6 +310,12 @@ def _write_report(store: Store, run_id: int, out_dir: Path, settings: Settings, 
     try:
         summary.report_path = str(write_report(store, run_id, out_dir))
         summary.card_path = str(write_card(store, run_id, out_dir, license=settings.license))
-    except Exception as exc:  # noqa: BLE001 - any report bug must not cost the user their dataset
+    except Exception as exc:
         log.exception("writing the report failed")
         summary.failure_examples.append(f"report: {type(exc).__name__}: {exc}")
+        summary.report_path = summary.card_path = ""
+        # A stale report beside the new dataset would describe the wrong data, and an "ok" run would let the next
+        # run's unchanged check keep it for good: the run is partial and the old report and card go.
+        remove_output(out_dir / "report.html")
+        remove_output(out_dir / "README.md")
+        summary.status = "partial" if summary.status == "ok" else summary.status

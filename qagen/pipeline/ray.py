@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Any
 from qagen.core.errors import BackendError, InputError
 from qagen.core.progress import IngestProgress, NullProgress
 from qagen.core.types import Document, SkippedFile
-from qagen.corpus.reader import iter_entries, read_file
+from qagen.corpus.reader import read_file
+from qagen.corpus.walk import iter_entries
 from qagen.pipeline.executor import RunTotals, ShardResult
+from qagen.pipeline.fingerprint import walk_options
 
 if TYPE_CHECKING:
     from qagen.config import Settings
@@ -196,7 +198,7 @@ def run_ray(
         shard_root = out_dir / SHARDS_DIR / f"run-{run_id}"
         shard_root.mkdir(parents=True, exist_ok=True)
         entries: list[dict[str, str]] = []
-        for entry in iter_entries(docs_dir):
+        for entry in iter_entries(docs_dir, **walk_options(settings, out_dir)):
             if isinstance(entry, SkippedFile):
                 totals.skipped.append((entry.path, entry.reason))
                 progress.doc_skipped(entry.path, entry.reason)

@@ -105,6 +105,9 @@ class Summary:
     report_path: str = ""
     card_path: str = ""
     failure_examples: list[str] = field(default_factory=list)
+    # what the user should know that is not a failure: the output folder left out of the walk, outputs kept or replaced
+    warnings: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # the files in OUT this run replaced or removed (none if failed)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, object]:

@@ -71,6 +71,16 @@ class FlowQueries(Database):
         ).fetchone()
         return None if row is None else int(row[0])
 
+    def last_status(self, command: str) -> tuple[str, str] | None:
+        """(status, error) of the newest ``command`` run, finished or not; None if there is none."""
+        row = self.db.execute(
+            "SELECT status, summary FROM runs WHERE command=? ORDER BY run_id DESC LIMIT 1", (command,)
+        ).fetchone()
+        if row is None:
+            return None
+        error = str((json.loads(row[1]) if row[1] else {}).get("error") or "")
+        return str(row[0]), error
+
     def last_clean_run(self, command: str) -> dict[str, object] | None:
         """The summary of the newest finished ``command`` run, if it ended ok with nothing left to retry."""
         row = self.db.execute(

@@ -1,0 +1,166 @@
+"""Safe in a CI pipeline (issue 31): the documents folder is the boundary, qagen's own output is never read back,
+and a failed run never replaces a good dataset. Each test reproduces one failure found by trying it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from qagen.core.errors import InputError
+from qagen.corpus.reader import iter_documents
+from qagen.pipeline.ingest import ingest
+
+SECRET = "[http] extraheader = AUTHORIZATION: basic c2VjcmV0LXRva2Vu"
+
+
+def _bodies(stub) -> str:
+    return json.dumps(stub.requests)
+
+
+def test_a_symlink_out_of_the_folder_is_skipped_and_never_sent(tmp_path: Path, corpus: Path, stub, settings_for):
+    outside = tmp_path / "git-config"
+    outside.write_text(SECRET + "\n" * 3 + "More lines of a private file that must not be read.\n")
+    os.symlink(outside, corpus / "notes.txt")
+    (corpus / "inside.txt").write_text("A linked copy of a file inside the folder may be read.\n" * 3)
+    os.symlink(corpus / "inside.txt", corpus / "alias.txt")
+
+    walked = {d.path: getattr(d, "reason", "read") for d in iter_documents(corpus)}
+    assert walked["notes.txt"] == "symlink leaves the folder"
+    assert walked["alias.txt"] == "read" and walked["inside.txt"] == "read"
+
+    out = tmp_path / "out"
+    summary = ingest(corpus, out, settings_for(report=True))
+    assert {"path": "notes.txt", "reason": "symlink leaves the folder"} in summary.documents_skipped
+    assert "c2VjcmV0LXRva2Vu" not in _bodies(stub)
+    for name in ("train.jsonl", "eval.jsonl", "report.html", "qagen.sqlite"):
+        assert b"c2VjcmV0LXRva2Vu" not in (out / name).read_bytes(), name
+
+    # Opting in reads it (and is part of the inputs: the next run is not a no-op).
+    opted = ingest(corpus, out, settings_for(follow_symlinks=True))
+    assert not opted.unchanged and "notes.txt" not in {s["path"] for s in opted.documents_skipped}
+    assert "c2VjcmV0LXRva2Vu" in _bodies(stub)
+
+
+def test_an_output_folder_inside_the_docs_is_not_read_back(tmp_path: Path, corpus: Path, stub, settings_for):
+    out = corpus / "qagen-out"
+    settings = settings_for(report=True, exam=True)
+    first = ingest(corpus, out, settings)
+    assert first.status == "ok" and first.warnings and "inside the documents folder" in first.warnings[0]
+    sent = stub.count()
+    assert (out / "report.html").exists() and (out / "README.md").exists()
+    second = ingest(corpus, out, settings)
+    assert second.unchanged and stub.count() == sent  # the card and report did not become documents
+    assert second.documents_read == first.documents_read == 2
+
+
+def test_out_equal_to_docs_is_refused_and_out_as_a_file_is_an_error(tmp_path: Path, corpus: Path, settings_for):
+    before = sorted(p.name for p in corpus.iterdir())
+    with pytest.raises(InputError, match="documents folder"):
+        ingest(corpus, corpus, settings_for())
+    with pytest.raises(InputError, match="documents folder"):
+        ingest(corpus, corpus / "speeches" / "..", settings_for())
+    assert sorted(p.name for p in corpus.iterdir()) == before  # nothing written there
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(InputError, match="is a file"):
+        ingest(corpus, a_file, settings_for())
+    assert a_file.read_text() == "not a folder"
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and not p.name.startswith("qagen.")}
+
+
+def test_an_empty_docs_folder_leaves_the_good_dataset(tmp_path: Path, corpus: Path, settings_for):
+    out = tmp_path / "out"
+    settings = settings_for(report=True, exam=True)
+    assert ingest(corpus, out, settings).pairs_total > 0
+    before = _snapshot(out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = ingest(empty, out, settings)
+    assert failed.status == "failed" and failed.replaced == []
+    assert "nothing in" in failed.warnings[-1] and "train.jsonl" in failed.warnings[-1]
+    assert _snapshot(out) == before  # train.jsonl still holds the good pairs, byte for byte
+    assert not list(out.glob(".*.tmp"))  # no staged file left behind
+
+
+def test_a_rejected_model_name_leaves_the_good_dataset(tmp_path: Path, corpus: Path, stub, settings_for):
+    from qagen.testing.stub_server import StubReply
+
+    out = tmp_path / "out"
+    settings = settings_for(report=True, exam=True, max_retries=0)
+    good = ingest(corpus, out, settings)
+    before = _snapshot(out)
+    stub.handler = lambda req: StubReply(status=404)  # "The model `mistral-7b` does not exist"
+    bad = ingest(corpus, out, settings_for(report=True, exam=True, max_retries=0, seed=7))  # new requests: not cached
+    assert bad.status == "failed" and "every request to the model failed" in bad.error
+    assert bad.requests_failed > 0 and good.pairs_total > 1
+    assert _snapshot(out) == before
+
+
+def test_a_report_that_cannot_be_written_makes_the_run_partial(tmp_path: Path, corpus: Path, settings_for,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "out"
+    settings = settings_for(report=True)
+    ingest(corpus, out, settings)
+    assert (out / "report.html").exists() and (out / "README.md").exists()
+    import qagen.output.report as report
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    second = ingest(corpus, out, settings_for(report=True, seed=3))
+    assert second.status == "partial" and any("report" in f for f in second.failure_examples)
+    assert not (out / "report.html").exists() and not (out / "README.md").exists()  # no stale report beside new data
+    assert {"report.html", "README.md", "train.jsonl"} <= set(second.replaced)
+    monkeypatch.undo()
+    third = ingest(corpus, out, settings_for(report=True, seed=3))
+    assert not third.unchanged and third.status == "ok" and (out / "report.html").exists()
+
+
+def test_the_outputs_are_replaced_together_or_not_at_all(tmp_path: Path, corpus: Path, settings_for,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for(exam=True))
+    before = _snapshot(out)
+    import qagen.pipeline.ingest as pipeline
+
+    def exam_fails(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "write_exam", exam_fails)  # after train.jsonl and eval.jsonl were written
+    with pytest.raises(OSError):
+        ingest(corpus, out, settings_for(exam=True, seed=5))
+    assert _snapshot(out) == before  # neither a new train.jsonl beside the old eval.jsonl nor the reverse
+    assert not list(out.glob(".*.tmp"))
+    with sqlite3.connect(out / "qagen.sqlite") as db:  # the run is closed, not left "running"
+        status, summary = db.execute("SELECT status, summary FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    assert status == "failed" and "No space left" in json.loads(summary)["error"]
+
+
+def test_train_refuses_a_dataset_whose_last_ingest_failed(tmp_path: Path, corpus: Path, stub, settings_for):
+    from typer.testing import CliRunner
+
+    from qagen.cli.app import app
+    from qagen.flow.train import last_ingest_problem
+    from qagen.store import Store
+
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    with Store(out) as store:
+        assert last_ingest_problem(store) is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ingest(empty, out, settings_for())  # failed: no readable documents
+    result = CliRunner().invoke(app, ["train", str(out), "--json"])
+    assert result.exit_code == 1
+    error = json.loads(result.stdout.strip().splitlines()[-1])["error"]
+    assert "last `qagen ingest` of this folder failed" in error and "--force" in error
+    with sqlite3.connect(out / "qagen.sqlite") as db:  # nothing was trained
+        assert db.execute("SELECT count(*) FROM runs WHERE command='train'").fetchone()[0] == 0
