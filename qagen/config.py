@@ -239,3 +239,20 @@ def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with non-``None`` overrides applied on top."""
     given = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**given)
+
+
+class FileLimits(BaseSettings):
+    """What a question file (``qagen eval --questions``, ``--decontaminate``) may hold before it is refused with a
+    one-line error instead of filling memory: a 150 MB line or a million questions is a mistake, not a benchmark.
+    ``QAGEN_MAX_QUESTION_BYTES`` (one line of JSONL/CSV), ``QAGEN_MAX_QUESTION_FILE_BYTES`` (the whole file) and
+    ``QAGEN_MAX_QUESTIONS``."""
+
+    model_config = SettingsConfigDict(env_prefix="QAGEN_", extra="ignore")
+
+    max_question_bytes: int = Field(default=1_000_000, ge=1_000)
+    max_question_file_bytes: int = Field(default=200_000_000, ge=1_000)
+    max_questions: int = Field(default=100_000, ge=1)
+
+
+def file_limits() -> FileLimits:
+    return FileLimits()

@@ -164,3 +164,54 @@ def test_train_refuses_a_dataset_whose_last_ingest_failed(tmp_path: Path, corpus
     assert "last `qagen ingest` of this folder failed" in error and "--force" in error
     with sqlite3.connect(out / "qagen.sqlite") as db:  # nothing was trained
         assert db.execute("SELECT count(*) FROM runs WHERE command='train'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("name,content,expected", [
+    ("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("deep.jsonl", '{"question": "q?", "answer": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n",
+     "line 2: not usable JSON: nested too deeply"),
+    ("digits.jsonl", '{"question": "q?", "answer": "a"}\n{"question": "q?", "answer": ' + "9" * 5000 + "}\n",
+     "line 2: not usable JSON: Exceeds the limit"),
+    ("big.jsonl", '{"question": "' + "x" * 1_100_000 + '", "answer": "a"}\n', "line 1"),
+])
+def test_hostile_question_files_are_one_line_errors(tmp_path: Path, name: str, content: str, expected: str):
+    from qagen.curate.quality import load_questions as decontamination_questions
+    from qagen.flow.questions import load_questions
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(InputError) as err:
+        load_questions(path)
+    message = str(err.value)
+    assert message.startswith(str(path)) and expected in message and "\n" not in message
+    with pytest.raises(InputError, match=str(path)):
+        decontamination_questions([path])
+
+
+def test_question_count_and_file_size_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from qagen.flow.questions import load_questions
+
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(f'{{"question": "question {i}?", "answer": "a{i}"}}\n' for i in range(120)))
+    assert len(load_questions(path)) == 120
+    monkeypatch.setenv("QAGEN_MAX_QUESTIONS", "100")
+    with pytest.raises(InputError, match="more than 100 questions"):
+        load_questions(path)
+    monkeypatch.delenv("QAGEN_MAX_QUESTIONS")
+    monkeypatch.setenv("QAGEN_MAX_QUESTION_FILE_BYTES", "2000")
+    with pytest.raises(InputError, match="over the limit"):
+        load_questions(path)
+
+
+def test_eval_cli_reports_a_deep_file_in_one_line(tmp_path: Path, corpus: Path, settings_for):
+    from typer.testing import CliRunner
+
+    from qagen.cli.app import app
+
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    result = CliRunner().invoke(app, ["eval", str(out), "--questions", str(deep), "--json"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "nested too deeply" in json.loads(result.stdout.strip().splitlines()[-1])["error"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import sqlite3
@@ -24,6 +23,8 @@ from pathlib import Path
 import xxhash
 from rapidfuzz import fuzz
 
+from qagen.config import file_limits
+from qagen.core import jsonfile
 from qagen.core.errors import InputError
 
 MIN_QUOTE_CHARS = 8
@@ -80,9 +81,7 @@ def normalize_question(question: str) -> str:
 # keep them). Shared alone, they made unrelated questions of one template ("What did ... do in ...?")
 # share LSH buckets, so each question had thousands of candidates (benchmarks/RESULTS.md §17.6).
 _COMMON = frozenset(
-    "a an the of in on at to for by with from into about as and or but is are was were be been being do does did "
-    "has have had will would can could should may might must shall this that these those it its his her their "
-    "he she they them we you i what who whom whose which when where why how".split()
+    ["a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "into", "about", "as", "and", "or", "but", "is", "are", "was", "were", "be", "been", "being", "do", "does", "did", "has", "have", "had", "will", "would", "can", "could", "should", "may", "might", "must", "shall", "this", "that", "these", "those", "it", "its", "his", "her", "their", "he", "she", "they", "them", "we", "you", "i", "what", "who", "whom", "whose", "which", "when", "where", "why", "how"]
 )
 
 
@@ -290,9 +289,9 @@ def _record_question(rec: object, where: str) -> list[str]:
 
 def _json(text: str, where: str) -> object:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{where}: invalid JSON: {e}") from e
+        return jsonfile.loads(text)
+    except ValueError as e:
+        raise InputError(f"{where}: invalid JSON: {e}") from None
 
 
 def _load_one(path: Path) -> list[str]:
@@ -300,10 +299,22 @@ def _load_one(path: Path) -> list[str]:
     if suffix not in (".jsonl", ".json", ".txt", ".csv"):
         raise InputError(f"{path}: unsupported benchmark file type {suffix or '(none)'!r}"
                          " (use .jsonl, .json, .txt or .csv)")
+    limits = file_limits()
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+        text = jsonfile.read_text(path, limits.max_question_file_bytes)
+        for number, line in enumerate(text.splitlines(), 1):
+            jsonfile.check_line(line, number, limits.max_question_bytes)
+    except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read benchmark file: {e}") from e
+    questions = _parse(path, suffix, text)
+    try:
+        jsonfile.check_count(len(questions), limits.max_questions)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+    return questions
+
+
+def _parse(path: Path, suffix: str, text: str) -> list[str]:
     if suffix == ".txt":
         return [line.strip() for line in text.splitlines() if line.strip()]
     if suffix == ".csv":

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from qagen.config import file_limits
+from qagen.core import jsonfile
 from qagen.core.errors import InputError
 from qagen.core.ids import SHORT_LEN
 
@@ -69,16 +70,21 @@ def load_questions(path: Path) -> list[Question]:
                          f"use {', '.join(FORMATS)}")
     if not path.is_file():
         raise InputError(f"question file not found: {path}" if not path.exists() else f"{path}: not a file")
+    limits = file_limits()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        text = jsonfile.read_text(path, limits.max_question_file_bytes)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     parse = {".jsonl": _load_jsonl, ".csv": _load_csv, ".json": _load_json}[ext]
     questions = parse(path, text)
     if not questions:
         raise InputError(f"{path}: no questions in the file")
+    try:
+        jsonfile.check_count(len(questions), limits.max_questions)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
     return questions
 
 
@@ -144,14 +150,16 @@ def _from_mapping(obj: object, line: int = 0, *, split: bool = False) -> Questio
 # --- the formats ----------------------------------------------------------------
 def _load_jsonl(path: Path, text: str) -> list[Question]:
     out: list[Question] = []
+    max_bytes = file_limits().max_question_bytes
     for number, raw in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
         if not raw.strip():
             continue
         try:
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise _Bad(f"not JSON ({e.msg} at column {e.colno})") from None
+                jsonfile.check_line(raw, number, max_bytes)
+                obj = jsonfile.loads(raw)
+            except ValueError as e:
+                raise _Bad(str(e).replace(f"line {number} is", "it is")) from None
             out.append(_from_mapping(obj, number))
         except _Bad as e:
             raise InputError(f"{path}: line {number}: {e}") from None
@@ -198,9 +206,9 @@ def _load_json(path: Path, text: str) -> list[Question]:
     if not text.strip():
         return []
     try:
-        top = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: line {e.lineno} column {e.colno}: not JSON ({e.msg})") from None
+        top = jsonfile.loads(text)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
     where = ""
     try:
         if isinstance(top, list):  # a list of JSONL-style objects
