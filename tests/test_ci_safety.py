@@ -215,3 +215,35 @@ def test_eval_cli_reports_a_deep_file_in_one_line(tmp_path: Path, corpus: Path, 
     result = CliRunner().invoke(app, ["eval", str(out), "--questions", str(deep), "--json"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "nested too deeply" in json.loads(result.stdout.strip().splitlines()[-1])["error"]
+
+
+def test_angle_brackets_the_document_writes_are_not_template_slots():
+    from qagen.curate.filters import FilterSettings, PairView, screen
+    from qagen.prompting.prompts import load_prompts
+
+    prompts = load_prompts()
+
+    def check(perspective: str, question: str, answer: str, title: str, head: str = "") -> object:
+        return screen(PairView(question, answer, prompts.by_id(perspective), title, head), FilterSettings())
+
+    vec = "std::vector<int> and its growth policy"
+    head = "A std::vector<int> doubles its capacity when it is full. The <details> element hides its content."
+    assert check("title_questions", f'What does "{vec}" say about growth?', "It doubles its capacity.", vec) is None
+    assert check("quiz", 'What does the <details> element do in "HTML elements"?', "It hides its content.",
+                 "HTML elements", head) is None
+    # a slot the document does not write is still a template leak
+    got = check("quiz", f'What does <a function> return in "{vec}"?', "A copy.", vec, head)
+    assert got is not None and got[0] == "template"
+
+
+def test_report_shows_control_and_bidi_characters_in_file_names_as_escapes(tmp_path: Path, settings_for):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    name = "invoice\u202egpj.exe\x07.md"  # a right-to-left override and a bell in a file name
+    (docs / name).write_text("# Invoice\n\nThe invoice of March 2024 lists 12 items shipped to Lisbon.\n")
+    out = tmp_path / "out"
+    summary = ingest(docs, out, settings_for(report=True))
+    assert summary.status == "ok"
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "\u202e" not in html and "\x07" not in html
+    assert "invoice\\u202egpj.exe\\u0007.md" in html

@@ -139,8 +139,12 @@ _GENERIC_NOUNS = {"passage", "document", "text", "article", "page", "summary", "
 _NAMES_NOTHING = (_FUNCTION_WORDS - {"one"}) | _GENERIC_NOUNS | {"author", "authors", "writer", "speaker", "reader"}
 
 
+def _slot(pattern: re.Pattern[str], text: str, v: PairView) -> bool:  # unfilled: not the document's `vector<int>`
+    return any(m.group() not in v.title and m.group() not in v.head for m in pattern.finditer(text))
+
+
 def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
-    if _ANSWER_SLOT.search(v.answer):
+    if _slot(_ANSWER_SLOT, v.answer, v):
         return "template", "the answer keeps a placeholder ([specific details], <name>)"
     answer = _norm(v.answer)
     if answer in _GENERIC_ANSWERS:
@@ -182,12 +186,10 @@ def _check_truncated(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
 
 def _check_template(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     q = v.question.strip()
-    if _SLOT.search(q):
+    if _slot(_SLOT, q, v):
         return "template", "the question has an unfilled slot"
     qw = words(q)
-    if len(qw) < 3:
-        return "template", f"{q!r} is not a question"
-    if not (q.endswith("?") or _QUESTION_START.match(q)):
+    if len(qw) < 3 or not (q.endswith("?") or _QUESTION_START.match(q)):
         return "template", f"{q!r} is not a question"
     if all(w in _FUNCTION_WORDS or w in _GENERIC_NOUNS for w in qw):
         return "template", f"{q!r} names nothing"
@@ -205,7 +207,7 @@ def _check_template(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
 def _check_relation(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     if v.prompt is None or v.prompt.output != "entities" or " related to " not in v.question:
         return None
-    if _SLOT.search(v.answer):
+    if _slot(_SLOT, v.answer, v):
         return "not_a_sentence", "the relation keeps a placeholder"
     n = len(words(v.answer))
     if n < 3 or n > 40:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 import jinja2
+import markupsafe
 
 from qagen.core import ids
 from qagen.core.errors import StageError
@@ -310,10 +311,23 @@ def _eval_table(path: Path, key: str) -> str:
 # --- rendering -------------------------------------------------------------
 
 
+# Control characters and bidirectional overrides (a file named "report\u202etxt.exe") would reorder or hide what
+# the page shows: every value the template prints gets them as visible escapes instead.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(value: object) -> object:
+    if not isinstance(value, str) or not _INVISIBLE.search(value):
+        return value
+    shown = _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    return markupsafe.Markup(shown) if isinstance(value, markupsafe.Markup) else shown
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("qagen.output", "templates"),
         autoescape=True,  # documents and model output are hostile input
+        finalize=_visible,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
