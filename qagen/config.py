@@ -256,3 +256,14 @@ class FileLimits(BaseSettings):
 
 def file_limits() -> FileLimits:
     return FileLimits()
+
+
+class _ProgressSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QAGEN_", extra="ignore")
+
+    progress_every: float = Field(default=15.0, ge=0.05, le=600)
+
+
+def progress_every() -> float:
+    """Seconds between the plain progress lines of a log (stderr not a terminal): QAGEN_PROGRESS_EVERY, default 15."""
+    return _ProgressSettings().progress_every

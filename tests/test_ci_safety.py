@@ -247,3 +247,34 @@ def test_report_shows_control_and_bidi_characters_in_file_names_as_escapes(tmp_p
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "\u202e" not in html and "\x07" not in html
     assert "invoice\\u202egpj.exe\\u0007.md" in html
+
+
+def test_a_ci_log_gets_plain_progress_lines_while_the_run_goes(tmp_path: Path, corpus: Path):
+    import subprocess
+    import sys
+
+    from qagen.testing import StubServer
+    from tests.helpers import passage_reply
+
+    def slow(req: dict):
+        reply = passage_reply(req)
+        reply.delay = 0.25
+        return reply
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_")}
+    env["QAGEN_PROGRESS_EVERY"] = "0.5"
+    with StubServer(slow) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "qagen.cli", "ingest", str(corpus), "--out", str(tmp_path / "out"), "--base-url",
+             server.base_url, "--model", "stub", "--concurrency", "1", "--suite", "broad", "--no-report", "--json"],
+            capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)  # stdout stays one JSON object
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("[ingest] requests")]
+    assert len(lines) >= 3, done.stderr[-2000:]
+    import re
+
+    counts = [tuple(map(int, m.groups())) for ln in lines if (m := re.search(r"requests (\d+)/(\d+)", ln))]
+    assert counts and all(d <= t for d, t in counts)  # never more done than planned
+    assert counts[-1][0] > counts[0][0] and "/s" in lines[-1] and "elapsed" in lines[-1]
+    assert summary["requests_sent"] >= counts[-1][0]

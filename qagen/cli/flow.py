@@ -30,41 +30,11 @@ from qagen.cli.common import (
     setup_logging,
     sigterm_as_interrupt,
 )
+from qagen.cli.ticker import Ticker, TickerProgress
 
 
-class _LineProgress:
-    """Train/flow progress for CI logs and terminals alike: one line per step (steps, loss, ETA)."""
-
-    def __init__(self) -> None:
-        self._last = (-1, -1)
-        self._requests = [0, 0, 0]  # done, total, failed
-
-    def doc_read(self, path: str, n_chunks: int) -> None:
-        err.print(f"  read {path} ({n_chunks} chunks)", highlight=False)
-
-    def doc_skipped(self, path: str, reason: str) -> None:
-        err.print(f"  skipped {path}: {reason}", highlight=False)
-
-    def requests_added(self, n: int) -> None:
-        self._requests[1] += n
-
-    def request_done(self, *, cached: bool, failed: bool) -> None:
-        done, total, failed_n = self._requests
-        self._requests = [done + 1, total, failed_n + int(failed)]
-        if (done + 1) % 5 == 0 or done + 1 == total:
-            err.print(f"  requests {done + 1}/{total} done ({failed_n + int(failed)} failed)", highlight=False)
-
-    def pairs_added(self, n: int) -> None:
-        pass
-
-    def stage(self, name: str, detail: str) -> None:
-        err.print(f"[bold]== {name}[/bold] {detail}")
-
-    def update(self, step: int, total: int, loss: float | None, eta: str) -> None:
-        if (step, total) == self._last or loss is None:
-            return
-        self._last = (step, total)
-        err.print(f"  train step {step}/{total}  loss {loss:.4f}" + (f"  ETA {eta}" if eta else ""), highlight=False)
+def _say(line: str) -> None:
+    err.print(line, highlight=False, markup=False)
 
 
 OpenBookOpt = Annotated[bool, typer.Option("--open-book", help="Also ask each held-out question over input blocks, as the open-book training rows do: with its chunk, among other documents' chunks, and without it (the right reply then declines). Reports F1, cited source and declined shares, base vs tuned.")]
@@ -108,7 +78,8 @@ def train_cmd(
                 raise fail(f"{problem}; run `qagen ingest` again, or pass --force to train on it anyway", as_json)
             if problem:
                 err.print(f"[yellow]warning:[/yellow] {problem}; training on it anyway (--force)")
-            summary = train(out, ts, store, progress=_LineProgress(), force=force)
+            with Ticker(_say) as ticker:
+                summary = train(out, ts, store, progress=TickerProgress(ticker), force=force)
     except KeyboardInterrupt:
         raise fail("interrupted; the adapter was not finished", as_json, 130) from None
     if as_json:
@@ -160,9 +131,11 @@ def eval_cmd(
             raise EvalError(f"no trained adapter recorded in {out}: run `qagen train {out}` or pass --adapter and --base-model")
         threads = load_train_settings().threads
         reference = None if base_model or adapter else reference_of(last)  # the recorded run's own base, if cpt+sft
-        report = evaluate(out, store, settings, base_model=base, adapter_dir=adapter_dir, limit=limit,
-                          threads=threads, questions=questions, open_book=open_book, reference_model=reference,
-                          progress=None if as_json else (lambda line: err.print(line, highlight=False)))
+        with Ticker(_say) as ticker:
+            progress = TickerProgress(ticker)
+            report = evaluate(out, store, settings, base_model=base, adapter_dir=adapter_dir, limit=limit,
+                              threads=threads, questions=questions, open_book=open_book, reference_model=reference,
+                              progress=lambda line: progress.stage("eval", line), count=progress.count)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -251,8 +224,9 @@ def run_cmd(
             from qagen.flow.questions import load_questions
 
             load_questions(questions)  # a malformed file stops the run before anything is generated
-        result = run(docs, out, settings, ts, ns, gate=gate, eval_limit=eval_limit, prompts_dir=prompts, questions=questions,
-                     open_book=open_book, progress=_LineProgress())
+        with Ticker(_say) as ticker:
+            result = run(docs, out, settings, ts, ns, gate=gate, eval_limit=eval_limit, prompts_dir=prompts,
+                         questions=questions, open_book=open_book, progress=TickerProgress(ticker))
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
     else:

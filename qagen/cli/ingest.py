@@ -32,6 +32,7 @@ from qagen.cli.common import (
     setup_logging,
     sigterm_as_interrupt,
 )
+from qagen.cli.ticker import Ticker, TickerProgress
 from qagen.config import load_settings
 
 if TYPE_CHECKING:
@@ -265,8 +266,11 @@ def ingest_cmd(
                 with Progress(*columns, console=err, transient=False) as bar:
                     total = _count_files(docs) if docs.is_dir() else 0
                     summary = ingest(docs, out, settings, prompts_dir=prompts, progress=_RichProgress(bar, total))
-            else:
-                summary = ingest(docs, out, settings, prompts_dir=prompts)
+            else:  # a CI log: a plain line every few seconds (qagen/cli/ticker.py)
+                with Ticker(lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True)) as ticker:
+                    total = _count_files(docs) if docs.is_dir() else 0
+                    ticker.stage("ingest", f"{docs} -> {out}", unit="requests")
+                    summary = ingest(docs, out, settings, prompts_dir=prompts, progress=TickerProgress(ticker, total))
     except Interrupted as stop:
         if as_json:
             print(json.dumps(stop.summary.to_dict(), ensure_ascii=False))

@@ -8,7 +8,7 @@ decoding, so the same model and question give the same answer. CPU is fine
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qagen.core.errors import StageError
@@ -44,6 +44,7 @@ def answer(
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch: int = 8,
     threads: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """Greedy answers to (system, question) prompts from ``base_model``, or from ``tuned`` on top of it.
 
@@ -62,11 +63,11 @@ def answer(
         raise AnswerError(f"cannot load the model {tuned or base_model}: {exc}") from None
     tokenizer.padding_side = "left"  # decoder-only batch generation
     model.eval()
-    return generate_replies(model, tokenizer, list(prompts), max_new_tokens, batch)
+    return generate_replies(model, tokenizer, list(prompts), max_new_tokens, batch, on_batch)
 
 
 def generate_replies(model: object, tokenizer: object, prompts: list[tuple[str, str]], max_new_tokens: int,
-              batch: int) -> list[str]:
+                     batch: int, on_batch: Callable[[int, int], None] | None = None) -> list[str]:
     """Greedy replies in the prompts' order. Batches are formed from prompts of similar length (a batch is
     left-padded to its longest prompt, so mixing a 60-token question with a 1,900-token open-book prompt would
     cost the short one the long one's time). Greedy: the same prompts give the same replies; padding in another
@@ -92,4 +93,6 @@ def generate_replies(model: object, tokenizer: object, prompts: list[tuple[str, 
         new = out[:, enc["input_ids"].shape[1] :]
         for i, text in zip(picked, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):  # type: ignore[attr-defined]
             answers[i] = text.strip()
+        if on_batch is not None:  # (answers done, answers asked): progress for a log
+            on_batch(min(start + batch, len(order)), len(order))
     return answers

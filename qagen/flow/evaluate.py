@@ -226,6 +226,7 @@ def evaluate(
     out_dir: Path, store: Store, settings: Settings, *, base_model: str, adapter_dir: str, limit: int | None = None,
     threads: int | None = None, questions: Path | None = None, judge_answers: bool = True, open_book: bool = False,
     reference_model: str | None = None, progress: Callable[[str], None] | None = None,
+    count: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Closed book, base vs tuned: the knowledge score, and the eval.jsonl format check where there is one;
     with ``open_book``, the held-out questions asked over input blocks too (:mod:`qagen.flow.openbook`).
@@ -233,7 +234,8 @@ def evaluate(
     Writes OUT/eval_report.json. ``adapter_dir`` is a LoRA adapter over ``base_model`` or a fully fine-tuned model
     folder. ``reference_model`` answers as "base" where that is not ``base_model``: after ``--recipe cpt+sft``
     the adapter sits on stage 1's model, and the gain to report is over the model before both stages
-    (:func:`reference_of`). ``progress`` hears a line before each batch of answers (they take minutes on CPU).
+    (:func:`reference_of`). ``progress`` hears a line before each batch of answers (they take minutes on CPU);
+    ``count`` hears (done, asked) after each batch.
     """
     reference = reference_model or base_model
     say = progress or (lambda line: None)
@@ -258,15 +260,16 @@ def evaluate(
     try:
         prompts = [(it.system, it.question) for it in items] + [(it.system, it.question) for it in exam]
         say(f"closed book: {len(prompts)} questions to the base model, then the tuned one")
-        base = answer(reference, prompts, threads=threads) if prompts else []
-        tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads) if prompts else []
+        base = answer(reference, prompts, threads=threads, on_batch=count) if prompts else []
+        tuned = answer(base_model, prompts, tuned=adapter_dir, threads=threads, on_batch=count) if prompts else []
         if open_items:
             ob_prompts = openbook.prompts(open_items)
             say(f"open book: {len(ob_prompts)} prompts (up to 3 per question, each up to 3 chunks long) to the base "
                 "model, then the tuned one")
-            ob_base = answer(reference, ob_prompts, threads=threads, max_new_tokens=openbook.MAX_NEW_TOKENS)
+            ob_base = answer(reference, ob_prompts, threads=threads, max_new_tokens=openbook.MAX_NEW_TOKENS,
+                             on_batch=count)
             ob_tuned = answer(base_model, ob_prompts, tuned=adapter_dir, threads=threads,
-                              max_new_tokens=openbook.MAX_NEW_TOKENS)
+                              max_new_tokens=openbook.MAX_NEW_TOKENS, on_batch=count)
         n = len(items)
         verdicts, judge_name = ([None] * 2 * n, "off")
         if items and judge_answers:

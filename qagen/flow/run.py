@@ -249,7 +249,8 @@ class Flow:
                                       limit=self.eval_limit, threads=self.train_settings.threads,
                                       questions=self.questions, open_book=self.open_book,
                                       reference_model=reference_of(self.result.train),
-                                      progress=lambda line: self.progress.stage("eval", line))
+                                      progress=lambda line: self.progress.stage("eval", line),
+                                      count=getattr(self.progress, "count", None))
                     store.record_stage(0, "eval", key, "done", {"report": str(report_path)})
                     _refresh_report(store, self.out_dir)  # report.html gains the knowledge table
         except QagenError as exc:

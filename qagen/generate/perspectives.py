@@ -219,7 +219,6 @@ class Generator:
         # ``refine: false`` (a code-built answer, "The documents don't say ..."): the regenerator must not rewrite it
         if trained and self.refiner is not None and prompt.refine and pairs:
             c.store.add_drafts(pairs)
-            c.progress.requests_added(len(pairs))  # at least one critic call each
             outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
             pairs = [o.final for o in outcomes]
         if trained and self.judge is not None and pairs:

@@ -56,6 +56,8 @@ class Reducer:
     async def passage(self, doc: Document, chunks: list[Chunk]) -> Chunk:
         """The reduce passage as a chunk (the first chunk's ID, so pairs are stored and grounded under it)."""
         first = chunks[0]
+        # every map request reports itself done (sent, cached, or shared with the chunk's own section_summary)
+        self.caller.progress.requests_added(len(chunks))
         summaries = await asyncio.gather(*(self.summary(doc, c) for c in chunks))
         parts = [f"[{c.section or f'part {c.index + 1}'}] {s}" for c, s in zip(chunks, summaries, strict=True) if s]
         level = 0
