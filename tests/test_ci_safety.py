@@ -135,13 +135,15 @@ def test_the_outputs_are_replaced_together_or_not_at_all(tmp_path: Path, corpus:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(pipeline, "write_exam", exam_fails)  # after train.jsonl and eval.jsonl were written
-    with pytest.raises(OSError):
+    from qagen.core.errors import StoreError
+
+    with pytest.raises(StoreError, match="no space left under"):
         ingest(corpus, out, settings_for(exam=True, seed=5))
     assert _snapshot(out) == before  # neither a new train.jsonl beside the old eval.jsonl nor the reverse
     assert not list(out.glob(".*.tmp"))
     with sqlite3.connect(out / "qagen.sqlite") as db:  # the run is closed, not left "running"
         status, summary = db.execute("SELECT status, summary FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
-    assert status == "failed" and "No space left" in json.loads(summary)["error"]
+    assert status == "failed" and "no space left" in json.loads(summary)["error"]
 
 
 def test_train_refuses_a_dataset_whose_last_ingest_failed(tmp_path: Path, corpus: Path, stub, settings_for):
@@ -278,3 +280,157 @@ def test_a_ci_log_gets_plain_progress_lines_while_the_run_goes(tmp_path: Path, c
     assert counts and all(d <= t for d, t in counts)  # never more done than planned
     assert counts[-1][0] > counts[0][0] and "/s" in lines[-1] and "elapsed" in lines[-1]
     assert summary["requests_sent"] >= counts[-1][0]
+
+
+# --- a full disk ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MB tmpfs where the machine lets us mount one (root in a container usually can), else None: the tests
+    then simulate ENOSPC at the database's writes."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True).returncode == 0
+    yield disk if mounted else None
+    if mounted:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """A ballast file that leaves about ``leave`` bytes free on ``disk``."""
+    ballast = disk / "ballast"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with ballast.open("ab") as fh:
+        fh.write(b"\0" * max(free - leave, 0))
+    return ballast
+
+
+def _big_corpus(root: Path) -> Path:
+    root.mkdir()
+    sections = "\n\n".join(f"## Part {i}\n\n" + " ".join(
+        f"In {1900 + i + j} the council of district {i} approved budget line {i * 31 + j} for {j + 2} bridges."
+        for j in range(10)) for i in range(40))
+    (root / "ledger.md").write_text(f"# District budgets\n\n{sections}\n")
+    return root
+
+
+@pytest.mark.parametrize("simulate", [False, True], ids=["tmpfs", "simulated"])
+def test_a_full_disk_is_one_clear_error_and_loses_nothing(tmp_path: Path, small_disk, settings_for, stub,
+                                                         monkeypatch: pytest.MonkeyPatch, simulate: bool):
+    from typer.testing import CliRunner
+
+    from qagen.cli.app import app
+    from qagen.core.errors import StoreError
+    from qagen.store import Store
+
+    small_disk = None if simulate else small_disk
+    docs = _big_corpus(tmp_path / "docs")
+    out = (small_disk or tmp_path) / "out"
+    good = ingest(docs, out, settings_for(concurrency=2))
+    assert good.status == "ok"
+    before = _snapshot(out)
+    fuller = settings_for(concurrency=2, seed=11)  # new requests: the database must grow
+    if small_disk is not None:
+        ballast = _fill(small_disk, 48_000)
+    else:  # simulated: the database refuses its writes after a few replies, as SQLite does on a full disk
+        from qagen.store.store import Store as Real
+
+        calls = {"n": 0}
+        original = Real.put_response
+
+        def full(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > 5:
+                raise sqlite3.OperationalError("database or disk is full")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Real, "put_response", full)
+    with pytest.raises(StoreError, match="no space left under") as err:
+        ingest(docs, out, fuller)
+    assert "\n" not in str(err.value) and "nothing is lost" in str(err.value)
+    result = CliRunner().invoke(app, ["ingest", str(docs), "--out", str(out), "--base-url", stub.base_url,
+                                      "--model", "stub-model", "--suite", "broad", "--seed", "11", "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["error"].startswith("no space left under")
+    if small_disk is not None:
+        ballast.unlink()
+    else:
+        monkeypatch.undo()
+    assert _snapshot(out) == before  # the good dataset is untouched
+    with Store(out) as store:  # no run is left "running"
+        assert store.last_status("ingest")[0] in ("failed", "killed")
+    sent_before = stub.count()
+    again = ingest(docs, out, fuller)
+    assert again.status == "ok" and again.requests_cached > 0  # the replies paid for before the disk filled
+    assert again.requests_sent + again.requests_cached >= stub.count() - sent_before
+
+
+def test_a_full_disk_at_the_start_is_not_called_damage(tmp_path: Path, small_disk, settings_for):
+    from qagen.core.errors import StoreError
+
+    if small_disk is None:
+        pytest.skip("no tmpfs here: the simulated case is covered by the test above")
+    out = small_disk / "out"
+    settings = settings_for()
+    ingest(_big_corpus(tmp_path / "docs"), out, settings)
+    ballast = _fill(small_disk, 0)
+    with pytest.raises(StoreError) as err:
+        ingest(tmp_path / "docs", out, settings_for(seed=4))
+    assert "no space left" in str(err.value) and "damaged" not in str(err.value)
+    ballast.unlink()
+    assert ingest(tmp_path / "docs", out, settings).unchanged  # nothing was damaged: the same run is a no-op
+
+
+# --- the state database -----------------------------------------------------------------------------------------
+def test_an_emptied_database_beside_a_dataset_is_damage_not_a_silent_restart(tmp_path: Path, corpus: Path, stub,
+                                                                               settings_for):
+    from qagen.core.errors import StoreError
+
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    sent = stub.count()
+    for suffix in ("-wal", "-shm"):
+        (out / f"qagen.sqlite{suffix}").unlink(missing_ok=True)
+    (out / "qagen.sqlite").write_bytes(b"")  # a CI cache restored an empty file
+    with pytest.raises(StoreError, match="damaged .*empty, but the folder holds a dataset"):
+        ingest(corpus, out, settings_for())
+    assert stub.count() == sent  # nothing was billed again
+
+
+def test_a_wal_deleted_after_kill_9_loses_no_committed_reply(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from qagen.testing import StubServer
+    from tests.helpers import passage_reply
+
+    def slow(req: dict):
+        reply = passage_reply(req)
+        reply.delay = 0.1
+        return reply
+
+    docs = _big_corpus(tmp_path / "docs")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_")}
+    with StubServer(slow) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qagen.cli", "ingest", str(docs), "--out", str(out), "--base-url",
+             server.base_url, "--model", "stub", "--concurrency", "2", "--suite", "broad"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 120
+        while server.count() < 30 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        answered = server.count()
+    assert answered >= 30
+    for suffix in ("-wal", "-shm"):  # a cache step that keeps only qagen.sqlite
+        (out / f"qagen.sqlite{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(out / "qagen.sqlite") as db:
+        kept = db.execute("SELECT count(*) FROM requests").fetchone()[0]
+    # at most the requests in flight (2) and the last commit window's replies are asked again
+    assert kept >= answered - 6, (kept, answered)

@@ -313,7 +313,8 @@ def last_ingest_problem(store: object) -> str | None:
     if last is None or last[0] == "ok":
         return None
     status, error = last
-    what = {"running": "is still running, or was killed", "partial": "finished only in part"}.get(status, status)
+    what = {"running": "has not finished", "killed": "was killed (or ran out of disk space) before it finished",
+            "partial": "finished only in part"}.get(status, status)
     return f"the last `qagen ingest` of this folder {what}" + (f" ({error})" if error else "")
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from qagen.core.errors import FailFast
 from qagen.core.progress import IngestProgress
@@ -135,9 +136,9 @@ class Shard:
         gate = asyncio.Semaphore(self.max_pending)  # bounds queued work: memory stays flat
         generator, progress = self.stages.generator, self.progress
 
-        async def one(task_coro: object, permits: int = 1) -> None:
-            try:
-                await task_coro  # type: ignore[misc]
+        async def one(make: Callable[[], Awaitable[object]], permits: int = 1) -> None:
+            try:  # the coroutine is made here: a task the group cancels before it starts leaves none un-awaited
+                await make()
             finally:
                 for _ in range(permits):
                     gate.release()
@@ -163,15 +164,15 @@ class Shard:
                     permits = min(max(calls + generator.ledger.active, 1), self.max_pending)
                     for _ in range(permits):
                         await gate.acquire()
-                    tg.create_task(one(generator.run_chunk(planned, doc, chunk), permits))
+                    tg.create_task(one(partial(generator.run_chunk, planned, doc, chunk), permits))
                     if self.stages.rewriter is not None:  # the cpt corpus's rewrites of this chunk (--cpt)
                         await gate.acquire()
-                        tg.create_task(one(self.stages.rewriter.run(doc, chunk)))
+                        tg.create_task(one(partial(self.stages.rewriter.run, doc, chunk)))
                 whole = generator.whole_document(len(chunks))
                 if whole:  # the reduce over the section summaries above (shared with their own requests)
                     self.stages.caller.progress.requests_added(len(whole))
                     await gate.acquire()
-                    tg.create_task(one(generator.run_whole(doc, chunks, whole)))
+                    tg.create_task(one(partial(generator.run_whole, doc, chunks, whole)))
 
 
 def run_local(documents: Iterable[Document | SkippedFile], shard: Shard, totals: RunTotals) -> None:

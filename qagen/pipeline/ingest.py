@@ -50,6 +50,7 @@ from qagen.pipeline.summary import (
 )
 from qagen.prompting.prompts import PromptSet, load_prompts
 from qagen.store import Store
+from qagen.store.db import WRITE_ERRORS, store_fault
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,23 @@ def ingest(
     failure rate trips its alarm, and ``Interrupted`` on Ctrl-C/SIGTERM (with
     everything finished written out).
     """
+    try:
+        return _ingest(docs_dir, out_dir, settings, prompts_dir=prompts_dir, progress=progress)
+    except WRITE_ERRORS as exc:  # a full disk or an unwritable OUT anywhere: one line, not a traceback
+        fault = store_fault(exc, out_dir)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _ingest(
+    docs_dir: Path,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    prompts_dir: Path | None = None,
+    progress: IngestProgress | None = None,
+) -> Summary:
     started = time.perf_counter()
     progress = progress or NullProgress()
     if not docs_dir.exists():
@@ -126,9 +144,7 @@ def ingest(
                               "interrupted")
             raise Interrupted(summary) from None
         except BaseException as exc:
-            summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"
-            store.finish_run(run_id, "failed", summary.to_dict())
-            raise
+            raise _close_failed(store, run_id, summary, exc, out_dir, "") from exc
         _finish_and_write(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, None)
     return summary
 
@@ -154,9 +170,7 @@ def _finish_and_write(
             if settings.report and summary.status != "failed":
                 _write_report(store, run_id, out_dir, settings, summary)
         except BaseException as exc:  # nothing was replaced (the unit discards what it staged); the run is closed
-            summary.status, summary.error = "failed", f"writing the outputs: {type(exc).__name__}: {exc}"
-            store.finish_run(run_id, "failed", summary.to_dict())
-            raise
+            raise _close_failed(store, run_id, summary, exc, out_dir, "writing the outputs: ") from exc
         kept = sorted(name for name in OUTPUT_FILES if (out_dir / name).exists())
         if summary.status == "failed":
             unit.discard()
@@ -172,6 +186,20 @@ def _finish_and_write(
     if summary.status == "ok":  # what the next run's unchanged check compares with
         summary.outputs = outputs(out_dir)
     store.finish_run(run_id, summary.status, summary.to_dict())
+
+
+def _close_failed(store: Store, run_id: int, summary: Summary, exc: BaseException, out_dir: Path,
+                  what: str) -> BaseException:
+    """Close the run as failed and return what to raise: a full disk or an unwritable folder as one StoreError
+    ("no space left under OUT ..."), anything else as it was. A full disk may refuse even the closing write: the
+    next open of the store marks the run killed."""
+    fault = store_fault(exc, out_dir)
+    summary.status, summary.error = "failed", what + (str(fault) if fault else f"{type(exc).__name__}: {exc}")
+    try:
+        store.finish_run(run_id, "failed", summary.to_dict())
+    except WRITE_ERRORS as again:
+        log.warning("the run could not be closed in the state database (%s)", again)
+    return fault or exc
 
 
 def check_out_dir(docs_dir: Path, out_dir: Path) -> list[str]:

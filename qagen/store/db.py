@@ -25,6 +25,8 @@ process fail fast with a clear message.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import logging
 import sqlite3
 import time
@@ -141,6 +143,47 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+DATASET_FILES = ("train.jsonl", "eval.jsonl")  # what an ingest leaves beside its database
+
+
+def cannot_write(exc: BaseException, folder: Path) -> StoreError | None:
+    """The StoreError for a full disk or a folder qagen may not write, told apart from a damaged database."""
+    text = str(exc).lower()
+    if ("database or disk is full" in text or getattr(exc, "errno", None) == errno.ENOSPC or "no space left" in text
+            or ("disk i/o error" in text and _free_bytes(folder) < 1 << 20)):  # the WAL could not be created
+        return StoreError(f"no space left under {folder}: free some and run again; nothing is lost (finished "
+                          "replies are kept in the state database)")
+    if "readonly" in text or "unable to open" in text or getattr(exc, "errno", None) in (errno.EACCES, errno.EROFS):
+        return StoreError(f"cannot write the state database in {folder} ({exc}): check the folder's permissions "
+                          "and free space")
+    return None
+
+
+# What a write to the state database or OUT raises on a full disk or a folder it may not write (store_fault sorts them)
+WRITE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+def store_fault(exc: BaseException, folder: Path) -> StoreError | None:
+    """:func:`cannot_write` for ``exc`` or anything it wraps (a task group's errors, a cause)."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        e = seen.pop()
+        if isinstance(e, StoreError):
+            return e if "no space left" in str(e) or "cannot write" in str(e) else None
+        if isinstance(e, (sqlite3.Error, OSError)) and (fault := cannot_write(e, folder)) is not None:
+            return fault
+        seen += list(getattr(e, "exceptions", ())) + [x for x in (e.__cause__, e.__context__) if x is not None]
+    return None
+
+
 def utc_now() -> str:
     """The timestamp every row is written with (UTC, seconds)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -148,6 +191,8 @@ def utc_now() -> str:
 
 class Database:
     """The connection, its lock, the migrations and the group commit; the query mixins build on it."""
+
+    checkpoint_each_commit = True  # False only to measure what it costs (benchmarks/wal_cost.py)
 
     def __init__(self, folder: Path, *, commit_window: float = 0.05, commit_rows: int = 2000):
         folder.mkdir(parents=True, exist_ok=True)
@@ -157,6 +202,7 @@ class Database:
         self._opened = 0.0  # when it began (monotonic)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._deferred: sqlite3.Error | None = None  # a timed commit's failure, raised at the next write
         self.path = folder / DB_NAME
         self._lock = FileLock(str(folder / ".qagen.lock"))
         try:
@@ -184,17 +230,29 @@ class Database:
                     raise sqlite3.DatabaseError(check)
             version = db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"the state database {self.path} is damaged ({exc}). qagen will not silently start over, "
-                "because that would re-bill every request. Restore it from a backup or CI cache, or move it "
-                "away to start from scratch."
-            ) from None
+            if (cannot := cannot_write(exc, self.path.parent)) is not None:
+                raise cannot from None
+            raise self._damaged(str(exc)) from None
+        if version == 0 and any((self.path.parent / name).exists() for name in DATASET_FILES):
+            # An emptied or replaced database beside a dataset it made: starting over would bill every request again.
+            db.close()
+            raise self._damaged("it is empty, but the folder holds a dataset it made")
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path} was written by a newer qagen (schema {version}); upgrade qagen")
         for number in range(version, len(MIGRATIONS)):
             db.executescript(f"BEGIN;\n{MIGRATIONS[number]}\nPRAGMA user_version={number + 1};\nCOMMIT;")
             log.info("state database migrated to schema %d", number + 1)
+        # The lock is ours, so a run still "running" belongs to a process that died (kill -9, a full disk that
+        # refused even its closing write): say so, so that `qagen train` and the report do not take it for live.
+        db.execute("UPDATE runs SET status='killed' WHERE status='running'")
         return db
+
+    def _damaged(self, why: str) -> StoreError:
+        return StoreError(
+            f"the state database {self.path} is damaged ({why}). qagen will not silently start over, because that "
+            "would re-bill every request. Restore it from a backup or CI cache, or move it (and the dataset beside "
+            "it) away to start from scratch."
+        )
 
     def close(self) -> None:
         try:
@@ -236,7 +294,13 @@ class Database:
         self._written()
         return cursor
 
+    def _raise_deferred(self) -> None:
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
+
     def _begin(self) -> None:
+        self._raise_deferred()
         if not self.db.in_transaction:
             self.db.execute("BEGIN")
             self._opened, self._pending = time.monotonic(), 0
@@ -252,15 +316,28 @@ class Database:
         """Inside an event loop, commit when the window closes even if no further write comes."""
         self._timer_loop = _running_loop()
         # synchronous use (no loop): no timer, every write commits at once
-        self._timer = self._timer_loop.call_later(self.commit_window, self.flush) if self._timer_loop else None
+        self._timer = self._timer_loop.call_later(self.commit_window, self._timed_flush) if self._timer_loop else None
+
+    def _timed_flush(self) -> None:
+        """The window's commit from the event loop: a failure (a full disk) is raised at the next write or flush,
+        by the code that can report it, not logged as a stray callback error."""
+        try:
+            self.flush()
+        except sqlite3.Error as exc:
+            self._deferred = exc
 
     def flush(self) -> None:
         """Commit the open group transaction, if any (idempotent)."""
+        self._raise_deferred()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.db.in_transaction:
             self.db.execute("COMMIT")
+            if self.checkpoint_each_commit:
+                # Copy the commit into the database file now: a WAL deleted after a kill -9 (a CI cache that keeps
+                # only qagen.sqlite) then loses nothing committed. Cost: benchmarks/wal_cost.py, RESULTS.md.
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._pending = 0
 
     def merge_shard(self, shard_db: Path) -> int:
