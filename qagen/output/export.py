@@ -119,7 +119,8 @@ def export_run(
     eval_fraction: float,
     split_by: str,
 ) -> ExportResult:
-    """Write train/eval JSONL of the pairs curation exported (all of them when it did not run)."""
+    """Write train/eval JSONL of the pairs curation exported (all of them when it did not run), with a human's
+    review decisions applied (``qagen review``: :meth:`Store.reviewed_run_pairs`)."""
     n_docs = len(store.run_doc_ids(run_id))
     mode = choose_split(split_by, n_docs, store.chunk_count(run_id))
     field = {"document": "doc_id", "chunk": "chunk_id", "pair": "pair_id"}[mode]
@@ -129,7 +130,7 @@ def export_run(
 
     # An empty eval set is useless for evaluation: if the hash puts nothing
     # there, hold out the single unit with the smallest hash instead.
-    units = {getattr(rp.pair, field) for rp in store.run_pairs(run_id) if rp.exported}
+    units = {getattr(rp.pair, field) for rp in store.reviewed_run_pairs(run_id) if rp.exported}
     forced: str | None = None
     if eval_fraction > 0 and len(units) > 1 and not any(_unit(u, eval_fraction) for u in units):
         forced = min(units, key=lambda u: ids.hash_str("split", u))
@@ -137,7 +138,7 @@ def export_run(
     train_path, eval_path = out_dir / "train.jsonl", out_dir / "eval.jsonl"
     counts = {"train": 0, "eval": 0}
     with atomic_writer(train_path) as train, atomic_writer(eval_path) as evals:
-        for rp in store.run_pairs(run_id):
+        for rp in store.reviewed_run_pairs(run_id):
             if not rp.exported:
                 continue
             is_eval = held_out(rp) or getattr(rp.pair, field) == forced
@@ -152,7 +153,9 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
 
     One line per pair the critic loop revised: ``messages`` = the system
     message and the final question, ``chosen`` = the final answer,
-    ``rejected`` = the first draft's answer.
+    ``rejected`` = the first draft's answer. Then one per preference a human
+    gave in ``qagen review`` (an edited answer over its original, an accepted
+    answer over a rejected sibling's), marked ``source_of_preference: human``.
     """
     path = out_dir / "dpo.jsonl"
     count = 0
@@ -160,22 +163,29 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
         for rp, draft_answer, revisions, _stop in store.run_revisions(run_id):
             if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip() or not rp.exported:
                 continue
-            p = rp.pair
-            line = {
-                "messages": [
-                    {"role": "system", "content": system_message(p.doc_id, group_id, rp.title)},
-                    {"role": "user", "content": p.question},
-                ],
-                "chosen": {"role": "assistant", "content": p.answer},
-                "rejected": {"role": "assistant", "content": draft_answer},
-                "pair_id": p.pair_id,
-                "doc_id": p.doc_id,
-                "chunk_id": p.chunk_id,
-                "group_id": group_id,
-                "perspective": p.perspective,
-                "revisions": revisions,
-                "source": rp.path,
-            }
+            fh.write(json.dumps(_dpo_line(rp, draft_answer, group_id, revisions=revisions), ensure_ascii=False) + "\n")
+            count += 1
+        for rp, rejected in store.review_preferences(run_id):
+            line = _dpo_line(rp, rejected, group_id, source_of_preference="human")
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
     return path, count
+
+
+def _dpo_line(rp: RunPair, rejected: str, group_id: str, **more: object) -> dict[str, object]:
+    p = rp.pair
+    return {
+        "messages": [
+            {"role": "system", "content": system_message(p.doc_id, group_id, rp.title)},
+            {"role": "user", "content": p.question},
+        ],
+        "chosen": {"role": "assistant", "content": p.answer},
+        "rejected": {"role": "assistant", "content": rejected},
+        "pair_id": p.pair_id,
+        "doc_id": p.doc_id,
+        "chunk_id": p.chunk_id,
+        "group_id": group_id,
+        "perspective": p.perspective,
+        **more,
+        "source": rp.path,
+    }
