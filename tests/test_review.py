@@ -246,3 +246,39 @@ def test_calibrate_with_too_few_ratings_exits_non_zero(run_out: Path):
 
     proc = run("review", str(run_out), "--calibrate")
     assert proc.returncode == 1 and "at least 30" in proc.stderr
+
+
+def test_replay_a_filter_change_against_the_rated_pairs(run_out: Path, corpus: Path, tmp_path: Path):
+    import shutil
+    import subprocess
+    import sys
+
+    with Store(run_out) as store:
+        items = _items(store)
+        kept = [i for i in items if i.verdict == "exported"]
+        short = next(i for i in items if i.verdict == "too_short")
+        decisions = Decisions(store, 1)
+        decisions.apply(kept[0].key, decision="accept")
+        decisions.apply(short.key, decision="accept")  # the human says the filter was wrong
+        decisions.apply(kept[1].key, decision="reject")
+        decisions.apply(kept[2].key, answer="Fixed by hand.")
+    trial = tmp_path / "trial"
+    shutil.copytree(run_out, trial)
+    with StubServer(passage_reply) as stub:  # the change: the filters off (the judge now sees what they dropped)
+        settings = load_settings(base_url=stub.base_url, model="stub-model", max_retries=0, concurrency=4,
+                                 refine=False, judge=True, dedup=False, report=False, exam=False, filters=False,
+                                 suite="broad", facts_k=1)
+        assert ingest(corpus, trial, settings).status == "ok"
+
+    def bench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "benchmarks/review_replay.py", str(trial), "--json", *args],
+                              capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+
+    proc = bench("--baseline", "1")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["baseline"]["lost"] == 1 and got["baseline"]["lost_by_check"] == {"too_short": 1}
+    assert got["candidate"]["lost"] == 0 and got["candidate"]["run_id"] == 2
+    for side in ("baseline", "candidate"):  # the rejected pair and the edited one pass every check in both runs
+        assert (got[side]["accepted"], got[side]["rejected"], got[side]["kept_rejected"]) == (2, 2, 2)
+    assert bench("--run", "1", "--baseline", "2").returncode == 1  # going back loses an accepted pair: a regression

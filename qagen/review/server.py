@@ -23,6 +23,7 @@ from dataclasses import asdict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 from qagen.core.errors import InputError
@@ -78,7 +79,7 @@ class ReviewServer:
             self._thread.join()
         self.httpd.server_close()
 
-    def __enter__(self) -> ReviewServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -114,7 +115,7 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
         server_version = "qagen-review"
         sys_version = ""
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: object) -> None:
             log.debug("review %s: %s", self.address_string(), format % args)  # the URL holds the token: debug only
 
         def _token(self) -> str | None:
@@ -142,7 +143,7 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
                        "text/plain; charset=utf-8")
             return False
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             if not self._guard():
                 return
             route = urlsplit(self.path).path
@@ -155,7 +156,7 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if not self._guard():
                 return
             if urlsplit(self.path).path != "/api/review":

@@ -24,6 +24,7 @@ It needs at least :data:`MIN_RATINGS` judged, rated pairs with both labels prese
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from qagen.core.errors import InputError
@@ -131,7 +132,7 @@ def calibrate(store: Store, run_id: int, *, minimum: int = MIN_RATINGS) -> Calib
                          f"are all {'rejections' if bad else 'acceptances'}")
     current = judge_threshold(store, run_id)
     scores = sorted({s for s, _ in scored})
-    candidates = {0.0, *(round((a + b) / 2, 4) for a, b in zip(scores, scores[1:], strict=False))}
+    candidates = {0.0, *(round((a + b) / 2, 4) for a, b in itertools.pairwise(scores))}
     if scores[-1] < 1.0:
         candidates.add(round(min(1.0, (scores[-1] + 1.0) / 2), 4))
     best = max(sorted(candidates), key=lambda t: (round(_balanced(t, scored), 9), -abs(t - current)))
