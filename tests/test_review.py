@@ -282,3 +282,21 @@ def test_replay_a_filter_change_against_the_rated_pairs(run_out: Path, corpus: P
     for side in ("baseline", "candidate"):  # the rejected pair and the edited one pass every check in both runs
         assert (got[side]["accepted"], got[side]["rejected"], got[side]["kept_rejected"]) == (2, 2, 2)
     assert bench("--run", "1", "--baseline", "2").returncode == 1  # going back loses an accepted pair: a regression
+
+
+def test_a_rejected_revision_is_no_dpo_chosen(tmp_path: Path):
+    from tests.report_fixture import make_run
+
+    out, run_id = make_run(tmp_path)  # the critic loop on: revised pairs are DPO rows
+    with Store(out) as store:
+        group = json.loads((out / "train.jsonl").read_text().splitlines()[0])["group_id"]
+        _, before = export_dpo(store, run_id, out, group)
+        rows = [json.loads(line) for line in (out / "dpo.jsonl").read_text().splitlines()]
+        assert before >= 2
+        items = [i for doc in load(store, run_id) for i in doc.items]
+        target = next(i for i in items if i.pair_id == rows[0]["pair_id"])
+        Decisions(store, run_id).apply(target.key, decision="reject")
+        _, after = export_dpo(store, run_id, out, group)
+    left = [json.loads(line)["pair_id"] for line in (out / "dpo.jsonl").read_text().splitlines()]
+    same = [i.pair_id for i in items if i.key == target.key]  # the decision is on the content: every copy of it
+    assert target.pair_id not in left and after == before - len([r for r in rows if r["pair_id"] in same])

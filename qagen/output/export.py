@@ -160,7 +160,7 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
     path = out_dir / "dpo.jsonl"
     count = 0
     with atomic_writer(path) as fh:
-        for rp, draft_answer, revisions, _stop in store.run_revisions(run_id):
+        for rp, draft_answer, revisions, _stop in store.reviewed_revisions(run_id):
             if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip() or not rp.exported:
                 continue
             fh.write(json.dumps(_dpo_line(rp, draft_answer, group_id, revisions=revisions), ensure_ascii=False) + "\n")

@@ -111,6 +111,15 @@ class ReviewQueries(PairQueries):
             p = rp.pair
             yield apply_review(rp, decided.get(review_key(p.chunk_id, p.question, p.answer))) if decided else rp
 
+    def reviewed_revisions(self, run_id: int) -> Iterator[tuple[RunPair, str, int, str]]:
+        """``run_revisions`` with the human's decisions applied: a rejected final pair is not exported (so it is
+        no DPO "chosen" either), an edited one is chosen in its edited form."""
+        decided = self.reviews()
+        for rp, draft, revisions, stop in self.run_revisions(run_id):
+            p = rp.pair
+            review = decided.get(review_key(p.chunk_id, p.question, p.answer)) if decided else None
+            yield apply_review(rp, review), draft, revisions, stop
+
     def review_counts(self, run_id: int) -> dict[str, int]:
         """What the decisions did to this run's export: rejected, accepted, edited, and ``overrides`` (accepted
         pairs a check had dropped)."""
