@@ -234,3 +234,11 @@ def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with non-``None`` overrides applied on top."""
     given = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**given)
+
+
+def has_display() -> bool:
+    """Whether a graphical browser can open here (`qagen review`): macOS, Windows, or an X11/Wayland session. On a
+    headless machine Python's ``webbrowser`` would start a console browser in the foreground instead."""
+    import sys
+
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

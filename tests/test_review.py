@@ -300,3 +300,10 @@ def test_a_rejected_revision_is_no_dpo_chosen(tmp_path: Path):
     left = [json.loads(line)["pair_id"] for line in (out / "dpo.jsonl").read_text().splitlines()]
     same = [i.pair_id for i in items if i.key == target.key]  # the decision is on the content: every copy of it
     assert target.pair_id not in left and after == before - len([r for r in rows if r["pair_id"] in same])
+
+
+def test_review_without_a_run_exits_non_zero(tmp_path: Path):
+    from tests.test_cli import run
+
+    proc = run("review", str(tmp_path / "nothing-here"), "--no-browser")
+    assert proc.returncode == 1 and "no qagen state database" in proc.stderr

@@ -47,14 +47,15 @@ def review_cmd(
 
 
 def _serve(store: Store, run_id: int, port: int, no_browser: bool) -> None:
+    from qagen.config import has_display
     from qagen.review.server import ReviewServer
 
     server = ReviewServer(store, run_id, port=port)
     print(server.url, flush=True)  # the one thing a script needs (it holds the token)
     err.print(f"reviewing run {run_id}; press Ctrl-C to stop. Decisions are saved as you make them.")
-    if not no_browser:
+    if not no_browser and has_display():  # headless: the URL above is the way in (no console browser started)
         try:
-            webbrowser.open(server.url)  # False where there is no browser: the URL above is enough
+            webbrowser.open(server.url)
         except webbrowser.Error:
             pass
     try:

@@ -116,7 +116,7 @@ def _handler(server: ReviewServer) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
 
         def log_message(self, format: str, *args: object) -> None:
-            log.debug("review %s: %s", self.address_string(), format % args)  # the URL holds the token: debug only
+            log.debug("review %s %s", self.command, urlsplit(self.path).path)  # never the query: it holds the token
 
         def _token(self) -> str | None:
             query = parse_qs(urlsplit(self.path).query)
