@@ -307,3 +307,24 @@ def test_review_without_a_run_exits_non_zero(tmp_path: Path):
 
     proc = run("review", str(tmp_path / "nothing-here"), "--no-browser")
     assert proc.returncode == 1 and "no qagen state database" in proc.stderr
+
+
+def test_the_page_highlights_the_ledger_span_or_the_quote(tmp_path: Path, corpus: Path):
+    out = tmp_path / "ledger"
+    with StubServer(passage_reply) as stub:  # the default suite for a served model: the fact ledger
+        settings = load_settings(base_url=stub.base_url, model="stub-model", max_retries=0, concurrency=4,
+                                 report=False, exam=False)
+        assert ingest(corpus, out, settings).suite == "ledger"
+    with Store(out) as store:
+        items = [i for doc in load(store, 1) for i in doc.items]
+        sources = {i.highlight_from for i in items}
+        assert {"ledger", "quote"} <= sources
+        for item in items:
+            text = store.chunk_text(item.chunk_id) or ""
+            if item.highlight_from == "ledger":
+                fact = dict(json.loads(db_rows(store, "SELECT extra FROM pairs WHERE pair_id=?", item.pair_id)[0][0]))
+                span = db_rows(store, "SELECT span FROM facts WHERE fact_id=?", fact["fact_id"])[0][0]
+                assert text[slice(*item.highlight)] == span
+            elif item.highlight_from == "quote":
+                quote = dict(json.loads(db_rows(store, "SELECT extra FROM pairs WHERE pair_id=?", item.pair_id)[0][0]))
+                assert text[slice(*item.highlight)].casefold() == quote["quote"].strip().casefold()
