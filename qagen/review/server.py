@@ -96,9 +96,10 @@ class ReviewServer:
 
     def stats(self) -> dict[str, object]:
         with self.lock:
-            rows = [row.to_dict() for row in stats.agreement(self.store, self.run_id)]
+            labelled = stats.rated(self.store, self.run_id)
+            rows = [row.to_dict() for row in stats.agreement(self.store, self.run_id, labelled)]
             return {"judge_threshold": stats.judge_threshold(self.store, self.run_id), "checks": rows,
-                    "rated": len(stats.rated(self.store, self.run_id)), "calibrate_min": stats.MIN_RATINGS}
+                    "rated": len(labelled), "calibrate_min": stats.MIN_RATINGS}
 
     def review(self, body: dict[str, object]) -> dict[str, object]:
         key = body.get("key")

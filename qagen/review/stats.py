@@ -92,9 +92,10 @@ def _score(check: str, pairs: list[tuple[bool, bool]]) -> Agreement:
     return Agreement(check, len(pairs), tp, fp, fn, len(pairs) - tp - fp - fn)
 
 
-def agreement(store: Store, run_id: int) -> list[Agreement]:
-    """One row per check (judge, grounding, each verdict seen on a rated pair, any check), in that order."""
-    labelled = rated(store, run_id)
+def agreement(store: Store, run_id: int, labelled: list[tuple[Item, bool]] | None = None) -> list[Agreement]:
+    """One row per check (judge, grounding, each verdict seen on a rated pair, any check), in that order
+    (``labelled``: :func:`rated`'s answer, when the caller has it)."""
+    labelled = rated(store, run_id) if labelled is None else labelled
     threshold = judge_threshold(store, run_id)
     rows = []
     judged = [(i.judge_score < threshold, bad) for i, bad in labelled if i.judge_score is not None]
