@@ -267,3 +267,11 @@ class _ProgressSettings(BaseSettings):
 def progress_every() -> float:
     """Seconds between the plain progress lines of a log (stderr not a terminal): QAGEN_PROGRESS_EVERY, default 15."""
     return _ProgressSettings().progress_every
+
+
+def has_display() -> bool:
+    """Whether a graphical browser can open here (`qagen review`): macOS, Windows, or an X11/Wayland session. On a
+    headless machine Python's ``webbrowser`` would start a console browser in the foreground instead."""
+    import sys
+
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

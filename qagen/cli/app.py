@@ -20,6 +20,7 @@ from qagen.cli.doctor import register as register_doctor_command
 from qagen.cli.flow import register as register_flow_commands
 from qagen.cli.ingest import ingest_cmd
 from qagen.cli.report import register as register_report_commands
+from qagen.cli.review import register as register_review_command
 from qagen.cli.setup import register as register_setup_command
 from qagen.core.version import VERSION
 from qagen.prompting.prompts import load_prompts, suite_description
@@ -31,6 +32,7 @@ app.add_typer(prompts_app, name="prompts")
 register_flow_commands(app)  # train, eval, notify, run (qagen/cli/flow.py)
 register_report_commands(app)  # report, export (qagen/cli/report.py)
 register_doctor_command(app)  # doctor (qagen/cli/doctor.py)
+register_review_command(app)  # review: look at the pairs, fix and rate them (qagen/cli/review.py)
 register_setup_command(app)  # setup: the embedded model (qagen/cli/setup.py)
 
 

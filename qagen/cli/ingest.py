@@ -112,6 +112,11 @@ def _summary_table(s: Summary) -> Table:
                                   + (f"; {r['critic_off']}" if r["critic_off"] else ""))
         t.add_row("  stopped", ", ".join(f"{k}: {v}" for k, v in s.stop_reasons.items()))
         t.add_row("dpo", f"{s.dpo_pairs} preference pairs in {s.dpo_path}")
+    if any(s.review.values()):
+        r = s.review
+        t.add_row("review", f"human decisions: {r['accepted']} accepted ({r['edited']} edited, {r['overrides']} "
+                            f"overriding a check that dropped them), {r['rejected']} rejected"
+                            + ("" if s.refined else f"; {s.dpo_pairs} preference pairs in {s.dpo_path}"))
     if s.judged:
         how = {"logprobs": "P(yes) from logprobs",
                "parsed": "parsed yes/no: the endpoint gave no logprobs"}.get(s.judge_method, s.judge_method)

@@ -75,6 +75,24 @@ class Judgement:
         return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
 
 
+@dataclass(frozen=True)
+class Review:
+    """A human's decision on one pair (``qagen review``), keyed by the pair's content (``review_key``)."""
+
+    key: str
+    pair_id: str
+    decision: str  # accept | reject | "" (edited, not yet decided: an edit accepts unless rejected)
+    question: str | None  # the human's edit (None: not edited)
+    answer: str | None
+    original_question: str
+    original_answer: str
+    updated_at: str = ""
+
+    @property
+    def edited(self) -> bool:
+        return self.question is not None or self.answer is not None
+
+
 # The deterministic filters' verdicts (qagen/curate/filters.py); "ungrounded" is also the quote check's.
 FILTER_VERDICTS = ("repetitive", "too_short", "echo", "truncated", "template", "not_a_sentence", "ungrounded")
 # The fact ledger's question checks (qagen/generate/ledger.py), settled as verdicts by curation.

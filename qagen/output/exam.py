@@ -20,7 +20,7 @@ def write_exam(store: Store, run_id: int, out_dir: Path) -> tuple[Path, int]:
     path = out_dir / EXAM_FILE
     n = 0
     with atomic_writer(path) as fh:
-        for rp in store.run_pairs(run_id):
+        for rp in store.reviewed_run_pairs(run_id):  # a question a human rejected in `qagen review` is left out
             if rp.verdict not in ("exam", "exam_control"):
                 continue
             p = rp.pair

@@ -91,7 +91,8 @@ def export_run(
     eval_fraction: float,
     split_by: str,
 ) -> ExportResult:
-    """Write train/eval JSONL of the pairs curation exported (all of them when it did not run)."""
+    """Write train/eval JSONL of the pairs curation exported (all of them when it did not run), with a human's
+    review decisions applied (``qagen review``: :meth:`Store.reviewed_run_pairs`)."""
     n_docs = len(store.run_doc_ids(run_id))
     mode = choose_split(split_by, n_docs, store.chunk_count(run_id))
     field = {"document": "doc_id", "chunk": "chunk_id", "pair": "pair_id"}[mode]
@@ -101,7 +102,7 @@ def export_run(
 
     # An empty eval set is useless for evaluation: if the hash puts nothing
     # there, hold out the single unit with the smallest hash instead.
-    units = {getattr(rp.pair, field) for rp in store.run_pairs(run_id) if rp.exported}
+    units = {getattr(rp.pair, field) for rp in store.reviewed_run_pairs(run_id) if rp.exported}
     forced: str | None = None
     if eval_fraction > 0 and len(units) > 1 and not any(_unit(u, eval_fraction) for u in units):
         forced = min(units, key=lambda u: ids.hash_str("split", u))
@@ -109,7 +110,7 @@ def export_run(
     train_path, eval_path = out_dir / "train.jsonl", out_dir / "eval.jsonl"
     counts = {"train": 0, "eval": 0}
     with atomic_writer(train_path) as train, atomic_writer(eval_path) as evals:
-        for rp in store.run_pairs(run_id):
+        for rp in store.reviewed_run_pairs(run_id):
             if not rp.exported:
                 continue
             is_eval = held_out(rp) or getattr(rp.pair, field) == forced
@@ -124,12 +125,13 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
 
     One line per pair the critic loop revised: ``messages`` = the system
     message and the final question, ``chosen`` = the final answer,
-    ``rejected`` = the first draft's answer.
+    ``rejected`` = the first draft's answer. Then one per preference a human
+    gave in ``qagen review`` (:func:`human_preference`).
     """
     path = out_dir / "dpo.jsonl"
     count = 0
     with atomic_writer(path) as fh:
-        for rp, draft_answer, revisions, _stop in store.run_revisions(run_id):
+        for rp, draft_answer, revisions, _stop in store.reviewed_revisions(run_id):
             if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip() or not rp.exported:
                 continue
             p = rp.pair
@@ -150,4 +152,28 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
             }
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
+        for rp, rejected in store.review_preferences(run_id):
+            fh.write(json.dumps(human_preference(rp, rejected, group_id), ensure_ascii=False) + "\n")
+            count += 1
     return path, count
+
+
+def human_preference(rp: RunPair, rejected: str, group_id: str) -> dict[str, object]:
+    """A DPO row from ``qagen review``: an edited answer over its original, or an accepted answer over a rejected
+    sibling's (the same chunk and question); marked ``source_of_preference: human``."""
+    p = rp.pair
+    return {
+        "messages": [
+            {"role": "system", "content": system_message(p.doc_id, group_id, rp.title)},
+            {"role": "user", "content": p.question},
+        ],
+        "chosen": {"role": "assistant", "content": p.answer},
+        "rejected": {"role": "assistant", "content": rejected},
+        "pair_id": p.pair_id,
+        "doc_id": p.doc_id,
+        "chunk_id": p.chunk_id,
+        "group_id": group_id,
+        "perspective": p.perspective,
+        "source_of_preference": "human",
+        "source": rp.path,
+    }

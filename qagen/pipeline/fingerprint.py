@@ -30,8 +30,11 @@ _SPEED_ONLY = {
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "exam.jsonl", "dpo.jsonl", "cpt.jsonl", "report.html", "README.md")
 
 
-def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet, out_dir: Path | None = None) -> str:
-    """One hash of everything a run's dataset depends on: every file's bytes and path, settings, prompts, qagen.
+def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet, out_dir: Path | None = None,
+                      reviews: str = "") -> str:
+    """One hash of everything a run's dataset depends on: every file's bytes and path, settings, prompts, qagen,
+    and a human's review decisions (``reviews``: :meth:`Store.reviews_digest`, "" when there are none). ``out_dir``
+    is left out of the walk where it lies inside the documents.
 
     Raw bytes are hashed (xxh3, GB/s), not parsed: deciding that nothing
     changed costs one read of the corpus, never a PDF conversion.
@@ -44,6 +47,8 @@ def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet, ou
                 prompts=sorted((p.id, p.hash) for p in (prompts.system, prompts.context, *prompts.all)))
     for name in ("decontaminate",):  # files the run reads besides the corpus
         what[name] = [(f, _file_hash(Path(f))) for f in settings.decontaminate]
+    if reviews:  # a new decision in `qagen review` is a change: the dataset is written again with it
+        what["reviews"] = reviews
     h.update(json.dumps(what, sort_keys=True, default=str).encode())
     for entry in iter_entries(docs_dir, **walk_options(settings, out_dir)):
         if isinstance(entry, SkippedFile):

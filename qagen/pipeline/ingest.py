@@ -106,7 +106,7 @@ def _ingest(
 
     with Store(out_dir) as store:
         summary.state_db = str(store.path)
-        inputs = input_fingerprint(docs_dir, settings, prompts, out_dir)
+        inputs = input_fingerprint(docs_dir, settings, prompts, out_dir, store.reviews_digest())
         if unchanged(store, out_dir, inputs, settings, summary, started):
             return summary  # nothing new since the last run: no model, no replay, the dataset stays
         summary.input_fingerprint = inputs
@@ -272,6 +272,8 @@ def _finish(
     summary.pairs_total = result.train_pairs + result.eval_pairs
     summary.train_pairs, summary.eval_pairs, summary.split_by = result.train_pairs, result.eval_pairs, result.split_by
     summary.train_path, summary.eval_path = str(result.train_path), str(result.eval_path)
+    summary.review = store.review_counts(run_id)  # `qagen review`: what the human's decisions changed
+    reviewed = any(summary.review.values())
     if settings.contextual_share > 0 and result.train_pairs:
         _mix_contextual(store, run_id, out_dir, settings, summary)
     if settings.exam:
@@ -284,7 +286,7 @@ def _finish(
         text = write_text_rows(store, run_id, out_dir, chunk_key=chunker_settings(settings).key())
         summary.text_path, summary.text_rows = str(text.path), text.chunks
     for name, written in (("exam.jsonl", settings.exam), ("cpt.jsonl", settings.cpt),
-                          ("dpo.jsonl", stages.refiner is not None), (TEXT_ROWS, settings.text_rows)):
+                          ("dpo.jsonl", stages.refiner is not None or reviewed), (TEXT_ROWS, settings.text_rows)):
         if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
             remove_output(out_dir / name)
     summary.profile, summary.suite = settings.profile, settings.perspective_suite
@@ -302,6 +304,9 @@ def _finish(
             "loop_tokens": roles["critic"] + roles["regenerator"],
         }
         summary.dpo_pairs, summary.dpo_path = dpo_pairs, str(dpo_path)
+    elif reviewed:  # no critic loop: the human's preferences alone
+        dpo_path, summary.dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
+        summary.dpo_path = str(dpo_path)
     if status is not None:
         summary.status = status
     elif summary.documents_read == 0:

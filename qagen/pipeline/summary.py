@@ -99,6 +99,9 @@ class Summary:
     contaminated_removed: int = 0
     contaminated_examples: list[str] = field(default_factory=list)
     error: str = ""
+    # `qagen review`: decisions applied at export: accepted, rejected, edited, overrides (accepted though a check
+    # dropped it)
+    review: dict[str, int] = field(default_factory=dict)
     unchanged: bool = False  # nothing changed since the last run: its dataset was kept as it is
     input_fingerprint: str = ""  # hash of the corpus bytes, settings and prompts (the unchanged check)
     outputs: dict[str, str] = field(default_factory=dict)  # output file -> hash, as this run left them

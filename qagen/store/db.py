@@ -8,7 +8,7 @@ pipeline asks the store before it asks the model.
 This module is the connection: the lock, the schema (:data:`MIGRATIONS`), the
 group commit and the merge of a worker's shard. The queries live in the
 modules beside it, one concern each (``cache``, ``corpus``, ``pairs``,
-``facts``, ``rewrites``, ``flow``, ``report``), and :class:`qagen.store.store.Store` is all of them.
+``facts``, ``rewrites``, ``flow``, ``report``, ``reviews``), and :class:`qagen.store.store.Store` is all of them.
 
 Writes are group-committed: they join one open transaction that is
 committed at most ``commit_window`` seconds (or ``commit_rows`` writes) after
@@ -132,6 +132,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE refinements ADD COLUMN accepted INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE refinements ADD COLUMN failed_checks TEXT NOT NULL DEFAULT '[]';
+    """,
+    # 8: `qagen review` (issue 32): a human's decision on a pair, keyed by the pair's content (chunk, question,
+    # answer) so it survives re-runs; an edit keeps the original beside it. Calibrations: judge thresholds set
+    # from the ratings (`qagen review --calibrate`), kept as a record.
+    """
+    CREATE TABLE reviews(
+        review_key TEXT PRIMARY KEY, pair_id TEXT NOT NULL, decision TEXT NOT NULL, question TEXT, answer TEXT,
+        original_question TEXT NOT NULL, original_answer TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE TABLE calibrations(
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, check_name TEXT NOT NULL, threshold REAL NOT NULL,
+        metric TEXT NOT NULL, value REAL NOT NULL, rated INTEGER NOT NULL, created_at TEXT NOT NULL);
     """,
 )
 

@@ -12,10 +12,12 @@ from qagen.store.facts import FactQueries
 from qagen.store.flow import FlowQueries
 from qagen.store.pairs import PairQueries
 from qagen.store.report import ReportQueries
+from qagen.store.reviews import ReviewQueries
 from qagen.store.rewrites import RewriteQueries
 
 
-class Store(CacheQueries, CorpusQueries, PairQueries, FactQueries, RewriteQueries, FlowQueries, ReportQueries):
+class Store(CacheQueries, CorpusQueries, ReviewQueries, PairQueries, FactQueries, RewriteQueries, FlowQueries,
+            ReportQueries):
     """The state store (see :mod:`qagen.store.db`): the connection and group commit, plus the queries of
 
     - :mod:`qagen.store.cache`: requests with their responses, failures;
@@ -24,7 +26,8 @@ class Store(CacheQueries, CorpusQueries, PairQueries, FactQueries, RewriteQuerie
     - :mod:`qagen.store.facts`: the fact ledger (each chunk's answer spans), a run's facts;
     - :mod:`qagen.store.rewrites`: rewrites of chunks for continued pretraining, a run's rewrites;
     - :mod:`qagen.store.flow`: runs, flow stages, notifications;
-    - :mod:`qagen.store.report`: the report's and the dataset card's read queries.
+    - :mod:`qagen.store.report`: the report's and the dataset card's read queries;
+    - :mod:`qagen.store.reviews`: a human's decisions on pairs (``qagen review``) and how export applies them.
     """
 
 
