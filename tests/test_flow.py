@@ -226,3 +226,47 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     print(f"\nreal flow: first run {first_s:.0f} s (durations {summary['durations']}), re-run {again_s:.0f} s; "
           f"re-run sent {second['ingest']['requests_sent']} (first run: {summary['ingest']['invalid_replies']} "
           f"invalid replies), train cached: {second['train']['cached']}")
+
+
+@pytest.mark.slow
+@needs_training
+@pytest.mark.timeout(1500)
+def test_kill_9_during_training_and_during_eval_resumes_that_stage(corpus, tmp_path, stub):
+    """`qagen run` killed with SIGKILL while axolotl trains, then while eval answers: each re-run resumes at the
+    stage that was killed (nothing generated again), the trainer the first kill orphaned is stopped, and the third
+    run finishes with the adapter the second one trained."""
+    import signal
+
+    out = tmp_path / "out"
+    args = [*QAGEN, "run", str(corpus), "--out", str(out), "--base-url", stub.base_url, "--model", "stub-model",
+            "--max-steps", "40", "--eval-limit", "4", "--json"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_") and k != "OPENAI_API_KEY"}
+    env.update(QAGEN_PROGRESS_EVERY="1", QAGEN_SPLIT_BY="pair")
+
+    def run_until(marker: str, limit: float = 600) -> str:
+        log = tmp_path / f"stderr-{time.monotonic_ns()}.txt"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline and proc.poll() is None and marker not in log.read_text(errors="replace"):
+                time.sleep(0.5)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        return log.read_text(errors="replace")
+
+    first = run_until("[train] steps")  # axolotl is training
+    pidfiles = list(out.glob("adapters/*/.trainer.pid"))
+    assert len(pidfiles) == 1
+    orphan = int(pidfiles[0].read_text())
+    assert Path(f"/proc/{orphan}").exists()  # a kill -9 of qagen leaves its trainer running
+    sent_first = stub.count()
+    second = run_until("[eval]")  # trained to the end this time, then killed while answering
+    assert "[ingest]" in second and stub.count() == sent_first  # nothing generated again
+    assert not Path(f"/proc/{orphan}").exists() or b"axolotl" not in Path(f"/proc/{orphan}/cmdline").read_bytes()
+    done = subprocess.run(args, capture_output=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    result = json.loads(done.stdout)
+    assert result["status"] == "ok" and result["train"]["cached"] and result["train"]["steps"] > 0
+    assert result["ingest"]["requests_sent"] == 0 and (out / "eval_report.json").exists()
+    assert "[train]" in first and "[eval]" in second

@@ -163,6 +163,9 @@ def child_env(threads: int | None = None) -> dict[str, str]:
     return env
 
 
+TRAINER_PID = ".trainer.pid"  # the running trainer's process group, beside its log
+
+
 def launch(config_path: Path, log_path: Path, settings: TrainSettings, on_line: Callable[[str], None]) -> int:
     """Run ``axolotl train`` with all output going to ``log_path``; each line also goes to ``on_line``."""
     axolotl = shutil.which("axolotl", path=child_env()["PATH"])
@@ -171,9 +174,12 @@ def launch(config_path: Path, log_path: Path, settings: TrainSettings, on_line: 
     args = [axolotl, "train", str(config_path), "--launcher", settings.launcher]
     if settings.launcher_args:
         args += ["--", *settings.launcher_args]
+    pidfile = log_path.parent / TRAINER_PID
+    reap_orphan(pidfile)
     with log_path.open("wb") as logf:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(settings.threads),
                                 start_new_session=True)
+        pidfile.write_text(str(proc.pid))  # its own process group: a kill -9 of qagen leaves it running
         assert proc.stdout is not None
         try:
             buffer = b""
@@ -189,6 +195,31 @@ def launch(config_path: Path, log_path: Path, settings: TrainSettings, on_line: 
         except BaseException:
             _stop(proc)
             raise
+        finally:
+            if proc.poll() is not None:
+                pidfile.unlink(missing_ok=True)
+
+
+def reap_orphan(pidfile: Path) -> None:
+    """Stop the trainer a killed qagen left behind in this folder (we hold OUT's lock, so no live qagen owns it),
+    so that the resumed run does not train beside it into the same folder."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        pidfile.unlink(missing_ok=True)
+        return
+    if b"axolotl" in cmdline or b"accelerate" in cmdline:
+        log.warning("stopping the trainer (process group %d) that a killed run left behind", pid)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.2)
+    pidfile.unlink(missing_ok=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
