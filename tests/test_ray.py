@@ -187,3 +187,47 @@ def test_cli_executor_ray_json(tmp_path, stub):
     assert summary["documents_skipped"] == [{"path": "broken.pdf", "reason": summary["documents_skipped"][0]["reason"]}]
     assert summary["documents_read"] == 6 and summary["pairs_total"] > 0
     assert len((out / "train.jsonl").read_text().splitlines()) == summary["train_pairs"]
+
+
+def test_a_killed_worker_shard_is_redone_and_the_output_matches_a_clean_run(tmp_path, stub, settings_for):
+    """SIGKILL to the Ray worker running a shard, mid-shard: Ray retries it or the run fails clearly; either way
+    the next run finishes and its dataset is byte-identical to a clean local run's."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    docs = _corpus(tmp_path / "docs")
+    clean = ingest(docs, tmp_path / "clean", settings_for())
+    assert clean.status == "ok"
+    start = stub.count()
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and stub.count() - start < 8:
+            time.sleep(0.01)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if any("ShardWorker" in part for part in proc.info["cmdline"] or []):
+                os.kill(proc.info["pid"], signal.SIGKILL)
+                killed.append(proc.info["pid"])
+                return
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    out = tmp_path / "ray"
+    settings = settings_for(executor="ray", workers=2, shards=4)
+    try:
+        first = ingest(docs, out, settings)
+    except Exception as exc:  # noqa: BLE001 - a lost worker may end the run; it must say how to continue
+        assert "run the same command again" in str(exc)
+        first = None
+    killer.join()
+    assert killed, "no shard worker was found to kill"
+    again = ingest(docs, out, settings)
+    assert again.status == "ok"
+    if first is None or first.status != "ok":
+        assert not again.unchanged
+    assert _dataset(out) == _dataset(tmp_path / "clean")
