@@ -155,3 +155,11 @@ def test_kill_9_then_rerun_finishes_without_repeating_calls(corpus, tmp_path):
         assert clean.returncode == 0
     for name in ("train.jsonl", "eval.jsonl"):
         assert (out / name).read_bytes() == (fresh / name).read_bytes()
+
+
+def test_python_dash_m_qagen_is_the_qagen_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "qagen", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "ingest" in done.stdout and "review" in done.stdout

@@ -231,3 +231,24 @@ def test_a_killed_worker_shard_is_redone_and_the_output_matches_a_clean_run(tmp_
     if first is None or first.status != "ok":
         assert not again.unchanged
     assert _dataset(out) == _dataset(tmp_path / "clean")
+
+
+def test_a_document_that_states_no_title_gets_the_same_title_on_ray(tmp_path, stub, settings_for):
+    """Ray's documents keep every field (title_from included): a headingless document gets its model-written
+    title on Ray as in a local run, so the two datasets are the same."""
+    from qagen.corpus.reader import read_file
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    text = ("the peso fell to a record low on friday as traders weighed the central bank's next move, and the "
+            "finance ministry said it would act if the fall went on for another week.\n\nMore detail followed.\n")
+    (docs / "news-2011-peso.txt").write_text(text)
+    (docs / "other.md").write_text("# Budget\n\nThe council approved 12 bridges in 1999.\n")
+    assert read_file(docs / "news-2011-peso.txt", "news-2011-peso.txt").title_from == "filename"
+    local = ingest(docs, tmp_path / "local", settings_for())
+    remote = ingest(docs, tmp_path / "ray", settings_for(executor="ray", workers=2, shards=2))
+    assert local.status == remote.status == "ok"
+    titles = "SELECT d.path, d.title FROM documents d ORDER BY d.path"
+    assert _rows(tmp_path / "ray", titles) == _rows(tmp_path / "local", titles)
+    assert dict(_rows(tmp_path / "local", titles))["news-2011-peso.txt"] != "news 2011 peso"  # the model named it
+    assert _dataset(tmp_path / "ray") == _dataset(tmp_path / "local")

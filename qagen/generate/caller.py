@@ -63,19 +63,6 @@ class GenStats:
         self.role_tokens.update(other.role_tokens)
         self.failure_examples += other.failure_examples[: max(0, 5 - len(self.failure_examples))]
 
-    def to_dict(self) -> dict[str, object]:
-        return {**{n: getattr(self, n) for n in _COUNTS}, "pairs": dict(self.pairs), "calls": dict(self.calls),
-                "ledger": dict(self.ledger), "role_tokens": dict(self.role_tokens),
-                "failure_examples": list(self.failure_examples)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> GenStats:
-        return cls(**{n: int(d[n]) for n in _COUNTS},  # type: ignore[call-overload]
-                   pairs=Counter(d["pairs"]), calls=Counter(d["calls"]),  # type: ignore[arg-type]
-                   ledger=Counter(d["ledger"]), role_tokens=Counter(d["role_tokens"]),  # type: ignore[arg-type]
-                   failure_examples=list(d["failure_examples"]))  # type: ignore[call-overload]
-
-
 _COUNTS = ("sent", "cached", "failed", "corrective_retries", "invalid", "length_cutoffs", "screened",
            "prompt_tokens", "completion_tokens", "cached_tokens", "rewrites", "rewrites_dropped")
 

@@ -109,21 +109,6 @@ class RefineStats:
         for name in ("revisions", "stops", "flagged", "rejected", "rounds"):
             getattr(self, name).update(getattr(other, name))
 
-    def to_dict(self) -> dict[str, object]:
-        return {"drafted": self.drafted, "revisions": dict(self.revisions), "stops": dict(self.stops),
-                "flagged": dict(self.flagged), "tried": self.tried, "accepted": self.accepted,
-                "rejected": dict(self.rejected), "rounds": dict(self.rounds), "critic_reviews": self.critic_reviews,
-                "critic_flags": self.critic_flags, "critic_off": self.critic_off}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> RefineStats:
-        def ints(key: str) -> Counter[int]:
-            return Counter({int(k): int(v) for k, v in d[key].items()})  # type: ignore[attr-defined]
-
-        return cls(int(d["drafted"]), ints("revisions"), Counter(d["stops"]), Counter(d["flagged"]),  # type: ignore[arg-type]
-                   int(d["tried"]), int(d["accepted"]), Counter(d["rejected"]), ints("rounds"),  # type: ignore[arg-type, call-overload]
-                   int(d["critic_reviews"]), int(d["critic_flags"]), str(d["critic_off"]))  # type: ignore[call-overload]
-
     @property
     def critic_flag_rate(self) -> float | None:
         return round(self.critic_flags / self.critic_reviews, 3) if self.critic_reviews else None

@@ -14,7 +14,7 @@ export) reads those.
 from __future__ import annotations
 
 import asyncio
-import json
+import pickle
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,24 +44,16 @@ class ShardResult:
     seconds: float = 0.0
     error: str = ""
 
-    def to_json(self) -> str:
-        trip = self.fail_fast
-        return json.dumps({
-            "shard": self.shard, "docs": self.docs, "skipped": self.skipped, "stats": self.stats.to_dict(),
-            "refine": self.refine.to_dict(), "best_of_replaced": self.best_of_replaced,
-            "fail_fast": [trip.stage, trip.rate, trip.seen, trip.limit, trip.example] if trip else None,
-            "seconds": self.seconds, "error": self.error,
-        }, ensure_ascii=False)
+    def to_bytes(self) -> bytes:
+        """For a Ray Data row: the whole dataclass, pickled (FailFast pickles with its fields), so no field
+        can be left out of a hand-written list."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def from_json(cls, text: str) -> ShardResult:
-        d = json.loads(text)
-        return cls(
-            shard=d["shard"], docs=[(p, int(n)) for p, n in d["docs"]], skipped=[(p, w) for p, w in d["skipped"]],
-            stats=GenStats.from_dict(d["stats"]), refine=RefineStats.from_dict(d["refine"]),
-            best_of_replaced=d["best_of_replaced"], fail_fast=FailFast(*d["fail_fast"]) if d["fail_fast"] else None,
-            seconds=d["seconds"], error=d["error"],
-        )
+    def from_bytes(cls, data: bytes) -> ShardResult:
+        result = pickle.loads(data)  # written by our own shard workers in this run
+        assert isinstance(result, cls)
+        return result
 
 
 @dataclass

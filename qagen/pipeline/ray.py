@@ -27,6 +27,7 @@ a shared filesystem) and qagen installed (or a ``runtime_env``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import shutil
@@ -77,9 +78,10 @@ def _read_row(row: dict[str, Any], shards: int, max_bytes: int) -> dict[str, Any
     item = read_file(Path(row["path"]), row["rel"], max_bytes)
     if isinstance(item, SkippedFile):
         return {"shard": NO_SHARD, "rel": item.path, "doc": json.dumps({"reason": item.reason})}
-    doc = {"doc_id": item.doc_id, "path": item.path, "title": item.title, "text": item.text, "fmt": item.fmt,
-           "meta": [list(m) for m in item.meta]}
-    return {"shard": shard_of(item.doc_id, shards), "rel": item.path, "doc": json.dumps(doc, ensure_ascii=False)}
+    # every field of the Document, by dataclasses.asdict: a hand-written list lost ``title_from`` once, so a
+    # document that states no title never got the model-written one on Ray
+    return {"shard": shard_of(item.doc_id, shards), "rel": item.path,
+            "doc": json.dumps(dataclasses.asdict(item), ensure_ascii=False)}
 
 
 class ShardWorker:
@@ -111,7 +113,7 @@ class ShardWorker:
                 log.exception("shard %d failed", shard)
                 result = ShardResult(shard, error=f"{type(exc).__name__}: {exc}")
         result.seconds = round(time.perf_counter() - started, 3)
-        return {"result": [result.to_json()]}
+        return {"result": [result.to_bytes()]}
 
     def _run(self, shard: int, documents: list[Document]) -> ShardResult:
         """The executor contract's shard function, on this worker's own state shard."""
@@ -135,8 +137,7 @@ class ShardWorker:
 
 
 def _document(d: dict[str, Any]) -> Document:
-    return Document(d["doc_id"], d["path"], d["title"], d["text"], d["fmt"], tuple(tuple(m) for m in d["meta"]),
-                    d.get("title_from", "heading"))
+    return Document(**{**d, "meta": tuple(tuple(m) for m in d["meta"])})
 
 
 def recover_shards(store: Store, out_dir: Path) -> int:
@@ -232,7 +233,7 @@ def run_ray(
             )
             try:
                 for row in ds.iter_rows():
-                    result = ShardResult.from_json(row["result"])
+                    result = ShardResult.from_bytes(row["result"])
                     results.append(result)
                     for path, n_chunks in result.docs:
                         progress.doc_read(path, n_chunks)
