@@ -184,14 +184,18 @@ def _free_bytes(folder: Path) -> int:
 
 def store_fault(exc: BaseException, folder: Path) -> StoreError | None:
     """:func:`cannot_write` for ``exc`` or anything it wraps (a task group's errors, a cause)."""
-    seen: list[BaseException] = [exc]
-    while seen:
-        e = seen.pop()
+    todo: list[BaseException] = [exc]
+    visited: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if id(e) in visited:  # a context chain can loop back on itself
+            continue
+        visited.add(id(e))
         if isinstance(e, StoreError):
             return e if "no space left" in str(e) or "cannot write" in str(e) else None
         if isinstance(e, (sqlite3.Error, OSError)) and (fault := cannot_write(e, folder)) is not None:
             return fault
-        seen += list(getattr(e, "exceptions", ())) + [x for x in (e.__cause__, e.__context__) if x is not None]
+        todo += list(getattr(e, "exceptions", ())) + [x for x in (e.__cause__, e.__context__) if x is not None]
     return None
 
 
@@ -348,7 +352,10 @@ class Database:
             if self.checkpoint_each_commit:
                 # Copy the commit into the database file now: a WAL deleted after a kill -9 (a CI cache that keeps
                 # only qagen.sqlite) then loses nothing committed. Cost: benchmarks/wal_cost.py, RESULTS.md.
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                try:
+                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError:  # a query of ours is still reading: the next commit copies both
+                    pass
         self._pending = 0
 
     def merge_shard(self, shard_db: Path) -> int:
