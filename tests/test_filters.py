@@ -32,6 +32,27 @@ def test_one_letter_summaries_are_too_short():
     assert check("summaries", f'Give a detailed summary of "{COPY}", covering its main points.', "l")[0] == "too_short"
 
 
+def test_a_one_letter_answer_is_dropped_whatever_the_perspectives_minimum():
+    # issue 29: the stub's junk reply "l" to a quiz question (min_answer_words: 1) was exported
+    for perspective in ("quiz", "facts", "fact_questions", "cloze"):
+        got = check(perspective, "Which function of the copy module makes a deep copy?", "l")
+        assert got is not None and got[0] == "too_short" and "'l'" in got[1], perspective
+    assert check("quiz", "What does copy.copy return for a list?", "ab")[0] == "too_short"
+    assert check("quiz", "What does copy.copy return for a list?", " `x` ")[0] == "too_short"  # markup aside
+
+
+def test_a_short_answer_that_is_a_number_an_initial_or_the_symbol_asked_for_stays():
+    assert check("quiz", "How many functions does the copy module define?", "7") is None
+    assert check("quiz", "How many functions does the copy module define?", "12") is None
+    assert check("quiz", "What was the middle initial of Ulysses S. Grant?", "S.") is None
+    assert check("quiz", "Which operator joins two lists in Python's copy examples?", "+") is None
+    assert check("quiz", "Which letter marks a shallow copy in the copy table?", "B") is None
+    # a symbol the question does not ask for is not an answer
+    assert check("quiz", "What does copy.deepcopy return for a list?", "+")[0] in ("echo", "too_short")
+    # three characters or more: the word-count minimum decides, as before
+    assert check("quiz", "Which module makes shallow copies in Python?", "copy") is None
+
+
 def test_a_repetition_loop_is_degenerate():
     loop = ("The Shallow Copy is a deep copy of the original, which is a shallow copy of the original, which is a "
             "deep copy of the original, which is a shallow copy of the original.")
