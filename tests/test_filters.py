@@ -232,3 +232,23 @@ def test_filtered_pairs_get_their_verdict_and_cost_no_judge_call(corpus, tmp_pat
     assert exported and not any(r["perspective"] == "summaries" for r in exported)
     html = (out / "report.html").read_text()
     assert 'data-source="too_short">filter<' in html and "too_short (filter)" in html
+
+
+def test_a_stub_writing_junk_for_three_replies_in_ten_exports_no_junk(corpus, tmp_path, stub, settings_for):
+    # issue 29: "l" as a quiz answer, under a quote the passage holds, passed min_answer_words and grounding
+    from qagen.testing.junk import JUNK, JunkInjector
+    from tests.helpers import passage_reply
+
+    junk = JunkInjector(0.3, seed=7, handler=passage_reply)
+    stub.handler = junk
+    out = tmp_path / "out"
+    # quiz x4 and facts x2 a chunk; one request at a time, so which requests get junk is the same every run
+    s = ingest(corpus, out, settings_for(filters=True, dedup=True, suite="knowledge", concurrency=1))
+    assert junk.injected >= 5 and s.status == "ok"
+    rows = [json.loads(line) for name in ("train.jsonl", "eval.jsonl") for line in (out / name).open()]
+    answers = [r["messages"][2]["content"].strip() for r in rows]
+    assert not [a for a in answers if a in JUNK], answers
+    assert len([r for r in rows if r["perspective"] in ("quiz", "facts")]) >= 2  # the other replies still make pairs
+    with sqlite3.connect(out / "qagen.sqlite") as db:  # the junk was drafted, and dropped with a reason
+        dropped = db.execute("SELECT p.answer, v.verdict FROM pairs p JOIN verdicts v ON v.pair_id = p.pair_id").fetchall()
+    assert any(a in JUNK and v != "exported" for a, v in dropped)
