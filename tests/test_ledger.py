@@ -65,7 +65,8 @@ def test_code_finds_what_a_sentence_says_something_is_and_the_things_it_lists():
             "The former is called to implement the shallow copy operation. This module is a thing of beauty. "
             "It calls for the exertion of your patriotism, firmness, and wisdom. It matters for compound objects "
             "(objects that contain other objects, like lists or class instances). It copies types like module, "
-            "method, stack trace, file, socket, window, or any similar types.")
+            "method, stack trace, file, socket, window, or any similar types. Recursive objects (compound objects "
+            "that, directly or indirectly, contain a reference to themselves) may cause a recursive loop.")
     kinds = {(s.text, s.kind) for s in find_spans(text)}
     assert ("The welfare of our country", "subject") in kinds and ("patriotism, firmness, and wisdom", "list") in kinds
     assert ("lists or class instances", "list") in kinds

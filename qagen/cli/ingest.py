@@ -194,6 +194,8 @@ def _examples(paths: list[str], n: int = EXAMPLES) -> list[tuple[str, str]]:
         except (OSError, ValueError):
             continue
     shown = [r for r in rows if r[0] != "identity"] or rows
+    # a plain question first ("What is ...?", "Which entry ...?"), then a short one; else the files' order
+    shown.sort(key=lambda r: (_WH.match(_untitled(r[2])) is None, len(_untitled(r[2])) > 100))
     by_doc: dict[str, list[tuple[str, str, str, str]]] = {}
     for r in shown:
         by_doc.setdefault(r[1], []).append(r)
@@ -204,6 +206,15 @@ def _examples(paths: list[str], n: int = EXAMPLES) -> list[tuple[str, str]]:
                 _, _, q, a = queue.pop(0)
                 picked.append((q, a))
     return picked
+
+
+_WH = re.compile(r"(what|which|who|when|where|why|how)\b", re.IGNORECASE)
+
+
+def _untitled(question: str) -> str:
+    """The question without the document's title, which every code-built question opens with."""
+    q = re.sub(r'^In "[^"]{1,300}": ', "", question)
+    return q[:1].upper() + q[1:]
 
 
 def _one_line(text: str, width: int) -> str:
@@ -218,8 +229,7 @@ def _print_examples(summary: Summary) -> None:
         width = max(err.width, 60)
         err.print(f"{len(examples)} of the {summary.pairs_total} exported pairs:", highlight=False)
         for q, a in examples:
-            q = re.sub(r'^In "[^"]{1,300}": ', "", q)  # the document's title, which every code-built question quotes
-            q = q[:1].upper() + q[1:]
+            q = _untitled(q)
             answer = _one_line(a, max(width // 3, 20))
             line = f"  Q: {_one_line(q, width - len(answer) - 10)}  A: {answer}"
             err.print(line, markup=False, highlight=False, no_wrap=True, overflow="ellipsis")

@@ -248,7 +248,7 @@ def find_spans(text: str, sentence_list: list[Sentence] | None = None) -> list[S
             continue
         if kind in ("code", "quoted") and all(w.lower() in _STOP for w in words):
             continue
-        if kind == "list" and {words[0].lower(), words[-1].lower()} & _STOP:  # "socket, window, or any (similar"
+        if kind == "list" and {words[0].lower().strip(",;"), words[-1].lower()} & _STOP:  # "socket, window, or any (similar"
             continue
         if kind == "code" and span in DOC_KEYWORDS and text[start - 1:start] == "*":  # "*exception* copy.Error"
             continue
