@@ -163,3 +163,21 @@ def test_python_dash_m_qagen_is_the_qagen_command():
 
     done = subprocess.run([sys.executable, "-m", "qagen", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "ingest" in done.stdout and "review" in done.stdout
+
+
+def test_ingest_ends_with_a_few_exported_pairs_and_the_report_path(corpus, tmp_path, stub):
+    out = tmp_path / "out"
+    result = run("ingest", str(corpus), "--out", str(out), "--base-url", stub.base_url, "--model", "m",
+                 env={"COLUMNS": "100"})
+    assert result.returncode == 0, result.stderr
+    tail = result.stderr[result.stderr.index("dataset written to"):]
+    shown = [line for line in tail.splitlines() if line.startswith("  Q: ")]
+    assert 3 <= len(shown) <= 5 and all(len(line) <= 100 and "  A: " in line for line in shown)
+    exported = [json.loads(line) for name in ("train.jsonl", "eval.jsonl") for line in (out / name).open()]
+    answers = {" ".join(r["messages"][2]["content"].split()) for r in exported if r["perspective"] != "identity"}
+    for line in shown:  # each is an exported pair (not an identity pair), its answer cut at most
+        answer = line.split("  A: ", 1)[1]
+        assert any(a == answer or (answer.endswith("...") and a.startswith(answer[:-3])) for a in answers), line
+    assert f"{out / 'report.html'}" in tail.replace("\n", "")
+    as_json = run("ingest", str(corpus), "--out", str(out), "--base-url", stub.base_url, "--model", "m", "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["status"] == "ok"  # stdout stays one JSON object

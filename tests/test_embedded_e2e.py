@@ -47,6 +47,11 @@ passengers while the bridge is closed.
 """
 
 
+# The model-drafted perspectives: the embedded default (the embedded suite) asks the model for the exam alone, and these
+# tests are about the real model's path through generation, the judge and the cache.
+BROAD = ("--suite", "broad")
+
+
 def qagen(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QAGEN_") and k != "OPENAI_API_KEY"}
     return subprocess.run(
@@ -62,7 +67,7 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
 
     # Generation, judge, grounding and dedup on the real model; the critic loop is left to
     # test_one_real_pair_goes_through_the_refinement_loop, to keep CI's time bounded on 2 cores.
-    first = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine")
+    first = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine", *BROAD)
     assert first.returncode in (0, 1), first.stderr
     summary = json.loads(first.stdout)
     assert summary["model"] == MODEL_NAME and summary["documents_read"] == 1 and summary["chunks"] == 1
@@ -104,7 +109,7 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
     ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"), cache_dir=str(tmp_path / "hf"))
     assert ds["train"].num_rows == summary["train_pairs"]
 
-    second = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine")
+    second = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine", *BROAD)
     again = json.loads(second.stdout)
     assert again["requests_sent"] == 0
     assert again["requests_cached"] == summary["requests_sent"] + summary["requests_cached"]
@@ -118,7 +123,7 @@ def test_ray_executor_on_the_real_embedded_model(tmp_path: Path):
     docs.mkdir()
     (docs / "bridge.md").write_text(DOC)
     out = tmp_path / "out"
-    flags = ["--out", str(out), "--json", "--no-refine", "--no-judge", "--no-report"]
+    flags = ["--out", str(out), "--json", "--no-refine", "--no-judge", "--no-report", *BROAD]
     first = qagen("ingest", str(docs), *flags, "--executor", "ray", "--workers", "1")
     assert first.returncode in (0, 1), first.stderr[-2000:]
     summary = json.loads(first.stdout)

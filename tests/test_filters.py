@@ -32,6 +32,27 @@ def test_one_letter_summaries_are_too_short():
     assert check("summaries", f'Give a detailed summary of "{COPY}", covering its main points.', "l")[0] == "too_short"
 
 
+def test_a_one_letter_answer_is_dropped_whatever_the_perspectives_minimum():
+    # issue 29: the stub's junk reply "l" to a quiz question (min_answer_words: 1) was exported
+    for perspective in ("quiz", "facts", "fact_questions", "cloze"):
+        got = check(perspective, "Which function of the copy module makes a deep copy?", "l")
+        assert got is not None and got[0] == "too_short" and "'l'" in got[1], perspective
+    assert check("quiz", "What does copy.copy return for a list?", "ab")[0] == "too_short"
+    assert check("quiz", "What does copy.copy return for a list?", " `x` ")[0] == "too_short"  # markup aside
+
+
+def test_a_short_answer_that_is_a_number_an_initial_or_the_symbol_asked_for_stays():
+    assert check("quiz", "How many functions does the copy module define?", "7") is None
+    assert check("quiz", "How many functions does the copy module define?", "12") is None
+    assert check("quiz", "What was the middle initial of Ulysses S. Grant?", "S.") is None
+    assert check("quiz", "Which operator joins two lists in Python's copy examples?", "+") is None
+    assert check("quiz", "Which letter marks a shallow copy in the copy table?", "B") is None
+    # a symbol the question does not ask for is not an answer
+    assert check("quiz", "What does copy.deepcopy return for a list?", "+")[0] in ("echo", "too_short")
+    # three characters or more: the word-count minimum decides, as before
+    assert check("quiz", "Which module makes shallow copies in Python?", "copy") is None
+
+
 def test_a_repetition_loop_is_degenerate():
     loop = ("The Shallow Copy is a deep copy of the original, which is a shallow copy of the original, which is a "
             "deep copy of the original, which is a shallow copy of the original.")
@@ -211,3 +232,23 @@ def test_filtered_pairs_get_their_verdict_and_cost_no_judge_call(corpus, tmp_pat
     assert exported and not any(r["perspective"] == "summaries" for r in exported)
     html = (out / "report.html").read_text()
     assert 'data-source="too_short">filter<' in html and "too_short (filter)" in html
+
+
+def test_a_stub_writing_junk_for_three_replies_in_ten_exports_no_junk(corpus, tmp_path, stub, settings_for):
+    # issue 29: "l" as a quiz answer, under a quote the passage holds, passed min_answer_words and grounding
+    from qagen.testing.junk import JUNK, JunkInjector
+    from tests.helpers import passage_reply
+
+    junk = JunkInjector(0.3, seed=7, handler=passage_reply)
+    stub.handler = junk
+    out = tmp_path / "out"
+    # quiz x4 and facts x2 a chunk; one request at a time, so which requests get junk is the same every run
+    s = ingest(corpus, out, settings_for(filters=True, dedup=True, suite="knowledge", concurrency=1))
+    assert junk.injected >= 5 and s.status == "ok"
+    rows = [json.loads(line) for name in ("train.jsonl", "eval.jsonl") for line in (out / name).open()]
+    answers = [r["messages"][2]["content"].strip() for r in rows]
+    assert not [a for a in answers if a in JUNK], answers
+    assert len([r for r in rows if r["perspective"] in ("quiz", "facts")]) >= 2  # the other replies still make pairs
+    with sqlite3.connect(out / "qagen.sqlite") as db:  # the junk was drafted, and dropped with a reason
+        dropped = db.execute("SELECT p.answer, v.verdict FROM pairs p JOIN verdicts v ON v.pair_id = p.pair_id").fetchall()
+    assert any(a in JUNK and v != "exported" for a, v in dropped)

@@ -211,12 +211,16 @@ def test_knowledge_suite_moves_the_budget_to_fact_samples_and_shares_the_cache(c
     keep their hashes, so a broad run afterwards asks only for the perspectives the knowledge suite left out."""
     from qagen.config import Settings
 
-    # ledger is the default for a served model (issue 26); broad on the embedded 135M model
+    # ledger is the default for a served model (issue 26); the embedded suite on the embedded 135M model (issue 29)
     assert Settings(base_url="http://127.0.0.1:9/v1").perspective_suite == "ledger"
     ledger, asked = load_prompts(suite="ledger"), load_prompts(suite="ledger-questions")
     assert {p.id for p in ledger.perspectives} == {"about", "cloze", "identity", "title_questions"}
     assert {p.id for p in asked.perspectives} == {p.id for p in ledger.perspectives} | {"fact_questions"}
-    assert Settings().perspective_suite == "broad" and Settings(suite="knowledge").perspective_suite == "knowledge"
+    assert Settings().perspective_suite == "embedded" and Settings(suite="knowledge").perspective_suite == "knowledge"
+    # the 135M model drafts nothing there: every question is built by code, and its exam is off (its default only)
+    assert {p.id for p in load_prompts(suite="embedded").perspectives} == {"cloze", "identity"}
+    assert (Settings().exam_on, Settings(exam=True).exam_on, Settings(base_url="http://127.0.0.1:9/v1").exam_on) == (
+        False, True, True)
     broad, knowledge = load_prompts(), load_prompts(suite="knowledge")
     on = {p.id: p.samples for p in knowledge.perspectives}
     assert on == {"about": 1, "facts": 2, "identity": 1, "quiz": 4, "title_questions": 1}

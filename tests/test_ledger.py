@@ -48,6 +48,47 @@ def test_code_finds_names_numbers_dates_and_code_terms_inside_their_sentences():
     assert code["integer"] == "code"
 
 
+def test_converted_web_pages_give_no_link_targets_and_sentences_run_across_line_breaks():
+    # issue 29's hand look at samples/docs: "pickle.html", "github.com" and "Convert Python" were asked as facts
+    text = ("See the module [`pickle`](pickle.html#module-pickle \"pickle: Convert Python objects to streams.\") here.\n\n"
+            "**Source code:** [Lib/copy.py](https://github.com/python/cpython/tree/3.11/Lib/copy.py) for more.\n\n"
+            "* A *shallow copy* constructs a new compound object and then (to the extent\n"
+            " possible) inserts *references* into it.\n\n"
+            "*exception* copy.Error\n: Raised for module specific errors.\n")
+    spans = {s.text: s for s in find_spans(text)}
+    assert set(spans) == {"pickle", "Lib/copy.py", "references", "copy.Error"}  # no "exception", no URL parts
+    assert spans["references"].sentence.text.endswith("(to the extent\n possible) inserts *references* into it.")
+
+
+def test_code_finds_what_a_sentence_says_something_is_and_the_things_it_lists():
+    text = ("The welfare of our country is the great object to which our cares ought to be directed. "
+            "The former is called to implement the shallow copy operation. This module is a thing of beauty. "
+            "It calls for the exertion of your patriotism, firmness, and wisdom. It matters for compound objects "
+            "(objects that contain other objects, like lists or class instances). It copies types like module, "
+            "method, stack trace, file, socket, window, or any similar types. Recursive objects (compound objects "
+            "that, directly or indirectly, contain a reference to themselves) may cause a recursive loop.")
+    kinds = {(s.text, s.kind) for s in find_spans(text)}
+    assert ("The welfare of our country", "subject") in kinds and ("patriotism, firmness, and wisdom", "list") in kinds
+    assert ("lists or class instances", "list") in kinds
+    assert not {t for t, k in kinds if k in ("subject", "list")} - {
+        "The welfare of our country", "patriotism, firmness, and wisdom", "lists or class instances"}
+
+
+def test_a_definition_list_entry_is_asked_both_ways_by_template(tmp_path, stub, settings_for):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "copy.md").write_text("# copy module\n\nInterface summary:\n\ncopy.deepcopy(*x*[, *memo*])\n"
+                                  ": Return a deep copy of *x*.\n")
+    out = tmp_path / "out"
+    ingest(docs, out, settings_for(suite="ledger", filters=True, dedup=True))
+    rows = {r["messages"][1]["content"]: r["messages"][2]["content"] for name in ("train.jsonl", "eval.jsonl")
+            for r in map(json.loads, (out / name).open()) if r["perspective"] == "cloze"}
+    assert rows == {
+        'In "copy module": which entry is documented as "Return a deep copy of x"?': "copy.deepcopy",
+        'In "copy module": what does the documentation say about copy.deepcopy(x[, memo])?': "Return a deep copy of x.",
+        'In "copy module": copy.deepcopy(x[, what]) : Return a deep copy of x?': "memo"}
+
+
 def test_a_span_the_model_names_is_kept_only_when_it_is_verbatim_in_one_sentence():
     doc, chunk = doc_and_chunk(BRIDGE)
     sents = sentences(BRIDGE)
@@ -129,8 +170,15 @@ def test_cloze_sentence_blanks_the_span_and_keeps_its_surroundings():
     # ... unless the entry's description follows it: then the row asks for the term it describes
     described = cloze_sentence(workers, follow="\n\nSpecifies the maximum number of autovacuum processes that "
                                "may be running at any one time. The default is three.")
-    assert described.startswith("` ____ ` (`integer`) Specifies the maximum number of autovacuum processes")
+    assert described.startswith("____ (`integer`) Specifies the maximum number of autovacuum processes")  # no `____`
     assert "autovacuum_max_workers" not in described
+    # markdown as a reader sees it (issue 29): a link as its text, no emphasis marks, no bullet; a salutation asks
+    # nothing ("who: I embrace ...")
+    pickle = Fact("x", "c", "d", "pickle", '* It is treated by the [`pickle`](pickle.html#module-pickle "pickle: '
+                  'Convert Python objects to streams of bytes and back.") module, *shallow* or not.', 0, "code", "code")
+    assert cloze_sentence(pickle) == "It is treated by the ____ module, shallow or not."
+    hello = Fact("x", "c", "d", "Fellow-Citizens of the Senate", "Fellow-Citizens of the Senate:", 0, "name", "code")
+    assert cloze_sentence(hello, follow="\n\nI embrace with great satisfaction the opportunity which now presents") == ""
     memo = Fact("x", "c", "d", "memoize", "Sometimes called \u201cmemoize\u201d.", 0, "quoted", "code")
     assert cloze_sentence(memo) == "Sometimes called \u201c____\u201d."
 

@@ -53,7 +53,7 @@ def _main(
 @prompts_app.command("list")
 def prompts_list(
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest (default: as qagen ingest picks it: ledger for a served model, broad on the embedded one).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml), as for qagen ingest (default: as qagen ingest picks it: ledger for a served model, embedded on the embedded one).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the active prompt set."""

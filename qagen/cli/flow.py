@@ -197,7 +197,7 @@ def run_cmd(
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files.")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite: ledger (default for a served model), ledger-questions, knowledge or broad (default on the embedded one); see `qagen ingest --help`.")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite: ledger (default for a served model), ledger-questions, knowledge, broad or embedded (default on the embedded one); see `qagen ingest --help`.")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:

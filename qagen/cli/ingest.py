@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -98,8 +99,9 @@ def _summary_table(s: Summary) -> Table:
         t.add_row("suite", s.suite + (" (quiz and facts sampled again instead of summaries, metadata, entities; "
                                       "--suite broad runs them all)" if s.suite == "knowledge" else ""))
     if s.profile == "embedded":
-        t.add_row("profile", "embedded model: the broad suite, small chunks, and the judge on (a served model "
-                             "runs the knowledge suite without the judge); --refine asks one critic round")
+        t.add_row("profile", "embedded model: the embedded suite (every question built by code from the fact ledger; "
+                             "the 135M model's own drafts fail their checks), small chunks, no exam; --suite broad "
+                             "runs its drafts, --refine asks one critic round")
     if s.refined:
         r = s.refine
         flagged = ", ".join(f"{k} {v}" for k, v in r["flagged"].items()) or "none"  # type: ignore[union-attr]
@@ -182,6 +184,67 @@ def _summary_table(s: Summary) -> Table:
     return t
 
 
+EXAMPLES = 5  # exported pairs shown under the summary table, one line each
+
+
+def _examples(paths: list[str], n: int = EXAMPLES) -> list[tuple[str, str]]:
+    """Up to ``n`` exported (question, answer) pairs to show: identity pairs only when there is nothing else, the
+    documents taken in turn so each shows up, in the files' order (deterministic)."""
+    rows: list[tuple[str, str, str, str]] = []  # perspective, doc_id, question, answer
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    r = json.loads(line)
+                    turns = {m["role"]: m["content"] for m in r.get("messages", [])}
+                    if "user" in turns and "assistant" in turns:
+                        rows.append((r.get("perspective", ""), r.get("doc_id", ""), turns["user"], turns["assistant"]))
+        except (OSError, ValueError):
+            continue
+    shown = [r for r in rows if r[0] != "identity"] or rows
+    # a plain question first ("What is ...?", "Which entry ...?"), then a short one; else the files' order
+    shown.sort(key=lambda r: (_WH.match(_untitled(r[2])) is None, len(_untitled(r[2])) > 100))
+    by_doc: dict[str, list[tuple[str, str, str, str]]] = {}
+    for r in shown:
+        by_doc.setdefault(r[1], []).append(r)
+    picked: list[tuple[str, str]] = []
+    while len(picked) < n and any(by_doc.values()):
+        for queue in by_doc.values():
+            if queue and len(picked) < n:
+                _, _, q, a = queue.pop(0)
+                picked.append((q, a))
+    return picked
+
+
+_WH = re.compile(r"(what|which|who|when|where|why|how)\b", re.IGNORECASE)
+
+
+def _untitled(question: str) -> str:
+    """The question without the document's title, which every code-built question opens with."""
+    q = re.sub(r'^In "[^"]{1,300}": ', "", question)
+    return q[:1].upper() + q[1:]
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(width - 3, 1)].rstrip() + "..."
+
+
+def _print_examples(summary: Summary) -> None:
+    """A few of the exported pairs, one line each, and where report.html shows them all."""
+    examples = _examples([p for p in (summary.train_path, summary.eval_path) if p])
+    if examples:
+        width = max(err.width, 60)
+        err.print(f"{len(examples)} of the {summary.pairs_total} exported pairs:", highlight=False)
+        for q, a in examples:
+            q = _untitled(q)
+            answer = _one_line(a, max(width // 3, 20))
+            line = f"  Q: {_one_line(q, width - len(answer) - 10)}  A: {answer}"
+            err.print(line, markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
+    if summary.report_path:
+        err.print(f"all of them, with what was dropped and why: [bold]{summary.report_path}[/bold]", highlight=False)
+
+
 def ingest_cmd(
     docs: Annotated[Path, typer.Argument(help="Folder of documents (read recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (dataset + state).")] = Path("qagen-out"),
@@ -204,7 +267,7 @@ def ingest_cmd(
     min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
     refine_style: Annotated[str | None, typer.Option(help="Critic/regenerator prompt style: chat, or helixnet (HelixNet's completion format over /v1/completions).")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): ledger (the fact ledger: a question built by code on every fact, its answer the span, plus about, title questions and identity; the default for a served model), ledger-questions (the ledger plus the teacher's answer-first questions, for a strong teacher), knowledge (quiz and facts drafts sampled again) or broad (every perspective once per chunk; the default on the embedded model).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): ledger (the fact ledger: a question built by code on every fact, its answer the span, plus about, title questions and identity; the default for a served model), ledger-questions (the ledger plus the teacher's answer-first questions, for a strong teacher), knowledge (quiz and facts drafts sampled again), broad (every perspective once per chunk) or embedded (the ledger's code-built questions and identity pairs only: the default on the embedded model, whose own drafts fail their checks).")] = None,
     judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks (P(yes) from logprobs). Default: on for the embedded model, off for a served one (it lowered closed-book recall on the knowledge benchmark).")] = None,
     judge_threshold: Annotated[float | None, typer.Option(help="Export pairs whose mean judge P(yes) reaches this (default 0.5).")] = None,
     best_of: Annotated[int | None, typer.Option(help="Best-of-n: sample N answers per drafted question and keep the best-judged (default 1: off).")] = None,
@@ -227,7 +290,7 @@ def ingest_cmd(
     ray_address: Annotated[str | None, typer.Option(help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a local Ray on this machine).")] = None,
     workers: Annotated[int | None, typer.Option(help="With --executor ray: workers calling the endpoint(s), --concurrency requests each (default: the cluster's CPUs).")] = None,
     transport: Annotated[str | None, typer.Option(help="HTTP client for chat calls: openai (the SDK, default) or aiohttp (lean: for many endpoints at scale).")] = None,
-    exam: Annotated[bool | None, typer.Option("--exam/--no-exam", help="Write the held-out exam OUT/exam.jsonl (never trained on; `qagen eval` scores it). Default on.")] = None,
+    exam: Annotated[bool | None, typer.Option("--exam/--no-exam", help="Write the held-out exam OUT/exam.jsonl (never trained on; `qagen eval` scores it). Default on, except on the embedded model (its exam questions do not survive their checks).")] = None,
     cpt: Annotated[bool | None, typer.Option("--cpt/--no-cpt", help="Also write OUT/cpt.jsonl for continued pretraining (`qagen train --recipe cpt+sft`): every chunk plus grounded rewrites of it (one cached request per chunk). Default off.")] = None,
     cpt_rewrites: Annotated[int | None, typer.Option(help="With --cpt: rewrites asked per chunk, each in another style (relations, brief, encyclopedia entry, list of facts). Default 2.")] = None,
     contextual_share: Annotated[float | None, typer.Option(help="Open-book rows in train.jsonl: for this share of the training pairs (0-1), an extra row asks the same question over BEGININPUT blocks (its chunk, with distractors from other documents, or without it) and answers with a Source: citation. Default 0 (closed book only).")] = None,
@@ -297,5 +360,6 @@ def ingest_cmd(
             err.print(f"[red]the run failed[/red]: nothing in {summary.out_dir} was replaced")
         else:
             err.print(f"dataset written to [bold]{summary.train_path}[/bold] and [bold]{summary.eval_path}[/bold]")
+            _print_examples(summary)
     if summary.status != "ok" or (fail_on_skip and summary.documents_skipped):
         raise typer.Exit(1)

@@ -16,6 +16,8 @@ What counts as a span, by kind (checked in this order; a span inside a longer on
 - ``name``: runs of capitalised words, with "of", "and", "the" between them ("Pacific Mail Steamship Company",
   "Emperor of Germany"); a sentence's first word alone only when it is not a common word.
 - ``quoted``: a short phrase in quotation marks.
+- ``list``: three things named together ("concord, peace, and plenty"), the examples after "like" or "such as".
+- ``subject``: the subject of a sentence that says what it is ("Knowledge is ... the surest basis of ...").
 
 Sentences come from pysbd (rule-based, no model to download), within each paragraph or line, so a markdown
 heading or a definition-list term line is its own sentence. Headings give no spans: a title is not a fact.
@@ -61,6 +63,7 @@ _TIME_UNIT = r"(?:second|minute|hour|day|week|month|year|millisecond|microsecond
 
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("code", re.compile(r"`([^`\n]{1,80})`")),
+    ("code", re.compile(r"(?<![\w/.])[A-Za-z_][\w.-]*(?:/[\w.-]+)+\.[A-Za-z]{1,5}\b")),  # a path: Lib/copy.py
     ("code", re.compile(r"(?<![*\w])\*([A-Za-z_][\w.]{1,40})\*(?![*\w])")),
     ("code", re.compile(r"(?<![\w.`-])--[a-z][\w-]{1,40}")),
     ("code", re.compile(r"\b(?![A-Za-z]\.[A-Za-z]\b)[A-Za-z_][A-Za-z0-9]*(?:[._][A-Za-z0-9_]+)+(?:\(\))?")),
@@ -79,6 +82,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("number", re.compile(rf"\b{_NUMBER_WORD}(?:[- ]{_NUMBER_WORD})?\s+{_TIME_UNIT}\b", re.IGNORECASE)),
     ("number", re.compile(rf"(?<=\bis\s){_NUMBER_WORD}\b(?=[.,;])")),
     ("quoted", re.compile(r"[\"“]([^\"”\n]{2,60})[\"”]")),
+    # three things named together ("patriotism, firmness, and wisdom"), and the examples a sentence gives ("like
+    # lists or class instances", "such as data which is intended to be shared between copies")
+    ("list", re.compile(r"\b[a-z]{3,}, [a-z]{3,},? (?:and|or) [a-z]{3,}\b")),
+    ("list", re.compile(r"\b(?:like|such as)\s+([a-z][\w\s-]{2,80}?)(?=[.;:)]|$)")),
 )
 _CAP = r"[A-Z][\w'’.&-]*"
 _NAME = re.compile(rf"{_CAP}(?:\s+(?:(?:of|and|the|de|la|von|van|du|for|on|y)\s+)*{_CAP})*")
@@ -101,7 +108,7 @@ def _segmenter() -> object:
     return pysbd.Segmenter(language="en", clean=False, char_span=True)
 
 
-_BLOCK = re.compile(r"[^\n]+(?:\n(?![ \t]*\n)(?![ \t]*(?:#|[-*+] |\d+\. |`))[^\n]+)*")
+_BLOCK = re.compile(r"[^\n]+(?:\n(?![ \t]*\n)(?![ \t]*(?:#|[-*+] |\d+\. |```))[^\n]+)*")
 
 
 def sentences(text: str) -> list[Sentence]:
@@ -112,8 +119,10 @@ def sentences(text: str) -> list[Sentence]:
         if part.lstrip().startswith("#") or len(part) < 3:
             found.append(Sentence(part.strip(), block.start(), block.end()))
             continue
-        for seg in _segmenter().segment(part):  # type: ignore[attr-defined]
-            raw = seg.sent
+        # a paragraph's line breaks are spaces to pysbd, which would end a sentence at each ("... then (to the
+        # extent\n possible) inserts"); the text keeps them (same offsets)
+        for seg in _segmenter().segment(part.replace("\n", " ")):  # type: ignore[attr-defined]
+            raw = part[seg.start:seg.start + len(seg.sent)]
             lead = len(raw) - len(raw.lstrip())
             body = raw.strip()
             if body:
@@ -172,13 +181,61 @@ def _candidates(text: str) -> list[tuple[str, int, int, str]]:
     return out
 
 
+# Where a markdown link points (``](pickle.html#module-pickle "pickle: Convert ...")``) and bare URLs: converted web
+# pages are full of them, and "pickle.html" or "github.com" is no fact (hand audit, issue 29).
+LINK_TARGET = re.compile(r"\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"]*\")?\)|<?\bhttps?://[^\s)>\]]+>?")
+
+
+_MD_LINK = re.compile(r"\[([^\[\]\n]*)\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"]*\")?\)")
+_BULLET = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
+_MD_EMPHASIS = re.compile(r"(?<![*\w])(\*{1,2})(?=[^*\s])([^*\n]*?[^*\s])\1(?![*\w])")
+
+
+def plain(text: str) -> str:
+    """Markdown as a reader sees it: a link as its text, no emphasis marks ("[`pickle`](pickle.html "...")" ->
+    "`pickle`", "**Source code:**" -> "Source code:"); backticks stay, they mark code."""
+    return _MD_EMPHASIS.sub(r"\2", _MD_LINK.sub(r"\1", _BULLET.sub("", text)))
+
+
+# The subject of a sentence that says what something is ("The welfare of our country is the great object to which
+# ...", "Knowledge is in every country the surest basis of public happiness"): "What is the great object ...?" asks
+# for it. A subject that points back ("The former is called ...") names nothing by itself.
+_SUBJECT = re.compile(r"^(?:[*_`\"“]*)([A-Z][\w'’-]*(?:\s+[\w'’-]+){0,7}?)\s+(?:is|are|was|were)\s+(?=\S+\s+\S+\s+\S)")
+_POINTS_BACK = _STOP | set("former latter first last same other others rest result reason case fact following "
+                           "there which".split())
+_DEMONSTRATIVES = set("this that these those it its such each both either neither".split())
+
+
+# What a converted API reference puts in italics before an entry: the entry's kind, not a fact
+DOC_KEYWORDS = set("exception class method function attribute data property classmethod staticmethod "
+                    "abstractmethod async await coroutine module".split())
+
+
+def _subjects(sents: list[Sentence]) -> list[tuple[str, int, int, str]]:
+    out = []
+    for s in sents:
+        m = _SUBJECT.match(s.text)
+        if m is None or _is_heading(s) or "," in m.group(1):
+            continue
+        span, start = m.group(1), s.start + m.start(1)  # with its article: "The ____ is" would ask "The what is"
+        words = [w.lower() for w in span.split()]
+        content = [w for w in words if w not in ("the", "a", "an")]
+        if content and content[0] not in _DEMONSTRATIVES and content[-1] not in _POINTS_BACK:
+            out.append((span, start, start + len(span), "subject"))
+    return out
+
+
 def find_spans(text: str, sentence_list: list[Sentence] | None = None) -> list[Span]:
-    """Every code-found span of ``text``, in text order, each inside one sentence, none inside another."""
+    """Every code-found span of ``text``, in text order, each inside one sentence, none inside another, none in a
+    link's target or a URL."""
     sents = sentence_list if sentence_list is not None else sentences(text)
+    links = [(m.start(), m.end()) for m in LINK_TARGET.finditer(text)]
     kept: list[Span] = []
-    for span, start, end, kind in _candidates(text):
+    for span, start, end, kind in _candidates(text) + _subjects(sents):
         sentence = next((s for s in sents if s.start <= start and end <= s.end), None)
         if sentence is None or _is_heading(sentence):
+            continue
+        if any(a < end and start < b for a, b in links):
             continue
         words = span.split()
         if not words or len(words) > MAX_SPAN_WORDS or len(span) > MAX_SPAN_CHARS:
@@ -190,6 +247,10 @@ def find_spans(text: str, sentence_list: list[Sentence] | None = None) -> list[S
         if not re.search(r"[A-Za-z0-9]", span):
             continue
         if kind in ("code", "quoted") and all(w.lower() in _STOP for w in words):
+            continue
+        if kind == "list" and {words[0].lower().strip(",;"), words[-1].lower()} & _STOP:  # "socket, window, or any (similar"
+            continue
+        if kind == "code" and span in DOC_KEYWORDS and text[start - 1:start] == "*":  # "*exception* copy.Error"
             continue
         kept.append(Span(span, start, end, kind, sentence))
     return _outermost(kept)

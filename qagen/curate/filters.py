@@ -5,7 +5,8 @@ Each check looks at one pair and returns a verdict with its reason, or ``None``:
 - ``repetitive``: degenerate repetition (``... a shallow copy of the original, which is a shallow copy of ...``),
   after Gopher's rules (Rae et al. 2021, appendix A: the share of characters inside duplicated word n-grams),
   with thresholds for short answers, not web pages (datatrove's version pulls a dozen dependencies).
-- ``too_short``: an answer shorter than its perspective's ``min_answer_words`` (a summary of ``m``).
+- ``too_short``: an answer shorter than its perspective's ``min_answer_words`` (a summary of ``m``), or of one or
+  two characters that is not a number, an initial or what its question asks for (``qagen/curate/answers.py``).
 - ``echo``: an answer that only restates the question or the title, or names nothing (``This document``,
   ``The subject of the passage``).
 - ``truncated``: an answer cut off at a length limit (it fills the schema's limit, or stops mid-sentence).
@@ -35,6 +36,7 @@ from rapidfuzz import fuzz
 
 from qagen.core.records import FILTER_VERDICTS
 from qagen.core.text import fold
+from qagen.curate.answers import asks_for_symbol, check_tiny
 from qagen.prompting.declines import what_of
 from qagen.prompting.prompts import Prompt
 
@@ -126,7 +128,7 @@ def _check_repetition(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
 def _check_short(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     need = v.prompt.min_answer_words if v.prompt is not None else 1
     got = len(words(v.answer))
-    if got < need:
+    if got < need and not (need == 1 and v.answer.strip() and asks_for_symbol(v.question)):  # "+" for an operator
         return "too_short", f"{got} word(s); {v.prompt.id if v.prompt else 'this perspective'} needs {need}"
     return None
 
@@ -149,8 +151,8 @@ def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     answer = _norm(v.answer)
     if answer in _GENERIC_ANSWERS:
         return "echo", f"the answer {v.answer!r} says nothing"
-    if not answer:
-        return "echo", "the answer has no words"
+    if not answer:  # "Which operator ...?" -> "+" is an answer of no words
+        return None if v.answer.strip() and asks_for_symbol(v.question) else ("echo", "the answer has no words")
     if all(w in _NAMES_NOTHING for w in answer.split()):  # "who or what is General Miles?" -> "The subject of ..."
         return "echo", f"the answer {v.answer!r} names nothing"
     question = _norm(v.question)
@@ -430,8 +432,8 @@ def decline_leaks(question: str, what: str, text: str) -> str | None:
     return None
 
 
-_CHECKS = (_check_template, _check_echo, _check_short, _check_repetition, _check_truncated, _check_relation,
-           _check_metadata, check_unanswerable)
+_CHECKS = (_check_template, _check_echo, _check_short, check_tiny, _check_repetition, _check_truncated,
+           _check_relation, _check_metadata, check_unanswerable)
 
 
 def _hits(view: PairView, settings: FilterSettings) -> Iterator[tuple[str, str]]:

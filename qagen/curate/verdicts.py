@@ -40,6 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from qagen.core import ids
 from qagen.core.records import RunPair, Verdict
 from qagen.curate.exam import EXAM_ROLE, ExamPair, settle_exam
 from qagen.curate.filters import FilterSettings, PairView, check_unanswerable, screen
@@ -176,6 +177,7 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
     # (made on the first candidate: datasketch's import costs ~1.5 s).
     dedup: DedupSession | None = None
     batch: list[Verdict] = []
+    repeats: set[str] = set()  # pairs without a quote (code-built rows): the same question and answer once a run
     exam: list[ExamPair] = []  # the held-out exam: settled after the training pairs (qagen/curate/exam.py)
     for rp in store.run_pairs(run_id):
         p = rp.pair
@@ -241,6 +243,12 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
         elif settings.dedup and quoted:
             dedup = dedup or NearDuplicateFilter(threshold=settings.dedup_threshold).session()
             dedup.add(p.pair_id, p.question, score if score is not None else 0.0)
+        elif settings.dedup and (same := ids.hash_str("repeat", *(" ".join(t.lower().split()) for t in
+                                                                 (p.question, p.answer)))) in repeats:
+            v = replace(v, verdict="duplicate", detail="the same question and answer as a pair already kept "
+                                                       "(overlapping chunks state the same sentence)")
+        elif settings.dedup:
+            repeats.add(same)
         _count(result, v, p.question, p.answer)
         batch.append(v)
         if len(batch) >= _BATCH:

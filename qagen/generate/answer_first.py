@@ -24,10 +24,11 @@ from rapidfuzz import fuzz
 from qagen.core import ids
 from qagen.core.text import fold
 from qagen.core.types import Chunk, Document, Fact, QAPair
-from qagen.corpus.spans import STOPWORDS, Sentence, sentences
+from qagen.corpus.spans import STOPWORDS, Sentence, plain, sentences
 from qagen.generate.caller import Caller
 from qagen.generate.ledger import allocate, code_facts, model_facts, norm, select
 from qagen.generate.refine import Refiner
+from qagen.generate.templates import definition
 from qagen.prompting.prompts import Prompt, PromptSet
 from qagen.prompting.requests import build_request
 
@@ -114,6 +115,9 @@ def wh_word(fact: Fact) -> str:
         if _DURATION.search(fact.span):
             return "how long"
         return "how much" if _AMOUNT.search(fact.span) or not re.search(r"\d", fact.span) else "how many"
+    if fact.kind == "name" and re.search(r"\b(the|an?|(state|city|country|county|river|port|town) of)\s*$",
+                                         fact.sentence[: max(fact.sentence.find(fact.span), 0)], re.IGNORECASE):
+        return "what"  # "the Union", "a gracious Providence", "the state of North Carolina": no person
     return WH_WORDS.get(fact.kind, "what")
 
 
@@ -122,12 +126,17 @@ def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS, follow: str = "") -
     span is not in it or the rest says too little to ask anything (fewer than CLOZE_CONTEXT content words).
     ``follow``, the text after the sentence, completes a heading: "` ____ ` (`integer`) Specifies the maximum
     number of autovacuum processes ..." asks for the term that a reference page's entry describes."""
-    at = fact.sentence.find(fact.span)
+    sentence, follow = plain(fact.sentence), plain(follow)  # links as their text, no emphasis marks
+    at = sentence.find(fact.span)
     if at < 0:
-        at = fold(fact.sentence).find(fold(fact.span))
+        at = fold(sentence).find(fold(fact.span))
     if at < 0:
         return ""
-    head_text, tail_text = fact.sentence[:at], fact.sentence[at + len(fact.span):]
+    head_text, tail_text = sentence[:at], sentence[at + len(fact.span):]
+    if not re.sub(r"[\s:*_]", "", head_text + tail_text):  # a salutation ("Fellow-Citizens of the Senate ...:")
+        return ""
+    if head_text.endswith("`") and tail_text.startswith("`"):  # "methods `____`": the blank is no code itself
+        head_text, tail_text = head_text[:-1], tail_text[1:]
     if len(_content(head_text + " " + tail_text)) < CLOZE_CONTEXT:
         tail_text = f"{tail_text} {' '.join(follow.split()[:max_words])}"
         if len(_content(head_text + " " + tail_text)) < CLOZE_CONTEXT + 2:
@@ -138,7 +147,7 @@ def cloze_sentence(fact: Fact, max_words: int = CLOZE_WORDS, follow: str = "") -
     keep_after = min(len(after), room - keep_before)
     head = ("... " if keep_before < len(before) else "") + " ".join(before[len(before) - keep_before:])
     tail = " ".join(after[:keep_after]) + (" ..." if keep_after < len(after) else "")
-    glue = "" if tail[:1] in ",.;:!?)\u201d\u2019" else " "  # "at ____, and", not "at ____ , and"
+    glue = "" if tail[:1] in ",.;:!?)]\u201d\u2019" else " "  # "at ____, and", not "at ____ , and"
     lead = "" if head[-1:] in "(\u201c\u2018" else " "  # "(____)", "\u201c____\u201d"
     return f"{head}{lead}____{glue}{tail}".strip()
 
@@ -411,8 +420,20 @@ class LedgerStage:
             blanked = cloze_sentence(f, follow=chunk.text[at + len(f.sentence):] if at >= 0 else "")
             if not blanked:
                 continue
+            if f.kind == "subject":  # "What is the great object ..., and I shall derive ...": its own clause only
+                blanked = re.split(r",\s+(?:and|but|or)\s+|;\s", blanked)[0]
             echo = blanked.rstrip(" .!?;:").replace("____", wh_word(f), 1)
+            echo = echo[:1].upper() + echo[1:] if blanked.startswith("____") else echo  # "What is the great ...?"
             question = self.cloze.render_question("blank", title=chunk.title, sentence=blanked, echo=echo)
+            entry = definition(f)  # "copy.copy(x)\n: Return a shallow copy of x.": asked both ways by template
+            if entry is not None:
+                term, text = entry
+                question = self.cloze.render_question("entry", title=chunk.title, definition=text.rstrip(". "))
+                define = self.cloze.render_question("define", title=chunk.title, term=term)
+                pairs.append(QAPair(
+                    pair_id=ids.hash_str("pair", "define", chunk.chunk_id, f.fact_id, define), chunk_id=chunk.chunk_id,
+                    doc_id=doc.doc_id, perspective=self.cloze.id, question=define, answer=text, request_key="",
+                    model="", extra=(("fact_id", f.fact_id), ("sentence", f.sentence), ("kind", "definition"))))
             if leaks(question, f.span):  # the title or the rest of the sentence gives it away
                 continue
             pairs.append(QAPair(

@@ -36,7 +36,7 @@ from qagen.core.text import norm_words
 from qagen.core.types import Chunk, Document, Fact, QAPair
 from qagen.corpus.spans import Sentence, Span, find_spans, locate
 
-KIND_ORDER = ("number", "date", "code", "name", "quoted", "phrase")  # which facts a full chunk keeps first
+KIND_ORDER = ("number", "date", "code", "name", "quoted", "subject", "list", "phrase")  # which facts a full chunk keeps first
 norm = norm_words  # the form spans, answers and questions are compared in
 
 

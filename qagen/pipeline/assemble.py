@@ -69,9 +69,9 @@ def build_stages(
     # the whole-document reduce passage may be as long as a chunk (estimated at 4 characters a token)
     reduce_chars = 4 * chunker_settings(settings).chunk_size
     rewriter = Rewriter(caller, prompts, settings.cpt_rewrites) if settings.cpt else None
-    return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam,
+    return Stages(caller, Generator(caller, prompts, refiner=refiner, judge=judge, exam=settings.exam_on,
                                     screen=screen_pair, reduce_chars=reduce_chars,
-                                    facts_k=settings.facts_k, seed=settings.seed), rewriter)
+                                    facts_k=settings.ledger_k, seed=settings.seed), rewriter)
 
 
 def repair_checks(settings: Settings, prompts: PromptSet) -> Checks:

@@ -265,7 +265,7 @@ def _finish(
     add_curation(summary, curated, store, run_id, totals.stats.calls, settings)
     if stages.generator.ledger.active:
         ledger = stages.generator.ledger  # k: the teacher's questions per fact where it asks them, else one row
-        add_coverage(summary, store, run_id, settings.facts_k if ledger.questions else 1, totals.stats.ledger)
+        add_coverage(summary, store, run_id, settings.ledger_k if ledger.questions else 1, totals.stats.ledger)
     result = export_run(store, run_id, out_dir, group_id, eval_fraction=settings.eval_fraction, split_by=settings.split_by)
     summary.http_retries = int(getattr(llm, "retries", 0))
     summary.pairs_per_perspective = dict(sorted(pairs.items()))
@@ -276,7 +276,7 @@ def _finish(
     reviewed = any(summary.review.values())
     if settings.contextual_share > 0 and result.train_pairs:
         _mix_contextual(store, run_id, out_dir, settings, summary)
-    if settings.exam:
+    if settings.exam_on:
         exam_path, summary.exam_questions = write_exam(store, run_id, out_dir)
         summary.exam_path = str(exam_path)
     if settings.cpt:  # continued pretraining: the chunks and their rewrites, for `qagen train --recipe cpt+sft`
@@ -285,7 +285,7 @@ def _finish(
     if settings.text_rows:  # the documents' own text, mixed into the same training run by `qagen train`
         text = write_text_rows(store, run_id, out_dir, chunk_key=chunker_settings(settings).key())
         summary.text_path, summary.text_rows = str(text.path), text.chunks
-    for name, written in (("exam.jsonl", settings.exam), ("cpt.jsonl", settings.cpt),
+    for name, written in (("exam.jsonl", settings.exam_on), ("cpt.jsonl", settings.cpt),
                           ("dpo.jsonl", stages.refiner is not None or reviewed), (TEXT_ROWS, settings.text_rows)):
         if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
             remove_output(out_dir / name)

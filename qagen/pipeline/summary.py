@@ -50,7 +50,7 @@ class Summary:
     exam_path: str = ""
     state_db: str = ""
     refined: bool = False
-    profile: str = ""  # "embedded": the embedded model's defaults applied (broad suite, small chunks, the judge)
+    profile: str = ""  # "embedded": the embedded model's defaults applied (embedded suite, small chunks, no exam)
     suite: str = ""  # the perspective suite that ran (prompts/suites.yaml)
     drafted: int = 0  # draft pairs sent through the critic loop
     revisions_histogram: dict[str, int] = field(default_factory=dict)  # accepted repairs per pair -> pairs
