@@ -148,7 +148,8 @@ def test_engine_error_is_a_recorded_retryable_failure(tmp_path: Path, monkeypatc
                           StructuredOutputsParams=StructuredOutputsParams, GuidedDecodingParams=None)
     monkeypatch.setattr(vllm_backend, "vllm_api", lambda: api)
     summary = ingest(docs, tmp_path / "out", load_settings(backend="vllm", model=MODEL, refine=False, judge=False))
-    assert summary.status == "partial" and summary.requests_sent == 0 and summary.requests_failed > 0
+    # not one reply: a failed run (it replaces no earlier dataset), every request recorded for the next run
+    assert summary.status == "failed" and summary.requests_sent == 0 and summary.requests_failed > 0
     with sqlite3.connect(tmp_path / "out" / "qagen.sqlite") as db:
         errors = [r for r in db.execute("SELECT error, retryable FROM failures")]
     assert errors and all("CUDA out of memory" in e and r == 1 for e, r in errors)

@@ -5,8 +5,7 @@ Each check looks at one pair and returns a verdict with its reason, or ``None``:
 - ``repetitive``: degenerate repetition (``... a shallow copy of the original, which is a shallow copy of ...``),
   after Gopher's rules (Rae et al. 2021, appendix A: the share of characters inside duplicated word n-grams),
   with thresholds for short answers, not web pages (datatrove's version pulls a dozen dependencies).
-- ``too_short``: an answer shorter than its perspective's ``min_answer_words`` (a summary of ``m``), or of one or
-  two characters that is not a number, an initial or what its question asks for (``qagen/curate/answers.py``).
+- ``too_short``: under the perspective's ``min_answer_words`` (a summary of ``m``), or a 1-2 character non-answer.
 - ``echo``: an answer that only restates the question or the title, or names nothing (``This document``,
   ``The subject of the passage``).
 - ``truncated``: an answer cut off at a length limit (it fills the schema's limit, or stops mid-sentence).

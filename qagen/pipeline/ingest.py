@@ -167,6 +167,7 @@ def _finish_and_write(
     with output_unit() as unit:
         try:
             _finish(store, prompts, settings, stages, totals, llm, run_id, out_dir, summary, started, status)
+            store.finish_run(run_id, summary.status, summary.to_dict())  # the report reads the run's record
             if settings.report and summary.status != "failed":
                 _write_report(store, run_id, out_dir, settings, summary)
         except BaseException as exc:  # nothing was replaced (the unit discards what it staged); the run is closed

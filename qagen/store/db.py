@@ -234,7 +234,8 @@ class Database:
             raise
 
     def _open(self) -> sqlite3.Connection:
-        existed = self.path.exists() and self.path.stat().st_size > 0
+        present = self.path.exists()  # a 0-byte file too: moving it away is how a user starts over, emptying it is not
+        existed = present and self.path.stat().st_size > 0
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -248,7 +249,7 @@ class Database:
             if (cannot := cannot_write(exc, self.path.parent)) is not None:
                 raise cannot from None
             raise self._damaged(str(exc)) from None
-        if version == 0 and any((self.path.parent / name).exists() for name in DATASET_FILES):
+        if present and version == 0 and any((self.path.parent / name).exists() for name in DATASET_FILES):
             # An emptied or replaced database beside a dataset it made: starting over would bill every request again.
             db.close()
             raise self._damaged("it is empty, but the folder holds a dataset it made")
