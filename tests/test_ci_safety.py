@@ -462,3 +462,11 @@ def test_the_request_total_is_never_below_what_is_done(tmp_path: Path, stub, set
                      progress=counted)
     assert summary.chunks > 3 and counted.done == summary.requests_sent + summary.requests_cached > 0
     assert counted.added == counted.done
+
+
+def test_files_a_killed_run_had_staged_are_cleaned_up(tmp_path: Path, corpus: Path, settings_for):
+    out = tmp_path / "out"
+    ingest(corpus, out, settings_for())
+    (out / ".train.jsonl.abc123.tmp").write_text("half a dataset")  # a kill -9 between staging and the rename
+    ingest(corpus, out, settings_for(seed=2))
+    assert not list(out.glob(".*.tmp"))

@@ -106,6 +106,8 @@ def _ingest(
 
     with Store(out_dir) as store:
         summary.state_db = str(store.path)
+        for stale in out_dir.glob(".*.tmp"):  # outputs a killed run had staged (we hold OUT's lock: none is live)
+            stale.unlink(missing_ok=True)
         inputs = input_fingerprint(docs_dir, settings, prompts, out_dir, store.reviews_digest())
         if unchanged(store, out_dir, inputs, settings, summary, started):
             return summary  # nothing new since the last run: no model, no replay, the dataset stays
