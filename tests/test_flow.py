@@ -153,8 +153,9 @@ def test_real_flow_embedded_ingest_axolotl_train_eval_and_email(tmp_path):
     # One short document: hold out by pair. Refinement and the ingest judge are other tests' subject; off here,
     # they would multiply the embedded model's calls (and the judge could reject most of a 135M model's pairs).
     env = {"QAGEN_SPLIT_BY": "pair", "QAGEN_EVAL_FRACTION": "0.3", "QAGEN_REFINE": "false", "QAGEN_JUDGE": "false"}
+    # --suite broad: the model drafts the pairs (the embedded default builds its rows by code, with no model call)
     args = ["run", str(docs), "--out", str(out), "--prompts", str(prompts), "--max-steps", "3", "--eval-limit", "4",
-            "--questions", str(questions), "--open-book", "--json"]
+            "--questions", str(questions), "--open-book", "--suite", "broad", "--json"]
     server = SMTPServer()
     started = time.monotonic()
     with server as inbox:

@@ -183,7 +183,8 @@ def run_ray(
     update: dict[str, Any] = {"executor": "local", "chunk_size": chunking.chunk_size,
                               "chunk_overlap": chunking.chunk_overlap, "max_rounds": settings.rounds,
                               "refine": settings.refine_mode, "judge": settings.judging,
-                              "suite": settings.perspective_suite}
+                              "suite": settings.perspective_suite, "exam": settings.exam_on,
+                              "facts_k": settings.ledger_k}
     llm = stages.caller.llm
     if isinstance(llm, EmbeddedLLM):  # one embedded server on the driver, shared by every worker
         update.update(base_url=llm.server.start(), model=MODEL_NAME, extra_base_urls=[])
