@@ -126,7 +126,7 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
     One line per pair the critic loop revised: ``messages`` = the system
     message and the final question, ``chosen`` = the final answer,
     ``rejected`` = the first draft's answer. Then one per preference a human
-    gave in ``qagen review`` (:func:`human_preference`).
+    gave in ``qagen review`` (:func:`preference_row`).
     """
     path = out_dir / "dpo.jsonl"
     count = 0
@@ -134,33 +134,20 @@ def export_dpo(store: Store, run_id: int, out_dir: Path, group_id: str) -> tuple
         for rp, draft_answer, revisions, _stop in store.reviewed_revisions(run_id):
             if revisions == 0 or draft_answer.strip() == rp.pair.answer.strip() or not rp.exported:
                 continue
-            p = rp.pair
-            line = {
-                "messages": [
-                    {"role": "system", "content": system_message(p.doc_id, group_id, rp.title)},
-                    {"role": "user", "content": p.question},
-                ],
-                "chosen": {"role": "assistant", "content": p.answer},
-                "rejected": {"role": "assistant", "content": draft_answer},
-                "pair_id": p.pair_id,
-                "doc_id": p.doc_id,
-                "chunk_id": p.chunk_id,
-                "group_id": group_id,
-                "perspective": p.perspective,
-                "revisions": revisions,
-                "source": rp.path,
-            }
+            line = preference_row(rp, draft_answer, group_id, revisions=revisions)
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
         for rp, rejected in store.review_preferences(run_id):
-            fh.write(json.dumps(human_preference(rp, rejected, group_id), ensure_ascii=False) + "\n")
+            line = preference_row(rp, rejected, group_id, source_of_preference="human")
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
     return path, count
 
 
-def human_preference(rp: RunPair, rejected: str, group_id: str) -> dict[str, object]:
-    """A DPO row from ``qagen review``: an edited answer over its original, or an accepted answer over a rejected
-    sibling's (the same chunk and question); marked ``source_of_preference: human``."""
+def preference_row(rp: RunPair, rejected: str, group_id: str, **extra: object) -> dict[str, object]:
+    """One DPO row: the pair's answer chosen over ``rejected``. ``extra``: ``revisions`` for the critic loop's
+    draft, ``source_of_preference: human`` for ``qagen review``'s (an edit over its original, or an accepted answer
+    over a rejected sibling's)."""
     p = rp.pair
     return {
         "messages": [
@@ -174,6 +161,6 @@ def human_preference(rp: RunPair, rejected: str, group_id: str) -> dict[str, obj
         "chunk_id": p.chunk_id,
         "group_id": group_id,
         "perspective": p.perspective,
-        "source_of_preference": "human",
+        **extra,
         "source": rp.path,
     }
