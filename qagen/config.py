@@ -1,26 +1,23 @@
 """Settings. The only module that reads the environment.
 
-Precedence: CLI flags > environment (``QAGEN_*``; the API key also from
-``OPENAI_API_KEY``) > defaults. Secrets are held as ``SecretStr`` so they
-never show up in a repr, a log line or the state database.
+Precedence: CLI flags > ``--set`` > environment (``QAGEN_*``; the API key also from ``OPENAI_API_KEY``) > a profile
+that qagen.toml defines > qagen.toml > the built-in profile (qagen/profiles.toml: ``embedded`` or ``served``) >
+defaults. The file, the profiles and ``--set`` are resolved in qagen/cli/settings.py; this module holds the fields,
+their sections (``SECTIONS``) and the built-in profiles. Secrets are held as ``SecretStr`` so they never show up in a
+repr, a log line or the state database, and they are read from the environment only.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from functools import cache
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Chunking defaults sized for a 7B model (Mistral-7B-Instruct: 32k context).
-# A ~1k-token chunk leaves room for the instruction and several pairs, and
-# keeps each call focused enough for specific questions.
-DEFAULT_CHUNK_TOKENS = 1000
-DEFAULT_CHUNK_OVERLAP = 100
-# The embedded 135M model is slow on CPU (~50-90 tokens/s), and prefill costs
-# as much as decoding there, so it gets smaller chunks by default.
-EMBEDDED_CHUNK_TOKENS = 600
-EMBEDDED_CHUNK_OVERLAP = 60
+CONFIG_FILE = "qagen.toml"  # the settings file, beside the documents or in the current folder (qagen/cli/settings.py)
 REFINE_MODES = ("off", "repair", "full")
 DEFAULT_REFINE = "off"  # the repair loop is opt-in until it earns its default (issue 27, benchmarks/RESULTS.md)
 
@@ -84,6 +81,11 @@ class Settings(BaseSettings):
     # teacher's own answer-first questions are "ledger-questions", RESULTS.md §27); "embedded" on the embedded 135M
     # model (the ledger's code-built rows and identity pairs only: its own drafts fail their checks, issue 29).
     suite: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]*$")
+    # The built-in profile whose defaults fill what no one set (qagen/profiles.toml). None: embedded on the embedded
+    # model, served otherwise. ``--profile`` sets it; a profile of qagen.toml names its own with ``extends``.
+    builtin_profile: str | None = Field(default=None, pattern="^(embedded|served)$")
+    # Exit 1 when any input file was skipped (unreadable, binary, too big): for a CI that wants every file read.
+    fail_on_skip: bool = False
 
     # Judge (MiniHF yes/no, P(yes) from logprobs): a pair is exported when the mean of its checks reaches the
     # threshold. None (the default): on for the embedded 135M model, where it screens drafts the filters let through;
@@ -188,29 +190,49 @@ class Settings(BaseSettings):
         return self.refine_mode != "off"
 
     @property
+    def profile_name(self) -> str:
+        """The built-in profile whose defaults apply: ``builtin_profile``, else embedded on the embedded model, else
+        served."""
+        return self.builtin_profile or ("embedded" if self.uses_embedded else "served")
+
+    def profile_default(self, key: str) -> object:
+        """The built-in profile's value for a setting (qagen/profiles.toml), or None where it sets none."""
+        return builtin_profiles()[self.profile_name].get(key)
+
+    def effective(self, key: str) -> object:
+        """A setting as the run uses it: its own value, else its profile's."""
+        value = getattr(self, key)
+        return value if value is not None else self.profile_default(key)
+
+    @property
+    def chunking(self) -> tuple[int, int]:
+        """Chunk size and overlap in tokens: the settings', else the profile's; an overlap left to the profile is at
+        most a quarter of the chunk."""
+        size = int(self.effective("chunk_size"))  # type: ignore[call-overload]
+        overlap = self.chunk_overlap
+        if overlap is None:
+            overlap = min(int(self.profile_default("chunk_overlap")), size // 4)  # type: ignore[call-overload]
+        return size, overlap
+
+    @property
     def judging(self) -> bool:
-        """Whether the yes/no judge runs (``judge``, or the backend's default)."""
-        return self.judge if self.judge is not None else self.uses_embedded
+        """Whether the yes/no judge runs (``judge``, else the profile's: on for embedded, off for served)."""
+        return bool(self.effective("judge"))
 
     @property
     def perspective_suite(self) -> str:
-        """The suite this run uses: --suite, else ledger for a served model and embedded on the embedded one."""
-        return self.suite or ("embedded" if self.uses_embedded else "ledger")
+        """The suite this run uses: --suite, else the profile's (ledger served, embedded on the embedded model)."""
+        return str(self.effective("suite"))
 
     @property
     def exam_on(self) -> bool:
-        """Whether the held-out exam is written: ``--exam/--no-exam``, else off on the embedded model only."""
-        return self.exam if self.exam is not None else not self.uses_embedded
+        """Whether the held-out exam is written: ``--exam/--no-exam``, else the profile's (off on embedded)."""
+        return bool(self.effective("exam"))
 
     @property
     def ledger_k(self) -> int:
-        """The teacher's answer-first questions per fact: ``--facts-k``, else 1 on the embedded model, else 3."""
-        return self.facts_k or (1 if self.uses_embedded else 3)
-
-    @property
-    def profile(self) -> str:
-        """"embedded" when the embedded model's lighter defaults apply (the summary says so), else ""."""
-        return "embedded" if self.uses_embedded else ""
+        """The teacher's answer-first questions per fact: ``--facts-k``, else the profile's (1 embedded, 3 served)."""
+        return int(self.facts_k or self.profile_default("facts_k"))  # type: ignore[call-overload]
 
     @property
     def prompt_switches(self) -> frozenset[str]:
@@ -219,7 +241,7 @@ class Settings(BaseSettings):
 
     @property
     def rounds(self) -> int:
-        return self.max_rounds or (1 if self.uses_embedded else 3)
+        return int(self.max_rounds or self.profile_default("max_rounds"))  # type: ignore[call-overload]
 
     @model_validator(mode="after")
     def _rounds_in_order(self) -> Settings:
@@ -243,6 +265,34 @@ class Settings(BaseSettings):
 
     def api_key_value(self) -> str:
         return self.api_key.get_secret_value() if self.api_key else "not-needed"
+
+
+# Where each setting lives in qagen.toml and ``--set SECTION.KEY=VALUE`` (`qagen config show` lists them). The
+# ``train`` and ``notify`` sections are ``qagen train``'s and the emails' settings (TrainSettings, NotifySettings).
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("builtin_profile", "base_url", "extra_base_urls", "model", "api_key", "backend", "transport", "request_timeout",
+              "max_retries", "system_role", "critic_base_url", "critic_model", "regenerator_base_url",
+              "regenerator_model", "judge_base_url", "judge_model", "embedded_threads", "embedded_parallel",
+              "embedded_ctx_per_slot"),
+    "chunking": ("chunk_size", "chunk_overlap", "tokenizer", "follow_symlinks", "fail_on_skip"),
+    "generation": ("suite", "facts_k", "seed", "refine", "max_rounds", "min_rounds", "refine_style",
+                   "best_of", "exam", "unanswerable", "cpt", "cpt_rewrites", "fail_fast_after",
+                   "max_parse_failure_rate", "max_reject_rate"),
+    "curation": ("judge", "judge_threshold", "grounding_threshold", "ungrounded", "dedup", "dedup_threshold",
+                 "filters", "max_repetition", "decontaminate"),
+    "export": ("eval_fraction", "split_by", "text_rows", "contextual_share", "report", "license"),
+    "scale": ("concurrency", "per_endpoint_concurrency", "adaptive", "max_concurrency", "executor", "ray_address",
+              "workers", "shards"),
+}
+SECRETS = frozenset({"api_key", "smtp_password"})  # from the environment only: never in a file, a flag of run, a log
+
+
+@cache
+def builtin_profiles() -> dict[str, dict[str, object]]:
+    """qagen/profiles.toml, flattened: profile name -> {setting: value}."""
+    with open(Path(__file__).with_name("profiles.toml"), "rb") as f:
+        raw = tomllib.load(f)
+    return {name: {k: v for section in body.values() for k, v in section.items()} for name, body in raw.items()}
 
 
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False}

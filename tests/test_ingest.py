@@ -433,8 +433,8 @@ def test_the_critic_loop_runs_only_when_asked():
     from qagen.config import load_settings
 
     embedded = load_settings()
-    assert (embedded.refining, embedded.profile, embedded.rounds) == (False, "embedded", 1)
-    assert (load_settings(refine=True).refining, load_settings(refine=True).profile) == (True, "embedded")
+    assert (embedded.refining, embedded.profile_name, embedded.rounds) == (False, "embedded", 1)
+    assert (load_settings(refine=True).refining, load_settings(refine=True).profile_name) == (True, "embedded")
     served = load_settings(base_url="http://127.0.0.1:9/v1", model="m")
-    assert (served.refining, served.profile, served.rounds) == (False, "", 3)
+    assert (served.refining, served.profile_name, served.rounds) == (False, "served", 3)
     assert load_settings(base_url="http://127.0.0.1:9/v1", model="m", refine=True).refining is True

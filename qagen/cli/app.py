@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from qagen.cli.common import errors
+from qagen.cli.config import register as register_config_command
 from qagen.cli.doctor import register as register_doctor_command
+from qagen.cli.flags import SETTINGS_EPILOG, settings_command
 from qagen.cli.flow import register as register_flow_commands
 from qagen.cli.ingest import ingest_cmd
 from qagen.cli.report import register as register_report_commands
@@ -27,8 +29,9 @@ from qagen.prompting.prompts import load_prompts, suite_description
 
 app = typer.Typer(help="Turn a folder of documents into question/answer fine-tuning data.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Inspect the prompt suite.", no_args_is_help=True)
-app.command("ingest")(ingest_cmd)
+app.command("ingest", cls=settings_command("settings"), epilog=SETTINGS_EPILOG)(ingest_cmd)
 app.add_typer(prompts_app, name="prompts")
+register_config_command(app)  # config show: every setting, its value and where it came from (qagen/cli/config.py)
 register_flow_commands(app)  # train, eval, notify, run (qagen/cli/flow.py)
 register_report_commands(app)  # report, export (qagen/cli/report.py)
 register_doctor_command(app)  # doctor (qagen/cli/doctor.py)

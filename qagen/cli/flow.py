@@ -30,6 +30,13 @@ from qagen.cli.common import (
     setup_logging,
     sigterm_as_interrupt,
 )
+from qagen.cli.flags import (
+    SETTINGS_EPILOG,
+    ConfigOpt,
+    ProfileOpt,
+    SetOpt,
+    settings_command,
+)
 from qagen.cli.ticker import Ticker, TickerProgress
 
 
@@ -57,19 +64,25 @@ def train_cmd(
     recipe: Annotated[str | None, typer.Option(help="sft (default): fine-tune on train.jsonl. cpt+sft: continued pretraining on OUT/cpt.jsonl (`qagen ingest --cpt`) first, then the SFT template from that model.")] = None,
     cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template (default smollm2-cpu-cpt beside a CPU template, else mistral-7b-cpt).")] = None,
     force: Annotated[bool, typer.Option(help="Train again even if this dataset + config was trained before, and train even when the last ingest of OUT did not finish ok.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Fine-tune on OUT/train.jsonl with axolotl: a LoRA by default (--template smollm2-cpu-full: every weight; --recipe cpt+sft: continued pretraining on OUT/cpt.jsonl first); validated first."""
-    from qagen.flow.train import last_ingest_problem, load_train_settings, train
+    from qagen.cli.settings import resolve
+    from qagen.flow.train import last_ingest_problem, train
     from qagen.store import Store
 
     setup_logging(verbose)
     require_out(out, as_json)
-    ts = settings_or_exit(lambda: load_train_settings(
-        template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, seed=seed,
-        sequence_len=sequence_len, launcher_args=launcher_arg, recipe=recipe, cpt_template=cpt_template, stop=stop,
-        recall_sample=recall_sample, recall_every=recall_every, threads=threads), as_json)
+    given = {"template": template, "base_model": base_model, "launcher": launcher, "epochs": epochs,
+             "max_steps": max_steps, "seed": seed, "sequence_len": sequence_len, "launcher_args": launcher_arg,
+             "recipe": recipe, "cpt_template": cpt_template, "stop": stop, "recall_sample": recall_sample,
+             "recall_every": recall_every, "threads": threads}
+    flags = {f"train.{k}": v for k, v in given.items() if v is not None}
+    ts = settings_or_exit(lambda: resolve(config=config, sets=set_ or (), flags=flags, owners=("train",)).train,
+                          as_json)
     sigterm_as_interrupt()
     try:
         with errors(as_json), Store(out) as store:
@@ -171,52 +184,38 @@ def notify_cmd(
 
 
 def run_cmd(
+    ctx: typer.Context,
     docs: Annotated[Path, typer.Argument(help="Folder of documents (read recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output + state folder (restore it from a CI cache).")] = Path("qagen-out"),
+    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible endpoint for generation and judge (repeat it to balance load). Default: the embedded model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name served at --base-url.")] = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite, as for `qagen ingest`.")] = None,
     email: Annotated[str | None, typer.Option(help="Who gets the start/finish/failure emails (or QAGEN_EMAIL).")] = None,
-    smtp_host: Annotated[str | None, typer.Option(help="SMTP server (or QAGEN_SMTP_HOST; default localhost).")] = None,
-    smtp_port: Annotated[int | None, typer.Option(help="SMTP port (or QAGEN_SMTP_PORT).")] = None,
-    smtp_user: Annotated[str | None, typer.Option(help="SMTP login; the password only from QAGEN_SMTP_PASSWORD.")] = None,
-    smtp_from: Annotated[str | None, typer.Option(help="Sender address (or QAGEN_SMTP_FROM).")] = None,
-    smtp_tls: Annotated[str | None, typer.Option(help="auto (STARTTLS if offered), starttls, ssl or none.")] = None,
     min_pairs: Annotated[int, typer.Option(help="Quality gate: fewer pairs -> exit 2, no training.")] = 1,
     max_failure_rate: Annotated[float, typer.Option(help="Quality gate: share of failed LLM requests above this -> exit 2.")] = 0.1,
-    template: Annotated[str | None, typer.Option(help="axolotl template (default smollm2-cpu-lora).")] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model to fine-tune (default: per template).")] = None,
-    launcher: Annotated[str | None, typer.Option(help="accelerate (default), torchrun or python.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Training passes over train.jsonl: the cap (default 10) while recall rises.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
-    recipe: Annotated[str | None, typer.Option(help="sft (default), or cpt+sft: continued pretraining on OUT/cpt.jsonl first (turns on the ingest's --cpt).")] = None,
-    cpt_template: Annotated[str | None, typer.Option(help="With --recipe cpt+sft: stage 1's template.")] = None,
-    eval_limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
     questions: Annotated[Path | None, typer.Option(help="Your held-out questions for the knowledge score (.jsonl, .csv, SQuAD .json); default: the run's exam.jsonl.")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Evaluate only the first N held-out questions.")] = None,
     open_book: OpenBookOpt = False,
-    contextual_share: Annotated[float | None, typer.Option(help="Open-book rows in train.jsonl for this share of the training pairs (see `qagen ingest --help`). Default 0.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for generation and judge.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name served at --base-url.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files.")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite: ledger (default for a served model), ledger-questions, knowledge, broad or embedded (default on the embedded one); see `qagen ingest --help`.")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """ingest -> train -> eval -> email, resumable: re-run the same command to continue after a crash (CI mode: --json)."""
-    from qagen.config import load_settings
-    from qagen.flow.notify import load_notify_settings
+    """ingest -> train -> eval -> email, resumable: re-run the same command to continue after a crash (CI mode: --json).
+    It takes every setting `qagen ingest` and `qagen train` take."""
+    from qagen.cli.flags import daily_flags, setting_flags
+    from qagen.cli.settings import resolve
     from qagen.flow.run import Gate, run
-    from qagen.flow.train import load_train_settings
 
     setup_logging(verbose)
-    settings = settings_or_exit(lambda: load_settings(
-        base_url=base_url, model=model, concurrency=concurrency, chunk_size=chunk_size,
-        contextual_share=contextual_share, suite=suite), as_json)
-    ts = settings_or_exit(lambda: load_train_settings(
-        template=template, base_model=base_model, launcher=launcher, epochs=epochs, max_steps=max_steps, recipe=recipe,
-        cpt_template=cpt_template), as_json)
-    ns = settings_or_exit(lambda: load_notify_settings(
-        email=email, smtp_host=smtp_host, smtp_port=smtp_port, smtp_user=smtp_user, smtp_from=smtp_from,
-        smtp_tls=smtp_tls), as_json)
+    flags = {**setting_flags(ctx), **daily_flags(base_url=base_url, model=model, suite=suite)}
+    if email is not None:
+        flags["notify.email"] = email
+    resolved = settings_or_exit(lambda: resolve(docs=docs, config=config, profile=profile, sets=set_ or (),
+                                                flags=flags, owners=("settings", "train", "notify")), as_json)
+    settings, ts, ns = resolved.settings, resolved.train, resolved.notify
     gate = settings_or_exit(lambda: Gate(min_pairs=min_pairs, max_failure_rate=max_failure_rate), as_json)
     sigterm_as_interrupt()
     with errors(as_json):
@@ -263,7 +262,7 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("eval")(eval_cmd)
     app.command("notify")(notify_cmd)
-    app.command("run")(run_cmd)
+    app.command("run", cls=settings_command("settings", "train", "notify"), epilog=SETTINGS_EPILOG)(run_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,8 +33,9 @@ from qagen.cli.common import (
     setup_logging,
     sigterm_as_interrupt,
 )
+from qagen.cli.flags import ConfigOpt, ProfileOpt, SetOpt, daily_flags, setting_flags
+from qagen.cli.settings import resolve
 from qagen.cli.ticker import Ticker, TickerProgress
-from qagen.config import load_settings
 
 if TYPE_CHECKING:
     from qagen.pipeline.summary import Summary
@@ -246,59 +247,20 @@ def _print_examples(summary: Summary) -> None:
 
 
 def ingest_cmd(
+    ctx: typer.Context,
     docs: Annotated[Path, typer.Argument(help="Folder of documents (read recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (dataset + state).")] = Path("qagen-out"),
     base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1. Repeat it to balance load over several servers (with failover). Default: the embedded model.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name served at --base-url (with --backend vllm: the model vLLM loads).")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key (better: set OPENAI_API_KEY or QAGEN_API_KEY).")] = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml; `qagen prompts list --suite NAME` shows one): ledger (the default for a served model: a question built by code on every fact of the fact ledger, plus about, title questions and identity), ledger-questions (plus the teacher's answer-first questions, for a strong teacher), knowledge, broad, or embedded (the default on the embedded model).")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once (per endpoint when several).")] = None,
-    adaptive: Annotated[bool | None, typer.Option("--adaptive/--fixed-concurrency", help="Adapt concurrency: halve on 429/503, grow while latency holds.")] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help="With --adaptive: most requests in flight per endpoint.")] = None,
-    backend: Annotated[str | None, typer.Option(help="http (an OpenAI-compatible endpoint or the embedded model) or vllm (in-process vLLM; needs qagen[vllm] and a GPU).")] = None,
+    refine: Annotated[str | None, typer.Option("--refine", help="The repair loop: off (default), repair (pairs that fail a check are rewritten with the evidence; a rewrite is kept only if it passes every check) or full (the model critic also reviews pairs that pass).")] = None,
+    judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks. Default: on for the embedded model, off for a served one.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt files that add to or override the built-ins.")] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
-    chunk_overlap: Annotated[int | None, typer.Option(help="Chunk overlap in tokens.")] = None,
-    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json path or local HF tokenizer for token-exact chunking.")] = None,
-    split_by: Annotated[str | None, typer.Option(help="Hold-out unit: auto, document, chunk or pair.")] = None,
-    eval_fraction: Annotated[float | None, typer.Option(help="Share held out for eval.jsonl.")] = None,
-    refine: Annotated[str | None, typer.Option("--refine", help="The repair loop: off (default), repair (pairs that fail a check - grounding, the filters, the fact ledger's checks - are rewritten with the evidence, and a rewrite is kept only if it passes every check) or full (the model critic also reviews pairs that pass).")] = None,
-    no_refine: Annotated[bool, typer.Option("--no-refine", help="The same as --refine off.")] = False,
-    max_rounds: Annotated[int | None, typer.Option(help="Refinement: most critic rounds per pair (default 3).")] = None,
-    min_rounds: Annotated[int | None, typer.Option(help="Refinement: force this many revisions even when the critic is satisfied.")] = None,
-    decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/held-out question file (.json SQuAD, .jsonl, .txt, .csv); near matches are dropped. Repeatable.")] = None,
-    refine_style: Annotated[str | None, typer.Option(help="Critic/regenerator prompt style: chat, or helixnet (HelixNet's completion format over /v1/completions).")] = None,
-    suite: Annotated[str | None, typer.Option(help="Perspective suite (prompts/suites.yaml): ledger (the fact ledger: a question built by code on every fact, its answer the span, plus about, title questions and identity; the default for a served model), ledger-questions (the ledger plus the teacher's answer-first questions, for a strong teacher), knowledge (quiz and facts drafts sampled again), broad (every perspective once per chunk) or embedded (the ledger's code-built questions and identity pairs only: the default on the embedded model, whose own drafts fail their checks).")] = None,
-    judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="Score each pair with yes/no judge checks (P(yes) from logprobs). Default: on for the embedded model, off for a served one (it lowered closed-book recall on the knowledge benchmark).")] = None,
-    judge_threshold: Annotated[float | None, typer.Option(help="Export pairs whose mean judge P(yes) reaches this (default 0.5).")] = None,
-    best_of: Annotated[int | None, typer.Option(help="Best-of-n: sample N answers per drafted question and keep the best-judged (default 1: off).")] = None,
-    grounding_threshold: Annotated[float | None, typer.Option(help="Fuzzy score (0-100) a supporting quote needs in its chunk (default 90).")] = None,
-    ungrounded: Annotated[str | None, typer.Option(help="Pairs whose quote is not in the chunk: drop (default) or flag.")] = None,
-    dedup: Annotated[bool | None, typer.Option("--dedup/--no-dedup", help="Drop near-duplicate questions across the corpus, keeping the best-judged.")] = None,
-    filters: Annotated[bool | None, typer.Option("--filters/--no-filters", help="Deterministic filters before the judge: repetition, too-short, echoes, truncation, unfilled templates, unstated metadata.")] = None,
-    max_repetition: Annotated[float | None, typer.Option(help="Filter answers with more than this share of characters in repeated word 3-5-grams (default 0.3).")] = None,
-    facts_k: Annotated[int | None, typer.Option(help="With --suite ledger-questions: the teacher's answer-first questions per fact (every fact gets K before any gets more; a top-up asks again for facts below K). Default 3.")] = None,
-    seed: Annotated[int | None, typer.Option(help="A generation draw: sampled requests get seeds offset by it, so the corpus is drawn again (0, the default: the usual draw).")] = None,
-    text_rows: Annotated[bool | None, typer.Option("--text-rows/--no-text-rows", help="Also write OUT/text.jsonl, every chunk's text in pieces, which `qagen train` mixes into the same run as the pairs.")] = None,
-    fail_fast_after: Annotated[int | None, typer.Option(help="Stop when the parse-failure or judge-rejection rate over the first N items passes its limit (0: never).")] = None,
-    critic_base_url: Annotated[str | None, typer.Option(help="Endpoint for the critic role (default: the generator's).")] = None,
-    critic_model: Annotated[str | None, typer.Option(help="Model for the critic role.")] = None,
-    regenerator_base_url: Annotated[str | None, typer.Option(help="Endpoint for the regenerator role.")] = None,
-    regenerator_model: Annotated[str | None, typer.Option(help="Model for the regenerator role.")] = None,
-    judge_base_url: Annotated[str | None, typer.Option(help="Endpoint for the judge role.")] = None,
-    judge_model: Annotated[str | None, typer.Option(help="Model for the judge role.")] = None,
-    executor: Annotated[str | None, typer.Option(help="local (one process) or ray (Ray Data over a Ray cluster; needs qagen[ray]). Documents are sharded by content ID; each worker keeps a state shard, merged at the end.")] = None,
-    ray_address: Annotated[str | None, typer.Option(help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a local Ray on this machine).")] = None,
-    workers: Annotated[int | None, typer.Option(help="With --executor ray: workers calling the endpoint(s), --concurrency requests each (default: the cluster's CPUs).")] = None,
-    transport: Annotated[str | None, typer.Option(help="HTTP client for chat calls: openai (the SDK, default) or aiohttp (lean: for many endpoints at scale).")] = None,
-    exam: Annotated[bool | None, typer.Option("--exam/--no-exam", help="Write the held-out exam OUT/exam.jsonl (never trained on; `qagen eval` scores it). Default on, except on the embedded model (its exam questions do not survive their checks).")] = None,
-    cpt: Annotated[bool | None, typer.Option("--cpt/--no-cpt", help="Also write OUT/cpt.jsonl for continued pretraining (`qagen train --recipe cpt+sft`): every chunk plus grounded rewrites of it (one cached request per chunk). Default off.")] = None,
-    cpt_rewrites: Annotated[int | None, typer.Option(help="With --cpt: rewrites asked per chunk, each in another style (relations, brief, encyclopedia entry, list of facts). Default 2.")] = None,
-    contextual_share: Annotated[float | None, typer.Option(help="Open-book rows in train.jsonl: for this share of the training pairs (0-1), an extra row asks the same question over BEGININPUT blocks (its chunk, with distractors from other documents, or without it) and answers with a Source: citation. Default 0 (closed book only).")] = None,
-    unanswerable: Annotated[bool | None, typer.Option("--unanswerable/--no-unanswerable", help="\"The documents don't say\": a few near-miss questions per document that it does not answer (prompts/unanswerable.md, n per document), answered by code with a decline, so the tuned model learns to stay within its documents; with the exam on, the exam gets control questions of that kind and `qagen eval` reports how often each model declines them. Default off: the knowledge benchmark does not measure it yet.")] = None,
-    report: Annotated[bool | None, typer.Option("--report/--no-report", help="Write OUT/report.html and the dataset card OUT/README.md (default on).")] = None,
-    license: Annotated[str | None, typer.Option(help="License for the dataset card (e.g. cc-by-4.0).")] = None,
-    fail_on_skip: Annotated[bool, typer.Option(help="Exit 1 if any input file was skipped.")] = False,
-    follow_symlinks: Annotated[bool | None, typer.Option("--follow-symlinks", help="Read symlinked files whose target lies outside DOCS (skipped by default: 'symlink leaves the folder').")] = None,
+    api_key: Annotated[str | None, typer.Option(hidden=True, help="API key (better: OPENAI_API_KEY or QAGEN_API_KEY).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -309,21 +271,11 @@ def ingest_cmd(
     from qagen.pipeline.summary import Interrupted
 
     setup_logging(verbose)
-    settings = settings_or_exit(lambda: load_settings(
-        base_url=base_url[0] if base_url else None, extra_base_urls=base_url[1:] if base_url else None,
-        adaptive=adaptive, max_concurrency=max_concurrency, backend=backend,
-        model=model, api_key=api_key, concurrency=concurrency, chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap, tokenizer=tokenizer, split_by=split_by, eval_fraction=eval_fraction,
-        refine="off" if no_refine else refine, max_rounds=max_rounds, min_rounds=min_rounds, refine_style=refine_style, suite=suite,
-        judge=judge, judge_threshold=judge_threshold, best_of=best_of, grounding_threshold=grounding_threshold,
-        ungrounded=ungrounded, dedup=dedup, filters=filters, max_repetition=max_repetition,
-        facts_k=facts_k, seed=seed, text_rows=text_rows, fail_fast_after=fail_fast_after,
-        critic_base_url=critic_base_url, critic_model=critic_model, regenerator_base_url=regenerator_base_url,
-        regenerator_model=regenerator_model, judge_base_url=judge_base_url, judge_model=judge_model,
-        report=report, exam=exam, unanswerable=unanswerable, cpt=cpt, cpt_rewrites=cpt_rewrites, contextual_share=contextual_share, license=license, transport=transport, executor=executor, ray_address=ray_address,
-        workers=workers,
-        decontaminate=[str(p) for p in decontaminate] if decontaminate else None, follow_symlinks=follow_symlinks,
-    ), as_json)
+    flags = {**setting_flags(ctx), **daily_flags(base_url=base_url, model=model, suite=suite, concurrency=concurrency,
+                                                 refine=refine, judge=judge)}
+    resolved = settings_or_exit(lambda: resolve(docs=docs, config=config, profile=profile, sets=set_ or (),
+                                                flags=flags, api_key=api_key), as_json)
+    settings = resolved.settings
     sigterm_as_interrupt()
     show_progress = err.is_terminal and not as_json
     try:
@@ -361,5 +313,5 @@ def ingest_cmd(
         else:
             err.print(f"dataset written to [bold]{summary.train_path}[/bold] and [bold]{summary.eval_path}[/bold]")
             _print_examples(summary)
-    if summary.status != "ok" or (fail_on_skip and summary.documents_skipped):
+    if summary.status != "ok" or (settings.fail_on_skip and summary.documents_skipped):
         raise typer.Exit(1)

@@ -53,7 +53,7 @@ def iter_entries(
 class _Walk(NamedTuple):
     root: str  # the documents folder, resolved: the boundary a symlinked file may not leave
     follow_symlinks: bool
-    exclude: frozenset[str]  # resolved folders never entered (qagen's own output inside the documents)
+    exclude: frozenset[str]  # resolved paths never read: qagen's own output inside the documents, its qagen.toml
 
 
 def inside(path: str, folder: str) -> bool:
@@ -97,6 +97,8 @@ def _list_dir(folder: Path, prefix: str, walk: _Walk) -> list[tuple[str, str, Pa
                 continue
             rows.append(("skip", rel, path, "symlink to a folder (not followed)") if link
                         else ("dir", rel, path, ""))
+        elif not link and os.path.realpath(path) in walk.exclude:
+            continue  # qagen's own settings file (DOCS/qagen.toml)
         elif link and not walk.follow_symlinks and not inside(os.path.realpath(path), walk.root):
             rows.append(("skip", rel, path, "symlink leaves the folder"))  # `ln -s ~/.ssh/id_rsa docs/x.txt`
         else:

@@ -5,13 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qagen.config import (
-    DEFAULT_CHUNK_OVERLAP,
-    DEFAULT_CHUNK_TOKENS,
-    EMBEDDED_CHUNK_OVERLAP,
-    EMBEDDED_CHUNK_TOKENS,
-    Settings,
-)
+from qagen.config import Settings
 from qagen.core.progress import Progress
 from qagen.core.types import Chunk, Document, Fact, QAPair
 from qagen.corpus.chunker import ChunkerSettings
@@ -119,9 +113,7 @@ def _screener(filters: FilterSettings):  # the Generator's ``Screen`` callable
 
 
 def chunker_settings(settings: Settings) -> ChunkerSettings:
-    size = settings.chunk_size or (EMBEDDED_CHUNK_TOKENS if settings.uses_embedded else DEFAULT_CHUNK_TOKENS)
-    default_overlap = EMBEDDED_CHUNK_OVERLAP if settings.uses_embedded else DEFAULT_CHUNK_OVERLAP
-    overlap = settings.chunk_overlap if settings.chunk_overlap is not None else min(default_overlap, size // 4)
+    size, overlap = settings.chunking
     return ChunkerSettings(chunk_size=size, chunk_overlap=overlap, tokenizer=settings.tokenizer)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import xxhash
 
-from qagen.config import Settings
+from qagen.config import CONFIG_FILE, Settings
 from qagen.core.types import SkippedFile
 from qagen.corpus.walk import iter_entries
 from qagen.pipeline.summary import Summary
@@ -24,7 +24,7 @@ from qagen.store import Store
 _SPEED_ONLY = {
     "api_key", "base_url", "extra_base_urls", "concurrency", "transport", "request_timeout", "max_retries",
     "per_endpoint_concurrency", "adaptive", "max_concurrency", "executor", "ray_address", "workers", "shards",
-    "embedded_threads", "embedded_parallel", "embedded_ctx_per_slot", "fail_fast_after",
+    "embedded_threads", "embedded_parallel", "embedded_ctx_per_slot", "fail_fast_after", "fail_on_skip",
     "critic_base_url", "regenerator_base_url", "judge_base_url",
 }
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "exam.jsonl", "dpo.jsonl", "cpt.jsonl", "report.html", "README.md")
@@ -50,7 +50,7 @@ def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet, ou
     if reviews:  # a new decision in `qagen review` is a change: the dataset is written again with it
         what["reviews"] = reviews
     h.update(json.dumps(what, sort_keys=True, default=str).encode())
-    for entry in iter_entries(docs_dir, **walk_options(settings, out_dir)):
+    for entry in iter_entries(docs_dir, **walk_options(settings, out_dir, docs_dir)):
         if isinstance(entry, SkippedFile):
             h.update(f"\x00skip\x00{entry.path}\x00{entry.reason}".encode("utf-8", "backslashreplace"))
         else:
@@ -58,9 +58,10 @@ def input_fingerprint(docs_dir: Path, settings: Settings, prompts: PromptSet, ou
     return h.hexdigest()
 
 
-def walk_options(settings: Settings, out_dir: Path | None) -> dict:
+def walk_options(settings: Settings, out_dir: Path | None, docs_dir: Path | None = None) -> dict:
     """How every walk of a run reads the documents folder: its symlink rule, and OUT left out when it lies inside."""
-    return {"follow_symlinks": settings.follow_symlinks, "exclude": (out_dir,) if out_dir is not None else ()}
+    exclude = [p for p in (out_dir, docs_dir / CONFIG_FILE if docs_dir is not None else None) if p is not None]
+    return {"follow_symlinks": settings.follow_symlinks, "exclude": tuple(exclude)}
 
 
 def _file_hash(path: Path) -> str:

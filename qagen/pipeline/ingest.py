@@ -128,7 +128,7 @@ def _ingest(
                 run_ray(docs_dir, settings, prompts_dir, store, run_id, stages, totals, progress)
             else:
                 shard = Shard(stages, store, chunker, run_id, max_pending(settings), progress)
-                run_local(iter_documents(docs_dir, **walk_options(settings, out_dir)), shard, totals)
+                run_local(iter_documents(docs_dir, **walk_options(settings, out_dir, docs_dir)), shard, totals)
         except FailFast as alarm:
             add_totals(summary, totals)
             summary.status, summary.error = "failed", str(alarm)
@@ -292,7 +292,7 @@ def _finish(
                           ("dpo.jsonl", stages.refiner is not None or reviewed), (TEXT_ROWS, settings.text_rows)):
         if not written:  # an earlier run's file would be stale: `qagen train --recipe cpt+sft` would train on it
             remove_output(out_dir / name)
-    summary.profile, summary.suite = settings.profile, settings.perspective_suite
+    summary.profile, summary.suite = settings.profile_name, settings.perspective_suite
     if stages.refiner is not None:
         dpo_path, dpo_pairs = export_dpo(store, run_id, out_dir, group_id)
         summary.refined, summary.drafted = True, totals.refine.drafted

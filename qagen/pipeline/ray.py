@@ -200,7 +200,7 @@ def run_ray(
         shard_root = out_dir / SHARDS_DIR / f"run-{run_id}"
         shard_root.mkdir(parents=True, exist_ok=True)
         entries: list[dict[str, str]] = []
-        for entry in iter_entries(docs_dir, **walk_options(settings, out_dir)):
+        for entry in iter_entries(docs_dir, **walk_options(settings, out_dir, docs_dir)):
             if isinstance(entry, SkippedFile):
                 totals.skipped.append((entry.path, entry.reason))
                 progress.doc_skipped(entry.path, entry.reason)
