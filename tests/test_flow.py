@@ -19,6 +19,7 @@ pytest.importorskip("aiosmtpd", reason="aiosmtpd is in the test extra: pip insta
 from filelock import FileLock
 
 from qagen.flow.run import Gate, check_gate
+from qagen.pipeline.summary import Summary
 from qagen.testing import StubReply, StubServer
 from tests.helpers import NOTES, passage_reply
 from tests.smtp_server import SMTPServer, body
@@ -42,7 +43,7 @@ def notifications(out: Path) -> list[tuple[str, str]]:
 
 
 def test_check_gate():
-    ok = {"pairs_total": 10, "requests_failed": 1, "requests_sent": 9, "requests_cached": 10}
+    ok = Summary(pairs_total=10, requests_failed=1, requests_sent=9, requests_cached=10)
     assert check_gate(ok, Gate(min_pairs=10, max_failure_rate=0.1)) == ""
     assert "pairs < --min-pairs 11" in check_gate(ok, Gate(min_pairs=11))
     assert "failure rate 5.0% (1/20 requests)" in check_gate(ok, Gate(max_failure_rate=0.04))

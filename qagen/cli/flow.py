@@ -245,11 +245,11 @@ def _print_result(result: object) -> None:
     if result.error:
         t.add_row("error", result.error)
     if result.ingest:
-        t.add_row("pairs", f"{result.ingest.get('pairs_total')} ({result.ingest.get('train_pairs')} train, "
-                           f"{result.ingest.get('eval_pairs')} eval)")
+        t.add_row("pairs", f"{result.ingest.pairs_total} ({result.ingest.train_pairs} train, "
+                           f"{result.ingest.eval_pairs} eval)")
     if result.train:
-        t.add_row("train", f"{result.train.get('steps')} steps; loss {result.train.get('loss_curve')}")
-        t.add_row("adapter", str(result.train.get("adapter_dir")))
+        t.add_row("train", f"{result.train.steps} steps; loss {result.train.loss_curve()}")
+        t.add_row("adapter", result.train.adapter_dir)
     t.add_row("durations", ", ".join(f"{k} {v:.0f} s" for k, v in result.durations.items()))
     t.add_row("emails", f"{result.emails_sent} sent, {result.emails_pending} pending")
     err.print(t)

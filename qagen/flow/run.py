@@ -26,7 +26,8 @@ from qagen.config import Settings
 from qagen.core import ids
 from qagen.core.errors import QagenError, StageError
 from qagen.flow.notify import NotifySettings, notify, resend_pending
-from qagen.flow.train import TrainProgress, TrainSettings
+from qagen.flow.train import TrainProgress, TrainSettings, TrainSummary
+from qagen.pipeline.summary import Summary
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class FlowResult:
     docs_dir: str = ""
     out_dir: str = ""
     group_id: str = ""
-    ingest: dict[str, object] = field(default_factory=dict)
-    train: dict[str, object] = field(default_factory=dict)
+    ingest: Summary | None = None  # the ingest's summary, as `qagen ingest --json` prints it
+    train: TrainSummary | None = None
     eval: dict[str, object] = field(default_factory=dict)
     eval_table: str = ""
     knowledge: dict[str, object] = field(default_factory=dict)  # the closed-book score on held-out questions
@@ -62,7 +63,10 @@ class FlowResult:
     emails_pending: int = 0
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out["ingest"] = self.ingest.to_dict() if self.ingest else {}
+        out["train"] = {**self.train.to_dict(), "loss_curve": self.train.loss_curve()} if self.train else {}
+        return out
 
 
 class FlowProgress(TrainProgress):
@@ -81,11 +85,10 @@ class FlowProgress(TrainProgress):
     def pairs_added(self, n: int) -> None: ...
 
 
-def check_gate(summary: dict[str, object], gate: Gate) -> str:
+def check_gate(summary: Summary, gate: Gate) -> str:
     """Empty when the ingest passes the quality gate, else why it does not."""
-    pairs = int(summary.get("pairs_total", 0))  # type: ignore[call-overload]
-    failed = int(summary.get("requests_failed", 0))  # type: ignore[call-overload]
-    asked = failed + int(summary.get("requests_sent", 0)) + int(summary.get("requests_cached", 0))  # type: ignore[call-overload]
+    pairs, failed = summary.pairs_total, summary.requests_failed
+    asked = failed + summary.requests_sent + summary.requests_cached
     rate = failed / asked if asked else 0.0
     if pairs < gate.min_pairs:
         return f"{pairs} pairs < --min-pairs {gate.min_pairs}"
@@ -193,12 +196,12 @@ class Flow:
             summary = ingest(self.docs_dir, self.out_dir, self.settings, prompts_dir=self.prompts_dir,
                              progress=self.progress)  # type: ignore[arg-type]
         except Interrupted as stop:
-            self.result.ingest = stop.summary.to_dict()
+            self.result.ingest = stop.summary
             raise KeyboardInterrupt from None
         except (QagenError, ValueError) as exc:  # ValueError: settings pydantic rejects
             return self._fail("ingest", str(exc))
         self.result.durations["ingest"] = round(time.perf_counter() - t, 1)
-        self.result.ingest = summary.to_dict()
+        self.result.ingest = summary
         self.result.group_id = summary.group_id
         if summary.status == "failed":
             return self._fail("ingest", "ingest failed: " + "; ".join(summary.failure_examples[:3]))
@@ -220,8 +223,7 @@ class Flow:
         except QagenError as exc:
             return self._fail("train", str(exc))
         self.result.durations["train"] = round(time.perf_counter() - t, 1)
-        self.result.train = summary.to_dict()
-        self.result.train["loss_curve"] = summary.loss_curve()
+        self.result.train = summary
         return None
 
     def _eval(self) -> FlowResult | None:
@@ -231,10 +233,12 @@ class Flow:
         self.result.stage = "eval"
         self.progress.stage("eval", "closed book, base vs tuned")
         t = time.perf_counter()
-        adapter, base = str(self.result.train["adapter_dir"]), str(self.result.train["base_model"])
+        trained = self.result.train
+        assert trained is not None  # the train stage ran (or was reused) first
+        adapter, base = trained.adapter_dir, trained.base_model
         eval_path = self.out_dir / "eval.jsonl"
         report_path = self.out_dir / "eval_report.json"
-        key = ids.hash_json({"adapter": adapter, "train_key": self.result.train["dataset_key"], "base": base,
+        key = ids.hash_json({"adapter": adapter, "train_key": trained.dataset_key, "base": base,
                              "eval": ids.hash_json(eval_path.read_text()) if eval_path.exists() else "",
                              "judge": [self.settings.base_url, self.settings.model], "limit": self.eval_limit,
                              "questions": _file_key(self.questions), "exam": _file_key(self.out_dir / "exam.jsonl"),
@@ -248,7 +252,7 @@ class Flow:
                     report = evaluate(self.out_dir, store, self.settings, base_model=base, adapter_dir=adapter,
                                       limit=self.eval_limit, threads=self.train_settings.threads,
                                       questions=self.questions, open_book=self.open_book,
-                                      reference_model=reference_of(self.result.train),
+                                      reference_model=reference_of(trained.to_dict()),
                                       progress=lambda line: self.progress.stage("eval", line),
                                       count=getattr(self.progress, "count", None))
                     store.record_stage(0, "eval", key, "done", {"report": str(report_path)})
@@ -266,22 +270,20 @@ class Flow:
         r, ing, tr = self.result, self.result.ingest, self.result.train
         lines = [f"corpus: {r.docs_dir}", f"output: {r.out_dir}"]
         if ing:
-            lines.append(f"group: {ing.get('group_id', '')}")
-            lines.append(f"documents: {ing.get('documents_read')} read, {len(ing.get('documents_skipped') or [])} "  # type: ignore[arg-type]
-                         f"skipped; chunks: {ing.get('chunks')}")
-            lines.append(f"pairs: {ing.get('pairs_total')} ({ing.get('train_pairs')} train, {ing.get('eval_pairs')} "
-                         f"eval); LLM requests: {ing.get('requests_sent')} sent, {ing.get('requests_cached')} cached, "
-                         f"{ing.get('requests_failed')} failed")
+            lines.append(f"group: {ing.group_id}")
+            lines.append(f"documents: {ing.documents_read} read, {len(ing.documents_skipped)} skipped; chunks: "
+                         f"{ing.chunks}")
+            lines.append(f"pairs: {ing.pairs_total} ({ing.train_pairs} train, {ing.eval_pairs} eval); LLM requests: "
+                         f"{ing.requests_sent} sent, {ing.requests_cached} cached, {ing.requests_failed} failed")
         if tr:
-            cached = " (reused: same data and config as an earlier run)" if tr.get("cached") else ""
-            first = tr.get("cpt") or {}
-            if first:  # cpt+sft: stage 1, continued pretraining on OUT/cpt.jsonl
-                lines.append(f"train stage 1 (continued pretraining): {first.get('template')}, {first.get('steps')} "  # type: ignore[union-attr]
-                             f"steps; model {first.get('adapter_dir')}")  # type: ignore[union-attr]
-            lines.append(f"train: {tr.get('template')} on {tr.get('base_model')}, {tr.get('steps')} steps{cached}")
-            lines.append(f"train loss: {tr.get('loss_curve')}")
-            lines.append(f"adapter: {tr.get('adapter_dir')}")
-            lines.append(f"train log: {tr.get('log_path')}")
+            cached = " (reused: same data and config as an earlier run)" if tr.cached else ""
+            if tr.cpt:  # cpt+sft: stage 1, continued pretraining on OUT/cpt.jsonl
+                lines.append(f"train stage 1 (continued pretraining): {tr.cpt.get('template')}, "
+                             f"{tr.cpt.get('steps')} steps; model {tr.cpt.get('adapter_dir')}")
+            lines.append(f"train: {tr.template} on {tr.base_model}, {tr.steps} steps{cached}")
+            lines.append(f"train loss: {tr.loss_curve()}")
+            lines.append(f"adapter: {tr.adapter_dir}")
+            lines.append(f"train log: {tr.log_path}")
         lines.append("durations: " + ", ".join(f"{k} {v:.0f} s" for k, v in r.durations.items()))
         return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import xxhash
@@ -79,33 +80,29 @@ def outputs(out_dir: Path) -> dict[str, str]:
     return {name: _file_hash(out_dir / name) for name in OUTPUT_FILES if (out_dir / name).exists()}
 
 
-def unchanged(store: Store, out_dir: Path, inputs: str, settings: Settings, summary: Summary, started: float) -> bool:
-    """True (and a run recorded) when the last finished run had these very inputs and its files are intact."""
+def unchanged(store: Store, out_dir: Path, inputs: str, settings: Settings, summary: Summary,
+              started: float) -> Summary | None:
+    """The last run's summary (and a run recorded) when the last finished run had these very inputs and its files
+    are intact; None when this run has work to do."""
     last = store.last_clean_run("ingest")
     if not last or last.get("input_fingerprint") != inputs:
-        return False
+        return None
     written = last.get("outputs") or {}
     if not written or outputs(out_dir) != written or (settings.report and "report.html" not in written):
-        return False  # a file was deleted or edited: write them again (from the cache)
-    here = {"docs_dir": summary.docs_dir, "out_dir": summary.out_dir, "state_db": summary.state_db}
-    for name, value in last.items():
-        if hasattr(summary, name):
-            setattr(summary, name, value)
-    for name, value in here.items():
-        setattr(summary, name, value)
-    for name, file in (("train_path", "train.jsonl"), ("eval_path", "eval.jsonl"), ("exam_path", "exam.jsonl"),
-                       ("dpo_path", "dpo.jsonl"), ("cpt_path", "cpt.jsonl"),
-                       ("report_path", "report.html"), ("card_path", "README.md")):
-        if getattr(summary, name):  # the folder may have moved since (a CI cache restored elsewhere)
-            setattr(summary, name, str(out_dir / file))
-    summary.requests_cached = int(last.get("requests_sent", 0)) + int(last.get("requests_cached", 0))
-    summary.requests_sent = summary.requests_failed = summary.http_retries = 0
-    summary.prompt_tokens = summary.completion_tokens = 0
-    summary.unchanged = True
-    summary.seconds = round(time.perf_counter() - started, 2)
+        return None  # a file was deleted or edited: write them again (from the cache)
+    kept = Summary.from_dict(last)
+    moved = {name: str(out_dir / file) for name, file in (  # the folder may have moved (a CI cache restored elsewhere)
+        ("train_path", "train.jsonl"), ("eval_path", "eval.jsonl"), ("exam_path", "exam.jsonl"),
+        ("dpo_path", "dpo.jsonl"), ("cpt_path", "cpt.jsonl"), ("report_path", "report.html"),
+        ("card_path", "README.md")) if getattr(kept, name)}
+    summary = replace(
+        kept, **moved, docs_dir=summary.docs_dir, out_dir=summary.out_dir, state_db=summary.state_db,
+        requests_cached=kept.requests_sent + kept.requests_cached, requests_sent=0, requests_failed=0,
+        http_retries=0, prompt_tokens=0, completion_tokens=0, unchanged=True,
+        seconds=round(time.perf_counter() - started, 2))
     repeated = store.latest_finished_run("ingest")
     run_id = store.start_run("ingest", {**settings.model_dump(exclude={"api_key"}), "docs_dir": str(summary.docs_dir)})
     if repeated is not None:  # `qagen eval` / `report` / `export` read the latest ingest run: it holds the corpus
         store.carry_run(repeated, run_id)
     store.finish_run(run_id, "ok", summary.to_dict())
-    return True
+    return summary

@@ -109,8 +109,8 @@ def _ingest(
         for stale in out_dir.glob(".*.tmp"):  # outputs a killed run had staged (we hold OUT's lock: none is live)
             stale.unlink(missing_ok=True)
         inputs = input_fingerprint(docs_dir, settings, prompts, out_dir, store.reviews_digest())
-        if unchanged(store, out_dir, inputs, settings, summary, started):
-            return summary  # nothing new since the last run: no model, no replay, the dataset stays
+        if (kept := unchanged(store, out_dir, inputs, settings, summary, started)) is not None:
+            return kept  # nothing new since the last run: no model, no replay, the dataset stays
         summary.input_fingerprint = inputs
         llm, model = make_llm(settings)  # an unreachable endpoint fails here, before a run is recorded
         safe_settings = settings.model_dump(exclude={"api_key"})

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from itertools import groupby
 
 from qagen.config import Settings
@@ -115,6 +115,13 @@ class Summary:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, object]) -> Summary:
+        """A run's record as the state store keeps it, back as a Summary (a key an older qagen wrote that this one
+        no longer has is left out)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})  # type: ignore[arg-type]
 
 
 class Interrupted(KeyboardInterrupt):
