@@ -129,7 +129,7 @@ def test_the_outputs_are_replaced_together_or_not_at_all(tmp_path: Path, corpus:
     out = tmp_path / "out"
     ingest(corpus, out, settings_for(exam=True))
     before = _snapshot(out)
-    import qagen.pipeline.ingest as pipeline
+    import qagen.pipeline.finish as pipeline
 
     def exam_fails(*args, **kwargs):
         raise OSError(28, "No space left on device")

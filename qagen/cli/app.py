@@ -24,6 +24,7 @@ from qagen.cli.ingest import ingest_cmd
 from qagen.cli.report import register as register_report_commands
 from qagen.cli.review import register as register_review_command
 from qagen.cli.setup import register as register_setup_command
+from qagen.cli.stages import register as register_stages_command
 from qagen.core.version import VERSION
 from qagen.prompting.prompts import load_prompts, suite_description
 
@@ -37,6 +38,7 @@ register_report_commands(app)  # report, export (qagen/cli/report.py)
 register_doctor_command(app)  # doctor (qagen/cli/doctor.py)
 register_review_command(app)  # review: look at the pairs, fix and rate them (qagen/cli/review.py)
 register_setup_command(app)  # setup: the embedded model (qagen/cli/setup.py)
+register_stages_command(app)  # stages: the pipeline a run would execute (qagen/cli/stages.py)
 
 
 def _print_version(value: bool) -> None:

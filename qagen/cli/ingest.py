@@ -99,10 +99,15 @@ def _summary_table(s: Summary) -> Table:
     if s.suite:
         t.add_row("suite", s.suite + (" (quiz and facts sampled again instead of summaries, metadata, entities; "
                                       "--suite broad runs them all)" if s.suite == "knowledge" else ""))
+    if s.profile and s.profile != "embedded":
+        t.add_row("profile", f"{s.profile} (`qagen config show` lists every setting and where it came from)")
     if s.profile == "embedded":
         t.add_row("profile", "embedded model: the embedded suite (every question built by code from the fact ledger; "
                              "the 135M model's own drafts fail their checks), small chunks, no exam; --suite broad "
                              "runs its drafts, --refine asks one critic round")
+    if s.steps:
+        t.add_row("steps", "pairs through each per-pair step: " + ", ".join(f"{k} {v}" for k, v in s.steps.items())
+                  + " (`qagen stages` lists them)")
     if s.refined:
         r = s.refine
         flagged = ", ".join(f"{k} {v}" for k, v in r["flagged"].items()) or "none"  # type: ignore[union-attr]

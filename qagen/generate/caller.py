@@ -51,6 +51,7 @@ class GenStats:
     # answers it could not match, questions kept, facts that reached k
     ledger: Counter[str] = field(default_factory=Counter)
     role_tokens: Counter[str] = field(default_factory=Counter)  # role -> tokens of its replies, sent or cached
+    steps: Counter[str] = field(default_factory=Counter)  # per-pair step -> pairs it saw (qagen/generate/steps.py)
     failure_examples: list[str] = field(default_factory=list)
 
     def add(self, other: GenStats) -> None:
@@ -61,6 +62,7 @@ class GenStats:
         self.calls.update(other.calls)
         self.ledger.update(other.ledger)
         self.role_tokens.update(other.role_tokens)
+        self.steps.update(other.steps)
         self.failure_examples += other.failure_examples[: max(0, 5 - len(self.failure_examples))]
 
 _COUNTS = ("sent", "cached", "failed", "corrective_retries", "invalid", "length_cutoffs", "screened",

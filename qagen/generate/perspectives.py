@@ -1,15 +1,15 @@
 """The perspective stage: run the suite of perspective prompts over each chunk.
 
 Each perspective asks for a JSON schema; the validated reply becomes
-(question, answer[, quote]) pairs. Drafts then go through best-of-n, the
-refiner and the judge where those are on. The model never writes IDs.
+(question, answer[, quote]) pairs. Drafts then go through the per-pair steps
+the settings turn on (qagen/generate/steps.py: best-of-n, the repair loop,
+the judge). The model never writes IDs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from qagen.core.types import Chunk, Document, QAPair
 from qagen.corpus.reader import heading_like
 from qagen.generate.answer_first import QUESTION_OUTPUT, LedgerStage
 from qagen.generate.caller import Caller
+from qagen.generate.steps import PairStep, Screen, pair_steps, run_steps
 from qagen.generate.whole import Reducer
 from qagen.prompting.prompts import Prompt, PromptSet
 from qagen.prompting.requests import build_request, prompt_variables
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from qagen.generate.refine import Refiner
 
 log = logging.getLogger(__name__)
-
-# A deterministic filter (qagen/curate/filters.py, injected by the pipeline): (verdict, reason) or None.
-Screen = Callable[[QAPair, Prompt, Document, Chunk], "tuple[str, str] | None"]
 
 _EMPTY_ANSWERS = {"", "unknown", "n/a", "na", "none", "not stated", "not given", "not specified", "null"}
 
@@ -106,6 +104,8 @@ class Generator:
         self.refiner = refiner
         self.judge = judge
         self.screen = screen  # pairs it catches skip the judge: curation gives them the filter's verdict
+        # what drafts go through before they are stored: best-of, repair, judge (qagen/generate/steps.py)
+        self.steps: list[PairStep] = pair_steps(caller, refiner=refiner, judge=judge, screen=screen)
         # ``reads: whole`` prompts on documents of several chunks: a map-reduce over the section summaries
         self.reducer = Reducer(caller, prompts, reduce_chars) if reduce_chars else None
         # The held-out exam (prompts with role "exam"): asked per chunk, never refined, judged or trained on.
@@ -212,22 +212,7 @@ class Generator:
             )
             for i, (q, a, quote) in enumerate(qa)
         ]
-        trained = prompt.role != "exam"  # exam pairs are kept as drafted: they measure, they don't teach
-        if trained and self.judge is not None and self.judge.best_of > 1 and prompt.grounding == "quote" and pairs:
-            c.store.add_drafts(pairs)
-            pairs = await self.judge.best_of_n(pairs, doc, chunk)
-        # ``refine: false`` (a code-built answer, "The documents don't say ..."): the regenerator must not rewrite it
-        if trained and self.refiner is not None and prompt.refine and pairs:
-            c.store.add_drafts(pairs)
-            outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
-            pairs = [o.final for o in outcomes]
-        if trained and self.judge is not None and pairs:
-            to_judge = pairs
-            if self.screen is not None:
-                to_judge = [p for p in pairs if self.screen(p, prompt, doc, chunk) is None]
-                c.stats.screened += len(pairs) - len(to_judge)
-            if to_judge:
-                await self.judge.judge_pairs(to_judge, doc, chunk)
+        pairs = await run_steps(self.steps, c, pairs, prompt, doc, chunk)
         if keep:
             c.store.add_pairs(c.run_id, [(p, sort_key(doc, chunk, prompt.id, i)) for i, p in enumerate(pairs)])
         c.stats.pairs[prompt.id] += len(pairs)

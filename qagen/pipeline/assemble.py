@@ -129,6 +129,38 @@ def curate_settings(settings: Settings) -> CurateSettings:
     )
 
 
+def pair_step_plan(settings: Settings) -> list[tuple[str, str]]:
+    """The per-pair steps :func:`build_stages` turns on (qagen/generate/steps.py), in order, each with a line."""
+    steps = []
+    if settings.judging and settings.best_of > 1:
+        steps.append(("best-of", f"{settings.best_of} answers per drafted question, the best-judged kept"))
+    if settings.refining:
+        steps.append(("refine", f"--refine {settings.refine_mode}: up to {settings.rounds} rounds"
+                      + (f", at least {settings.min_rounds}" if settings.min_rounds else "")))
+    if settings.judging:
+        steps.append(("judge", ("the filters, then " if settings.filters else "")
+                      + f"yes/no checks, P(yes) >= {settings.judge_threshold} to export"))
+    return steps
+
+
+def curation_plan(settings: Settings) -> list[tuple[str, str]]:
+    """What curation does to the run's pairs (qagen/curate/verdicts.py), in order."""
+    plan = []
+    if settings.filters:
+        plan.append(("filters", f"repetition (> {settings.max_repetition:.0%} repeated), too short, echoes, cut off, "
+                                "unfilled templates, unstated metadata"))
+    plan.append(("grounding", f"quotes must score >= {settings.grounding_threshold:.0f} against their chunk "
+                              f"({settings.ungrounded} the rest); ledger answers must be spans of it"))
+    if settings.judging:
+        plan.append(("judge verdicts", f"pairs below P(yes) {settings.judge_threshold} are not exported"))
+    if settings.dedup:
+        plan.append(("dedup", f"near-duplicate questions across the corpus (similarity >= "
+                              f"{settings.dedup_threshold}), the best kept"))
+    if settings.decontaminate:
+        plan.append(("decontaminate", "questions near " + ", ".join(settings.decontaminate) + " dropped"))
+    return plan
+
+
 def max_pending(settings: Settings) -> int:
     """Queued perspective calls at most (bounds memory; several times what is in flight)."""
     return max(4 * settings.concurrency, 16)

@@ -39,6 +39,7 @@ class Summary:
     # every reply this run's dataset rests on, sent now or answered by the store (what it cost when paid for)
     teacher_tokens: int = 0
     calls_per_perspective: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)  # per-pair step -> pairs it saw (qagen/generate/steps.py)
     pairs_per_perspective: dict[str, int] = field(default_factory=dict)
     pairs_total: int = 0
     train_pairs: int = 0
@@ -145,6 +146,7 @@ def add_totals(summary: Summary, totals: RunTotals) -> None:
     summary.prompt_tokens, summary.completion_tokens = stats.prompt_tokens, stats.completion_tokens
     summary.teacher_tokens = stats.prompt_tokens + stats.completion_tokens + stats.cached_tokens
     summary.calls_per_perspective = dict(sorted(stats.calls.items()))
+    summary.steps = {name: stats.steps[name] for name in ("best-of", "refine", "judge") if name in stats.steps}
     summary.failure_examples = list(stats.failure_examples)
     summary.best_of_replaced = totals.best_of_replaced
 
