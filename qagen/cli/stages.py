@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 
 from qagen.cli.common import errors, settings_or_exit
-from qagen.cli.flags import ConfigOpt, ProfileOpt, SetOpt, setting_flags, settings_command
+from qagen.cli.flags import (
+    ConfigOpt,
+    ProfileOpt,
+    SetOpt,
+    setting_flags,
+    settings_command,
+)
 from qagen.cli.settings import resolve
 
 

@@ -147,15 +147,15 @@ def curation_plan(settings: Settings) -> list[tuple[str, str]]:
     """What curation does to the run's pairs (qagen/curate/verdicts.py), in order."""
     plan = []
     if settings.filters:
-        plan.append(("filters", f"repetition (> {settings.max_repetition:.0%} repeated), too short, echoes, cut off, "
-                                "unfilled templates, unstated metadata"))
-    plan.append(("grounding", f"quotes must score >= {settings.grounding_threshold:.0f} against their chunk "
-                              f"({settings.ungrounded} the rest); ledger answers must be spans of it"))
+        plan.append(("filters", (f"repetition (> {settings.max_repetition:.0%} repeated), too short, echoes, cut off, "
+                                 "unfilled templates, unstated metadata")))
+    plan.append(("grounding", (f"quotes must score >= {settings.grounding_threshold:.0f} against their chunk "
+                               f"({settings.ungrounded} the rest); ledger answers must be spans of it")))
     if settings.judging:
         plan.append(("judge verdicts", f"pairs below P(yes) {settings.judge_threshold} are not exported"))
     if settings.dedup:
-        plan.append(("dedup", f"near-duplicate questions across the corpus (similarity >= "
-                              f"{settings.dedup_threshold}), the best kept"))
+        plan.append(("dedup", (f"near-duplicate questions across the corpus (similarity >= "
+                               f"{settings.dedup_threshold}), the best kept")))
     if settings.decontaminate:
         plan.append(("decontaminate", "questions near " + ", ".join(settings.decontaminate) + " dropped"))
     return plan
