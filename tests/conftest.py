@@ -39,10 +39,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             report.longrepr = f"CI expects this test to run, but it was skipped: {reason}"
 
 
+# End-to-end tests of several processes (kills, Ray, a browser, a real trainer launch), 5-35 s each: the full suite
+# (CI) runs them; the fast lane leaves them out to stay under 3 minutes on 2 cores (measured with --durations).
+_LONG = (
+    "test_crash.py::",
+    "test_ray.py::",
+    "test_report_browser.py::",
+    "test_review_browser.py::",
+    "test_train_config.py::test_failed_training_exits_1_with_the_log_tail",
+    "test_cli.py::test_kill_9_then_rerun_finishes_without_repeating_calls",
+    "test_cli.py::test_ingest_ends_with_a_few_exported_pairs_and_the_report_path",
+    "test_cli.py::test_skipped_files_are_listed_and_fail_on_skip_exits_1",
+    "test_ci_safety.py::test_a_ci_log_gets_plain_progress_lines_while_the_run_goes",
+    "test_doctor.py::test_setup_train_installs_nothing_when_the_training_packages_are_there",
+    "test_doctor.py::test_broken_axolotl_fails_for_train_and_run_and_warns_for_ingest",
+    "test_store_integrity.py::test_second_process_on_same_folder_fails_fast",
+    "test_store_integrity.py::test_lock_released_after_normal_run_then_truncated_database_is_refused_and_kept",
+    "test_hostile_inputs.py::test_cli_exit_codes_and_peak_memory",
+    "test_faults.py::test_flaky_server_every_fault_kind_run_completes",
+    "test_lanes.py::test_ci_fails_on_a_skip_it_does_not_expect",
+    "test_settings_file.py::test_ingest_and_run_read_qagen_toml_beside_the_documents",
+    "test_curate.py::test_fail_fast_alarm_stops_on_parse_failures_with_exit_1",
+    "test_chunker.py::test_missing_tokenizer_gives_clear_error",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the real embedded model are slow: the fast lane (`pytest -m "not slow"`) leaves them out."""
+    """Tests on the real embedded model, and the long end-to-end ones (``_LONG``), are slow: the fast lane
+    (`pytest -m "not slow"`) leaves them out."""
     for item in items:
-        if item.get_closest_marker("embedded") is not None:
+        long = any(item.nodeid.split("/")[-1].startswith(prefix) for prefix in _LONG)
+        if item.get_closest_marker("embedded") is not None or long:
             item.add_marker(pytest.mark.slow)
 
 
