@@ -370,7 +370,7 @@ def test_after_cpt_then_sft_eval_compares_with_the_model_before_both_stages(tmp_
     """The SFT adapter loads over stage 1's folder (the recorded base_model), but the gain is over the model
     before both stages: eval's "base" answers come from stage 1's own base model."""
     from qagen.config import load_settings
-    from qagen.flow import evaluate as ev
+    from qagen.evaluation import evaluate as ev
     from tests.test_openbook import make_run
 
     summary = {"recipe": "cpt+sft", "base_model": "/o/adapters/cpt-1", "adapter_dir": "/o/adapters/2",
@@ -382,7 +382,7 @@ def test_after_cpt_then_sft_eval_compares_with_the_model_before_both_stages(tmp_
     qfile = tmp_path / "q.jsonl"
     qfile.write_text('{"question": "Who estimated the repair?", "answer": "Ana Ruiz", "source": "bridge.md"}\n')
     monkeypatch.setattr(ev, "answer", lambda model, prompts, tuned=None, **_: [f"{model} {tuned}" for _ in prompts])
-    monkeypatch.setattr("qagen.flow.train.is_trained", lambda folder: True)
+    monkeypatch.setattr("qagen.evaluation.evaluate.is_trained", lambda folder: True)
     with Store(out) as store:
         report = ev.evaluate(out, store, load_settings(), base_model=summary["base_model"],
                              adapter_dir=summary["adapter_dir"], questions=qfile, judge_answers=False,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qagen.core.errors import InputError
-from qagen.flow.questions import Question, load_questions
+from qagen.corpus.questions import Question, load_questions
 
 FULL_ID = "0123456789abcdef0123456789abcdef"
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from qagen.flow import evaluate, scoring
-from qagen.flow.scoring import (
+from qagen.evaluation import evaluate, scoring
+from qagen.evaluation.scoring import (
     GroupScore,
     Interval,
     ScoredQuestion,

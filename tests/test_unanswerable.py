@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from qagen.config import load_settings
+from qagen.corpus.questions import load_questions
 from qagen.curate.filters import (
     FilterSettings,
     PairView,
@@ -22,10 +23,9 @@ from qagen.curate.filters import (
     screen,
     seems_answered,
 )
-from qagen.flow import evaluate
-from qagen.flow.knowledge import ExamItem, score
-from qagen.flow.questions import load_questions
-from qagen.flow.scoring import is_decline
+from qagen.evaluation import evaluate
+from qagen.evaluation.knowledge import ExamItem, score
+from qagen.evaluation.scoring import is_decline
 from qagen.generate.perspectives import outputs_to_qa
 from qagen.pipeline.fingerprint import input_fingerprint
 from qagen.pipeline.ingest import ingest

@@ -2,7 +2,7 @@
 
 ``json.loads`` alone turns a file nested 100,000 deep into a ``RecursionError`` and a 5,000-digit number into
 an error that names neither file nor line; a 150 MB line is parsed at about 3x its size in memory. The
-callers (``qagen/flow/questions.py``, ``qagen/curate/quality.py``) add the file and line to the message.
+callers (``qagen/corpus/questions.py``, ``qagen/curate/quality.py``) add the file and line to the message.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from qagen.flow.axolotl_config import (  # noqa: F401  (re-exported: the command
     validate,
 )
 from qagen.flow.sizing import batch_shape, sized_sequence_len
+from qagen.llm.hfmodel import is_trained
 from qagen.output.cpt import TEXT_ROWS
 
 if TYPE_CHECKING:
@@ -243,13 +244,6 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 # --- the command -------------------------------------------------------------
-def is_trained(output_dir: Path) -> bool:
-    """A finished run left a LoRA adapter, or (full fine-tuning) a whole model's config and weights."""
-    if (output_dir / "adapter_config.json").exists():
-        return True
-    return (output_dir / "config.json").exists() and any(output_dir.glob("*.safetensors"))
-
-
 def dataset_key(train_path: Path, cfg: dict[str, object], extra: dict[str, object] | None = None) -> str:
     """What a trained adapter depends on: the dataset bytes, the rendered config, and ``extra`` (the text rows'
     bytes, the recall plan)."""
@@ -286,7 +280,7 @@ def prepare(out_dir: Path, settings: TrainSettings, *, template: str | None = No
     base_model = base_model or settings.base_model
     if base_model is None:
         if embedded:
-            from qagen.flow.hfmodel import ModelError, ensure_hf_model
+            from qagen.llm.hfmodel import ModelError, ensure_hf_model
 
             try:
                 base_model = str(ensure_hf_model(out_dir / "models" / "smollm2-135m-instruct"))
