@@ -178,7 +178,7 @@ def test_train_refuses_a_dataset_whose_last_ingest_failed(tmp_path: Path, corpus
 ])
 def test_hostile_question_files_are_one_line_errors(tmp_path: Path, name: str, content: str, expected: str):
     from qagen.corpus.questions import load_questions
-    from qagen.curate.quality import load_questions as decontamination_questions
+    from qagen.corpus.questions import question_texts as decontamination_questions
 
     path = tmp_path / name
     path.write_text(content)
