@@ -299,7 +299,8 @@ def test_axolotl_preprocess_loads_cpt_jsonl_with_the_cpu_recipe(tmp_path, hf_mod
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from qagen.flow.train import child_env, load_train_settings, prepare
+    from qagen.flow.axolotl_process import child_env
+    from qagen.flow.train import load_train_settings, prepare
 
     cfg, _, folder = prepare(sample_out, load_train_settings(template="smollm2-cpu-cpt", base_model=str(hf_model)),
                              template="smollm2-cpu-cpt", data="cpt.jsonl", folder_prefix="cpt-")
