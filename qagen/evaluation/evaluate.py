@@ -45,7 +45,7 @@ from qagen.evaluation.knowledge import (
     match_questions,
     score,
 )
-from qagen.evaluation.scoring import normalize_tokens, token_f1  # noqa: F401  (normalize_tokens: re-exported)
+from qagen.evaluation.scoring import token_f1
 from qagen.llm.base import ChatRequest, LLMError, Message
 from qagen.llm.hfmodel import is_trained
 from qagen.output.exam import CONTROL_KIND
