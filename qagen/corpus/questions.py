@@ -66,7 +66,7 @@ class Question:
     title: str = ""  # SQuAD: the article title
     context: str = ""  # SQuAD: the passage the question was written from
     qid: str = ""  # the file's own ID for the question (SQuAD ``id``, JSONL ``id``)
-    line: int = 0  # 1-based line in a JSONL/CSV file (the first line of a CSV record); 0 for JSON
+    line: int = 0  # 1-based line in a JSONL/CSV/TXT file (the first line of a CSV record); 0 for JSON
 
 
 class _Bad(Exception):
