@@ -60,7 +60,7 @@ def _models(work: Path, res: dict, qids: list[str]) -> dict[str, dict[str, objec
 
 
 def table(work: Path, seeds: list[str], against: str | None = None) -> str:
-    from qagen.flow.scoring import paired_bootstrap
+    from qagen.evaluation.scoring import paired_bootstrap
 
     res = json.loads((work / "results.json").read_text())
     first = res["scores"]["qagen"][next(iter(res["scores"]["qagen"]))]["rows"]

@@ -24,7 +24,7 @@ import time
 import orjson
 import xxhash
 
-from qagen.testing.stub_server import schema_instance
+from qagen.testing.json_schema import schema_instance
 
 _MODELS = orjson.dumps({"object": "list", "data": [{"id": "stub-model", "object": "model", "created": 0,
                                                     "owned_by": "qagen"}]})

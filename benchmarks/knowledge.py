@@ -79,7 +79,7 @@ def squad_corpus(path: Path, articles: int, paragraphs: int, docs: Path) -> list
 
 def copied_corpus(corpus: Path, questions: Path, docs: Path) -> list[dict[str, object]]:
     """Copy the corpus's documents into WORK/docs (generation reads only those); return the question rows."""
-    from qagen.flow.questions import load_questions
+    from qagen.corpus.questions import load_questions
 
     if not corpus.is_dir() or not questions.is_file():
         sys.exit(f"corpus folder {corpus} or question file {questions} not found")
@@ -282,7 +282,7 @@ def main() -> None:
 def coverage_share(rows: list[dict[str, object]], train_path: Path, paths: dict[str, str]) -> dict[str, float]:
     """The share of held-out questions whose gold answer is a training answer of the same document: ``exact`` (a
     gold answer is a train.jsonl answer, SQuAD-normalised) and ``contained`` (a gold answer occurs inside one)."""
-    from qagen.flow.scoring import normalize_answer
+    from qagen.evaluation.scoring import normalize_answer
 
     answers: dict[str, set[str]] = {}
     with train_path.open(encoding="utf-8") as fh:
@@ -308,10 +308,10 @@ def _model_pairs(train_path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from qagen.flow.answer import answer
-    from qagen.flow.knowledge import DocRef, match_questions, score
-    from qagen.flow.questions import load_questions
-    from qagen.flow.scoring import paired_bootstrap
+    from qagen.corpus.questions import load_questions
+    from qagen.evaluation.answer import answer
+    from qagen.evaluation.knowledge import DocRef, match_questions, score
+    from qagen.evaluation.scoring import paired_bootstrap
     from qagen.store import Store
 
     work: Path = args.work

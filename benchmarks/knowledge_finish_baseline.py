@@ -10,10 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks")); sys.path.insert(0, str(ROOT))
 import knowledge as kb
-from qagen.flow.answer import answer
-from qagen.flow.knowledge import DocRef, match_questions, score
-from qagen.flow.questions import load_questions
-from qagen.flow.scoring import paired_bootstrap
+
+from qagen.corpus.questions import load_questions
+from qagen.evaluation.answer import answer
+from qagen.evaluation.knowledge import DocRef, match_questions, score
+from qagen.evaluation.scoring import paired_bootstrap
 from qagen.store import Store
 
 ap = argparse.ArgumentParser(description=__doc__)

@@ -10,7 +10,7 @@ with the same recipe and steps: ``--closed`` on train.jsonl as ingest wrote it, 
 with ``--contextual-share`` rows added (``qagen.output.contextual.mix_into_train``, what ``qagen ingest
 --contextual-share`` runs).
 
-1. **Open book** (``qagen.flow.openbook``, what ``qagen eval --open-book`` runs): every ``--every``-th question
+1. **Open book** (``qagen.evaluation.openbook``, what ``qagen eval --open-book`` runs): every ``--every``-th question
    over its chunk, among other articles' chunks, and without it. F1, cited, declined; paired bootstrap
    intervals on each tuned model minus base and on mixed minus closed.
 2. **Closed book** on all the questions: does mixing open-book rows in cost the closed-book score?
@@ -39,11 +39,11 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     from qagen.core import ids
-    from qagen.flow import openbook
-    from qagen.flow.answer import answer
-    from qagen.flow.knowledge import DocRef, match_questions, score
-    from qagen.flow.questions import load_questions
-    from qagen.flow.scoring import paired_bootstrap
+    from qagen.corpus.questions import load_questions
+    from qagen.evaluation import openbook
+    from qagen.evaluation.answer import answer
+    from qagen.evaluation.knowledge import DocRef, match_questions, score
+    from qagen.evaluation.scoring import paired_bootstrap
     from qagen.store import Store
 
     out = args.work / "qagen"

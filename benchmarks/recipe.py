@@ -80,9 +80,9 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     from qagen.core import ids
-    from qagen.flow.knowledge import DocRef, match_questions, score
-    from qagen.flow.questions import load_questions
-    from qagen.flow.scoring import paired_bootstrap
+    from qagen.corpus.questions import load_questions
+    from qagen.evaluation.knowledge import DocRef, match_questions, score
+    from qagen.evaluation.scoring import paired_bootstrap
     from qagen.store import Store
 
     if args.fresh and (args.ingest_flags is None or not args.row):
@@ -150,7 +150,7 @@ def cached_answers(work: Path, student: str, prompts: list[tuple[str, str]], tun
     reference's are the same for every row, so each is computed once (a model folder is never rewritten: its
     name is the hash of its training inputs)."""
     from qagen.core import ids
-    from qagen.flow.answer import answer
+    from qagen.evaluation.answer import answer
 
     # the student by its files (each row's copy converts it into its own folder), a tuned model by its path
     files = sorted((f.name, f.stat().st_size) for f in Path(student).iterdir() if f.is_file())

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qagen.flow.scoring import normalize_answer, token_f1  # noqa: E402
+from qagen.evaluation.scoring import normalize_answer, token_f1  # noqa: E402
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ The library API is what the CLI wraps, importable from here (lazily, so
     summary = ingest(Path("docs"), Path("qagen-out"), load_settings())
 
 The package reads like the pipeline (imports run one way, down; checked by
-``lint-imports``): ``cli`` -> ``flow`` (run, train, evaluate, notify) ->
-``pipeline`` (ingest, executors) -> ``generate`` / ``curate`` / ``output`` ->
+``lint-imports``): ``cli`` -> ``flow`` (run, train, notify) -> ``pipeline`` (ingest, executors) /
+``review`` / ``evaluation`` (``qagen eval``) -> ``generate`` / ``curate`` / ``output`` ->
 ``store`` / ``prompting`` -> ``llm`` / ``corpus`` -> ``core`` / ``config``.
 """
 
@@ -21,7 +21,7 @@ from qagen.core.version import VERSION as __version__
 
 if TYPE_CHECKING:
     from qagen.config import load_settings
-    from qagen.flow.evaluate import evaluate
+    from qagen.evaluation.evaluate import evaluate
     from qagen.flow.run import run
     from qagen.flow.train import train
     from qagen.output.card import export_hf as export
@@ -33,7 +33,7 @@ _API = {
     "ingest": ("qagen.pipeline.ingest", "ingest"),
     "run": ("qagen.flow.run", "run"),
     "train": ("qagen.flow.train", "train"),
-    "evaluate": ("qagen.flow.evaluate", "evaluate"),
+    "evaluate": ("qagen.evaluation.evaluate", "evaluate"),
     "write_report": ("qagen.output.report", "write_report"),
     "export": ("qagen.output.card", "export_hf"),
     "load_settings": ("qagen.config", "load_settings"),

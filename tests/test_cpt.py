@@ -299,7 +299,8 @@ def test_axolotl_preprocess_loads_cpt_jsonl_with_the_cpu_recipe(tmp_path, hf_mod
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from qagen.flow.train import child_env, load_train_settings, prepare
+    from qagen.flow.axolotl_process import child_env
+    from qagen.flow.train import load_train_settings, prepare
 
     cfg, _, folder = prepare(sample_out, load_train_settings(template="smollm2-cpu-cpt", base_model=str(hf_model)),
                              template="smollm2-cpu-cpt", data="cpt.jsonl", folder_prefix="cpt-")
@@ -370,7 +371,7 @@ def test_after_cpt_then_sft_eval_compares_with_the_model_before_both_stages(tmp_
     """The SFT adapter loads over stage 1's folder (the recorded base_model), but the gain is over the model
     before both stages: eval's "base" answers come from stage 1's own base model."""
     from qagen.config import load_settings
-    from qagen.flow import evaluate as ev
+    from qagen.evaluation import evaluate as ev
     from tests.test_openbook import make_run
 
     summary = {"recipe": "cpt+sft", "base_model": "/o/adapters/cpt-1", "adapter_dir": "/o/adapters/2",
@@ -382,7 +383,7 @@ def test_after_cpt_then_sft_eval_compares_with_the_model_before_both_stages(tmp_
     qfile = tmp_path / "q.jsonl"
     qfile.write_text('{"question": "Who estimated the repair?", "answer": "Ana Ruiz", "source": "bridge.md"}\n')
     monkeypatch.setattr(ev, "answer", lambda model, prompts, tuned=None, **_: [f"{model} {tuned}" for _ in prompts])
-    monkeypatch.setattr("qagen.flow.train.is_trained", lambda folder: True)
+    monkeypatch.setattr("qagen.evaluation.evaluate.is_trained", lambda folder: True)
     with Store(out) as store:
         report = ev.evaluate(out, store, load_settings(), base_model=summary["base_model"],
                              adapter_dir=summary["adapter_dir"], questions=qfile, judge_answers=False,

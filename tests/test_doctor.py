@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from qagen.cli.doctor_checks import EMBEDDED_FIX, TRAIN_FIX, XLLAMACPP_FIX
 from qagen.core.version import VERSION
-from qagen.flow.doctor import EMBEDDED_FIX, TRAIN_FIX, XLLAMACPP_FIX
 from qagen.testing import StubServer
 from tests.helpers import passage_reply
 from tests.smtp_server import SMTPServer

@@ -188,7 +188,7 @@ def _config(out: Path, fmts: tuple[str, ...], base_model: str, **train: object) 
 
 @needs_axolotl
 def test_every_stanza_passes_axolotl_validation(out):
-    from qagen.flow.train import validate
+    from qagen.flow.axolotl_config import validate
 
     for fmt in FORMATS:
         checked = validate(_config(out, (fmt,), "/models/base-hf"))
@@ -205,7 +205,7 @@ def test_axolotl_preprocess_loads_messages_alpaca_chatml_sharegpt_the_mix_and_co
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from qagen.flow.train import child_env
+    from qagen.flow.axolotl_process import child_env
     from qagen.output.contextual import export_contextual
     from qagen.store import Store
 

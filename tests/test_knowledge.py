@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from qagen.core import ids
-from qagen.flow.knowledge import DocRef, match_questions, question_kind, score
-from qagen.flow.questions import Question
+from qagen.corpus.questions import Question
+from qagen.evaluation.knowledge import DocRef, match_questions, question_kind, score
 from qagen.output.export import corpus_message, system_message
 
 QAGEN = [sys.executable, "-m", "qagen.cli"]
@@ -131,7 +131,7 @@ def test_the_judge_role_scores_closed_book_answers_where_one_is_configured(tmp_p
     """A served judge (here the stub, answering 'yes' only for 'Ana Ruiz') gives the semantic-match share, base
     vs tuned, cached like every request; with the embedded default no judge is asked."""
     from qagen.config import load_settings
-    from qagen.flow.evaluate import judge_knowledge, knowledge_judge
+    from qagen.evaluation.evaluate import judge_knowledge, knowledge_judge
     from qagen.store import Store
     from qagen.testing import StubReply, StubServer
 

@@ -80,7 +80,7 @@ def test_knowledge_benchmark_smoke(tmp_path):
 def test_the_committed_held_out_set_is_sound_and_every_question_has_its_document():
     """benchmarks/heldout, knowledge.py's default corpus: every answer is a span of its document, and qagen's own
     question loader reads the file and ties each question to a document that is in docs/."""
-    from qagen.flow.questions import load_questions
+    from qagen.corpus.questions import load_questions
 
     check = subprocess.run([sys.executable, str(ROOT / "benchmarks/heldout/check.py")], capture_output=True,
                            text=True, timeout=60)

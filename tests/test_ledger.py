@@ -10,8 +10,8 @@ from pathlib import Path
 
 from qagen.core.types import Chunk, Document, Fact
 from qagen.corpus.spans import find_spans, sentences
-from qagen.generate.answer_first import align, check_question, cloze_sentence, leaks
 from qagen.generate.ledger import allocate, code_facts, fact_id, model_facts, select
+from qagen.generate.question_checks import align, check_question, cloze_sentence, leaks
 from qagen.output.coverage_map import MAX_QUESTIONS
 from qagen.pipeline.ingest import ingest
 from qagen.testing.stub_server import StubReply

@@ -12,10 +12,10 @@ import pytest
 
 from qagen.core import ids
 from qagen.core.types import Chunk, Document, QAPair
-from qagen.flow.knowledge import DocRef, ExamItem, match_questions
-from qagen.flow.openbook import MODES, build, place, score, strip_source
-from qagen.flow.questions import Question
-from qagen.flow.scoring import is_decline
+from qagen.corpus.questions import Question
+from qagen.evaluation.knowledge import DocRef, ExamItem, match_questions
+from qagen.evaluation.openbook import MODES, build, place, score, strip_source
+from qagen.evaluation.scoring import is_decline
 from qagen.output.contextual import NOT_IN_CONTEXT, SYSTEM, Block, render_answer
 from qagen.store import Store
 
@@ -183,7 +183,7 @@ def test_open_book_eval_with_the_real_model(tmp_path, hf_model):
     holds each mode, the rows, and the table in eval_report.json and the CLI text."""
     pytest.importorskip("transformers")
     from qagen.config import load_settings
-    from qagen.flow.evaluate import evaluate
+    from qagen.evaluation.evaluate import evaluate
 
     out = tmp_path / "out"
     refs = make_run(out)

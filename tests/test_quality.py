@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from qagen.corpus.questions import question_texts as load_questions
 from qagen.curate.quality import (
     Decontaminator,
     NearDuplicateFilter,
     grounding_score,
     is_grounded,
-    load_questions,
 )
 
 CHUNK = (

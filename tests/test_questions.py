@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qagen.core.errors import InputError
-from qagen.flow.questions import Question, load_questions
+from qagen.corpus.questions import Question, load_questions
 
 FULL_ID = "0123456789abcdef0123456789abcdef"
 
@@ -252,3 +252,29 @@ def test_not_utf8(tmp_path: Path):
 def test_input_error_is_a_value_error(tmp_path: Path):
     with pytest.raises(ValueError):
         load_questions(tmp_path / "nope.csv")
+
+
+# --- benchmark files (decontamination reads them with the same loader) -------------------------------------------
+def test_a_benchmark_file_needs_no_answers_and_keeps_unanswerable_questions(tmp_path: Path):
+    from qagen.corpus.questions import question_texts
+
+    qas = [{"id": "a", "question": "Answered?", "answers": [{"text": "A", "answer_start": 0}]},
+           {"id": "b", "question": "Impossible?", "answers": [], "is_impossible": True},
+           {"id": "c", "question": "  ", "answers": []}]
+    path = write(tmp_path, "dev.json", squad({"title": "T", "paragraphs": [{"context": "c", "qas": qas}]}))
+    assert question_texts([path]) == ["Answered?", "Impossible?"]  # a blank question is skipped
+    assert "empty question" in load_error(path)  # held out, every question needs text and an answer
+    held_out = jsonl(tmp_path, {"question": "Who?", "answer": "Ada"}, {"question": "When?", "answers": ["1843"]})
+    assert question_texts([held_out]) == [q.question for q in load_questions(held_out)]
+
+
+def test_benchmark_line_cap_is_per_record_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from qagen.corpus.questions import question_texts
+
+    monkeypatch.setenv("QAGEN_MAX_QUESTION_BYTES", "1000")
+    one_line = write(tmp_path, "dev.json", squad({"title": "T", "paragraphs": [{"context": "c" * 2000, "qas": [
+        {"id": "a", "question": "Q?", "answers": []}]}]}))  # SQuAD as published: one long line
+    assert question_texts([one_line]) == ["Q?"]
+    long_txt = write(tmp_path, "q.txt", "Fine?\n" + "x" * 2000 + "?\n")
+    with pytest.raises(InputError, match=r"q\.txt: line 2: it is"):
+        question_texts([long_txt])

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from qagen.flow import evaluate, scoring
-from qagen.flow.scoring import (
+from qagen.evaluation import scoring
+from qagen.evaluation.scoring import (
     GroupScore,
     Interval,
     ScoredQuestion,
@@ -23,12 +23,7 @@ from qagen.flow.scoring import (
     score_answer,
     score_table,
     summarize,
-    token_f1,
 )
-
-
-def test_evaluate_uses_the_moved_functions():
-    assert evaluate.token_f1 is token_f1 and evaluate.normalize_tokens is normalize_tokens
 
 
 def test_normalisation_is_squads():

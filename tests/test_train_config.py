@@ -11,15 +11,14 @@ import pytest
 
 pytest.importorskip("axolotl", reason="needs the training packages (qagen setup --train); CI installs them")
 
-from qagen.flow.train import (
+from qagen.flow.axolotl_config import (
     TrainError,
-    load_train_settings,
-    prepare,
     render,
     template_names,
     template_path,
     validate,
 )
+from qagen.flow.train import load_train_settings, prepare
 from qagen.store import Store
 
 ROW = {"messages": [{"role": "system", "content": "You know document abc."}, {"role": "user", "content": "Q?"},

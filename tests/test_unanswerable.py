@@ -13,23 +13,22 @@ from pathlib import Path
 import pytest
 
 from qagen.config import load_settings
-from qagen.curate.filters import (
-    FilterSettings,
-    PairView,
-    check_unanswerable,
-    decline_leaks,
-    decline_off_topic,
-    screen,
-    seems_answered,
-)
-from qagen.flow import evaluate
-from qagen.flow.knowledge import ExamItem, score
-from qagen.flow.questions import load_questions
-from qagen.flow.scoring import is_decline
+from qagen.corpus.questions import load_questions
+from qagen.curate.filters import FilterSettings, PairView, check_unanswerable, screen
+from qagen.evaluation import evaluate
+from qagen.evaluation.knowledge import ExamItem, score
+from qagen.evaluation.scoring import is_decline
 from qagen.generate.perspectives import outputs_to_qa
 from qagen.pipeline.fingerprint import input_fingerprint
 from qagen.pipeline.ingest import ingest
-from qagen.prompting.declines import PLAIN_DECLINE, decline_answer, what_of
+from qagen.prompting.declines import (
+    PLAIN_DECLINE,
+    decline_answer,
+    decline_leaks,
+    decline_off_topic,
+    seems_answered,
+    what_of,
+)
 from qagen.prompting.prompts import load_prompts
 from qagen.prompting.schemas import schema_for
 from qagen.testing import StubReply, StubServer

@@ -1,4 +1,4 @@
-"""``qagen doctor``: check what the flow needs before running it (the checks are in ``qagen.flow.doctor``).
+"""``qagen doctor``: check what the flow needs before running it (the checks are in ``qagen.cli.doctor_checks``).
 
 One line per item on stderr: OK with a detail, FAIL with a one-line fix, WARN for a failure the requested
 flow (``--for ingest`` default, ``train``, ``run``) does not need, SKIP for what is not configured.
@@ -8,23 +8,79 @@ Exit 0 when everything that flow needs is OK, 1 otherwise; ``--json``: one objec
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
 
 from qagen.cli.common import JsonOpt, err, settings_or_exit
 
+if TYPE_CHECKING:
+    from qagen.cli.doctor_checks import Check
+    from qagen.config import Settings
+    from qagen.flow.notify import NotifySettings
+    from qagen.flow.train import TrainSettings
+
+Purpose = Literal["ingest", "train", "run"]
+ITEMS = ("llm", "training", "email", "out")
 STYLE = {"ok": "[green]OK  [/green]", "fail": "[red]FAIL[/red]", "warn": "[yellow]WARN[/yellow]",
          "skip": "[dim]SKIP[/dim]"}
 NEEDS = {"ingest": "the LLM and the output folder", "train": "axolotl + torch and the output folder",
          "run": "the LLM, axolotl + torch, the output folder, and email when configured"}
 
 
-def _items(given: list[str] | None) -> list[str] | None:
-    from qagen.flow.doctor import ITEMS
+@dataclass(frozen=True)
+class Report:
+    purpose: Purpose
+    checks: tuple[Check, ...]
 
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {"status": "ok" if self.ok else "failed", "for": self.purpose,
+                "checks": [c.to_dict() for c in self.checks]}
+
+
+def graded(check: Check, required: bool) -> Check:
+    """A failure the requested flow does not need is only a warning."""
+    if not required and check.status == "fail":
+        return replace(check, status="warn", required=False)
+    return replace(check, required=required)
+
+
+def diagnose(purpose: Purpose, settings: Settings, train: TrainSettings, ns: NotifySettings, out: Path, *,
+             only: tuple[str, ...] = ITEMS, timeout: float = 5.0) -> Report:
+    """Run the checks in ``only`` (at once: the slow import checks overlap the network ones), in ITEMS order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qagen.cli.doctor_checks import (
+        check_email,
+        check_llm,
+        check_out,
+        check_training,
+        email_configured,
+    )
+
+    needs = {"llm": purpose in ("ingest", "run"), "training": purpose in ("train", "run"),
+             "email": purpose == "run" and email_configured(ns), "out": True}
+    jobs = {"llm": lambda: check_llm(settings, timeout), "training": lambda: check_training(train),
+            "email": lambda: check_email(ns, timeout), "out": lambda: check_out(out)}
+    wanted = [name for name in ITEMS if name in only]
+    with ThreadPoolExecutor(max_workers=len(wanted) or 1) as pool:
+        futures = {name: pool.submit(jobs[name]) for name in wanted}
+        checks = tuple(graded(futures[name].result(), needs[name]) for name in wanted)
+    return Report(purpose, checks)
+
+
+def _items(given: list[str] | None) -> list[str] | None:
     unknown = [name for name in given or () if name not in ITEMS]
     if unknown:
         raise typer.BadParameter(f"{', '.join(unknown)} is not one of {', '.join(ITEMS)}")
@@ -50,7 +106,6 @@ def doctor_cmd(
 ) -> None:
     """Check the LLM, axolotl/torch, email and the output folder; exit 1 when what --for needs is not ready."""
     from qagen.config import load_settings
-    from qagen.flow.doctor import ITEMS, diagnose
     from qagen.flow.notify import load_notify_settings
     from qagen.flow.train import load_train_settings
 

@@ -125,8 +125,8 @@ def eval_cmd(
     """Closed book, base vs tuned: held-out questions (EM, F1, contains, 95 % CIs) and the eval.jsonl format check;
     --open-book: the same questions over input blocks too."""
     from qagen.config import load_settings
-    from qagen.flow.evaluate import EvalError, evaluate, reference_of
-    from qagen.flow.questions import load_questions
+    from qagen.corpus.questions import load_questions
+    from qagen.evaluation.evaluate import EvalError, evaluate, reference_of
     from qagen.flow.train import load_train_settings
     from qagen.store import Store
 
@@ -220,7 +220,7 @@ def run_cmd(
     sigterm_as_interrupt()
     with errors(as_json):
         if questions is not None:
-            from qagen.flow.questions import load_questions
+            from qagen.corpus.questions import load_questions
 
             load_questions(questions)  # a malformed file stops the run before anything is generated
         with Ticker(_say) as ticker:

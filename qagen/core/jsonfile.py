@@ -2,7 +2,7 @@
 
 ``json.loads`` alone turns a file nested 100,000 deep into a ``RecursionError`` and a 5,000-digit number into
 an error that names neither file nor line; a 150 MB line is parsed at about 3x its size in memory. The
-callers (``qagen/flow/questions.py``, ``qagen/curate/quality.py``) add the file and line to the message.
+caller (``qagen/corpus/questions.py``, the one question-file loader) adds the file and line to the message.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def loads(raw: str) -> object:
         return json.loads(raw)
     except json.JSONDecodeError as e:
         where = f"line {e.lineno} column {e.colno}" if e.lineno > 1 or "\n" in raw else f"column {e.colno}"
-        raise ValueError(f"not JSON ({e.msg} at {where})") from None
+        raise ValueError(f"not JSON (invalid JSON at {where}: {e.msg})") from None
     except RecursionError:
         raise ValueError("not usable JSON: nested too deeply") from None
     except ValueError as e:  # "Exceeds the limit (4300 digits) for integer string conversion"

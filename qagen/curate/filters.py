@@ -16,7 +16,7 @@ Each check looks at one pair and returns a verdict with its reason, or ``None``:
 - ``ungrounded`` (metadata only): a date or author the document does not state as such. A date merely
   mentioned in the text is not the publication date.
 - ``ungrounded`` / ``template`` ("The documents don't say", output ``unanswerable``): a question that names nothing
-  the document names (not a near miss), one the document may answer (:func:`seems_answered`: cheap word-overlap
+  the document names (not a near miss), one the document may answer (``prompting/declines.py``: cheap word-overlap
   tests, no LLM), or an answer that is no longer the code-built decline.
 
 The generate stage screens pairs with :func:`screen` before the judge (a filtered pair costs no judge call);
@@ -29,18 +29,18 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 from rapidfuzz import fuzz
 
-from qagen.core.records import FILTER_VERDICTS
-from qagen.core.text import fold
+from qagen.core.text import FUNCTION_WORDS, GENERIC_NOUNS, MONTHS, folded_words, words
 from qagen.curate.answers import asks_for_symbol, check_tiny
-from qagen.prompting.declines import what_of
+from qagen.prompting.declines import (
+    decline_leaks,
+    decline_off_topic,
+    seems_answered,
+    what_of,
+)
 from qagen.prompting.prompts import Prompt
-
-__all__ = ["FILTER_VERDICTS", "FilterSettings", "PairView", "check_unanswerable", "repetition", "screen", "screen_all",
-           "seems_answered", "words"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ class PairView:
     asked: tuple[str, ...] = ()  # the document's questions of other perspectives (answered ones): unanswerable only
 
 
-_WORD = re.compile(r"\w+(?:[.'’-]\w+)*")
 _GENERIC_ANSWERS = {
     "this document", "the document", "this text", "the text", "this passage", "the passage", "this article",
     "the article", "it", "this", "that", "yes", "no", "none", "unknown", "the author", "this page", "the page",
@@ -74,9 +73,6 @@ _GENERIC_ANSWERS = {
 _SLOT = re.compile(r"\{\{|\}\}|\{[a-z_]+\}|<[^<>]{1,40}>|\[[a-z _]{2,30}\]", re.IGNORECASE)
 # Words a template uses for a slot it never filled: "What someone will do or did?", "What it is about?"
 _GENERIC_SLOT_WORDS = re.compile(r"\b(someone|somebody|something|so-and-so|x|y)\b", re.IGNORECASE)
-# A question made of these words alone names nothing ("What it is about?", "What is this?")
-_FUNCTION_WORDS = set(
-    ["a", "an", "the", "it", "its", "this", "that", "these", "those", "they", "them", "he", "she", "him", "her", "his", "hers", "we", "you", "i", "me", "my", "our", "your", "their", "there", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "be", "been", "do", "does", "did", "will", "would", "can", "could", "should", "shall", "may", "might", "must", "has", "have", "had", "of", "in", "on", "at", "to", "for", "from", "by", "with", "about", "as", "or", "and", "not", "no", "so", "do", "done", "did", "doing", "someone", "something", "somebody", "thing", "things", "one", "ones"])
 # "the passage" / "the text" / "the author" without saying which: the system prompt forbids it (not self-contained)
 _UNNAMED = re.compile(r"\b(in|of|from|by|according to) (the|this) (passage|text|excerpt|document)\b", re.IGNORECASE)
 _QUESTION_START = re.compile(
@@ -86,11 +82,6 @@ _QUESTION_START = re.compile(
 _TERMINAL = (".", "!", "?", '"', "'", ")", "”", "’", "]", "`", "*")
 _DATE_LABEL = re.compile(r"^\W*(published|posted|date[d]?|updated|written|created)\b", re.IGNORECASE)
 _BYLINE = re.compile(r"^\W*(by|author[s]?|written by)\b[:\s]", re.IGNORECASE)
-_MONTHS = "january february march april may june july august september october november december"
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
 
 
 def repetition(text: str) -> float:
@@ -112,11 +103,6 @@ def repetition(text: str) -> float:
     return worst
 
 
-def _norm(text: str) -> str:
-    """Case-folded words without accents ("Łazienki" and "Lazienki" are one name)."""
-    return " ".join(words(fold(text)))
-
-
 def _check_repetition(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     share = repetition(v.answer)
     if share > s.max_repetition:
@@ -133,11 +119,8 @@ def _check_short(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
 
 
 _ANSWER_SLOT = re.compile(r"\[[a-z][a-z _]{2,30}\](?!\()|\{\{|<[a-z][a-z _]{1,30}>")
-# Words that name no particular thing: a prose answer made of the title's words and these restates the title.
-_GENERIC_NOUNS = {"passage", "document", "text", "article", "page", "summary", "title", "name", "topic", "subject",
-                  "section", "part", "main", "idea", "ideas", "point", "points", "content", "information", "details"}
 # An answer of these words alone names nothing ("The author of the passage"); "How many ...?" -> "One" does.
-_NAMES_NOTHING = (_FUNCTION_WORDS - {"one"}) | _GENERIC_NOUNS | {"author", "authors", "writer", "speaker", "reader"}
+_NAMES_NOTHING = (FUNCTION_WORDS - {"one"}) | GENERIC_NOUNS | {"author", "authors", "writer", "speaker", "reader"}
 
 
 def _slot(pattern: re.Pattern[str], text: str, v: PairView) -> bool:  # unfilled: not the document's `vector<int>`
@@ -147,24 +130,24 @@ def _slot(pattern: re.Pattern[str], text: str, v: PairView) -> bool:  # unfilled
 def _check_echo(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     if _slot(_ANSWER_SLOT, v.answer, v):
         return "template", "the answer keeps a placeholder ([specific details], <name>)"
-    answer = _norm(v.answer)
+    answer = folded_words(v.answer)
     if answer in _GENERIC_ANSWERS:
         return "echo", f"the answer {v.answer!r} says nothing"
     if not answer:  # "Which operator ...?" -> "+" is an answer of no words
         return None if v.answer.strip() and asks_for_symbol(v.question) else ("echo", "the answer has no words")
     if all(w in _NAMES_NOTHING for w in answer.split()):  # "who or what is General Miles?" -> "The subject of ..."
         return "echo", f"the answer {v.answer!r} names nothing"
-    question = _norm(v.question)
+    question = folded_words(v.question)
     metadata = v.prompt is not None and v.prompt.id == "metadata"  # "Who wrote 'George Washington: ...'?" is fair
     if question and not metadata and (answer == question or (len(answer) >= 4 and answer in question)):
         return "echo", "the answer only restates the question"
     # An answer that is the title is fine ("Which game was played on 7 February 2016?" -> "Super Bowl 50"), but a
     # title that is a cut sentence ("CITY — A strong indication on Friday that the...") answers nothing.
-    title = _norm(v.title)
+    title = folded_words(v.title)
     if title and answer == title and v.title.rstrip().endswith(("...", "…")):
         return "echo", "the answer only restates a cut title"
     if v.prompt is not None and v.prompt.output == "answers" and v.prompt.id != "metadata":  # prose answers
-        named = set(title.split()) | set(question.split()) | _FUNCTION_WORDS | _GENERIC_NOUNS
+        named = set(title.split()) | set(question.split()) | FUNCTION_WORDS | GENERIC_NOUNS
         if all(w in named for w in answer.split()):
             return "echo", "the answer only restates the title"
     return None
@@ -192,15 +175,15 @@ def _check_template(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     qw = words(q)
     if len(qw) < 3 or not (q.endswith("?") or _QUESTION_START.match(q)):
         return "template", f"{q!r} is not a question"
-    if all(w in _FUNCTION_WORDS or w in _GENERIC_NOUNS for w in qw):
+    if all(w in FUNCTION_WORDS or w in GENERIC_NOUNS for w in qw):
         return "template", f"{q!r} names nothing"
     if v.prompt is not None and v.prompt.output in ("qa_pairs", "unanswerable"):  # model-written questions
         if _UNNAMED.search(q):
             return "template", "the question points at the passage instead of naming what it is about"
         if _GENERIC_SLOT_WORDS.search(q):
             return "template", "the question keeps a generic slot word (someone, something)"
-        body = _norm(v.prompt.body)
-        if len(qw) <= 8 and _norm(q) in body:
+        body = folded_words(v.prompt.body)
+        if len(qw) <= 8 and folded_words(q) in body:
             return "template", "the question is copied from the prompt's instructions"
     return None
 
@@ -218,7 +201,7 @@ def _check_relation(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
     example = re.search(r'for example ([^)]*)\)', v.prompt.body)
     if example:
         copied = [m for m in re.findall(r'"([^"]+)"', example.group(1)) if len(words(m)) >= 2]
-        if any(_norm(m) in _norm(v.answer) for m in copied):
+        if any(folded_words(m) in folded_words(v.answer) for m in copied):
             return "not_a_sentence", "the relation copies the prompt's example"
     return None
 
@@ -230,14 +213,14 @@ def _stated_together(v: PairView) -> bool:
     m = re.match(r"In \"[^\"]*\", how is (.+) related to (.+)\?$", v.question.strip())
     if not m:
         return True
-    subject, obj = _norm(m.group(1)), _norm(m.group(2))
-    rest = _norm(v.answer)
+    subject, obj = folded_words(m.group(1)), folded_words(m.group(2))
+    rest = folded_words(v.answer)
     if not (rest.startswith(subject) and rest.endswith(obj)):
         return True  # not the code-built shape: nothing to check
-    relation = [w for w in rest[len(subject):len(rest) - len(obj)].split() if w not in _FUNCTION_WORDS]
+    relation = [w for w in rest[len(subject):len(rest) - len(obj)].split() if w not in FUNCTION_WORDS]
     stem = max(relation, key=len)[:5] if relation else ""
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", v.head):
-        s = _norm(sentence)
+        s = folded_words(sentence)
         if (fuzz.partial_ratio(subject, s) >= 90 and fuzz.partial_ratio(obj, s) >= 90
                 and (not stem or stem in s)):
             return True
@@ -247,7 +230,7 @@ def _stated_together(v: PairView) -> bool:
 def _dates_in(text: str) -> set[str]:
     found = set(re.findall(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b", text))
     found |= {m.lower() for m in re.findall(
-        r"\b(?:\d{1,2}\s+)?(?:" + "|".join(_MONTHS.split()) + r")\.?\s+(?:\d{1,2},?\s+)?\d{4}\b", text, re.IGNORECASE)}
+        r"\b(?:\d{1,2}\s+)?(?:" + "|".join(MONTHS.split()) + r")\.?\s+(?:\d{1,2},?\s+)?\d{4}\b", text, re.IGNORECASE)}
     return found
 
 
@@ -267,125 +250,12 @@ def _check_metadata(v: PairView, s: FilterSettings) -> tuple[str, str] | None:
             return "ungrounded", f"the date {v.answer!r} is not stated as the document's date"
     elif q.startswith("who wrote"):
         stated = [meta.get("author", "")] + [line for line in head if _BYLINE.match(line)]
-        if not any(_norm(v.answer) and fuzz.partial_ratio(_norm(v.answer), _norm(x)) >= 90 for x in stated if x):
+        answer = folded_words(v.answer)
+        if not any(answer and fuzz.partial_ratio(answer, folded_words(x)) >= 90 for x in stated if x):
             return "ungrounded", f"the author {v.answer!r} is not stated in a byline or the file's metadata"
-    elif (q.startswith("what is the title") and fuzz.ratio(_norm(v.answer), _norm(v.title)) < 80
+    elif (q.startswith("what is the title") and fuzz.ratio(folded_words(v.answer), folded_words(v.title)) < 80
           and meta.get("title", "") != v.answer):
         return "ungrounded", f"{v.answer!r} is not the document's title {v.title!r}"
-    return None
-
-
-# --- "The documents don't say" (prompts/unanswerable.md) ---------------------------------------------------------
-# Words that say what kind of answer a question wants, not what it asks about ("how many", "in what year").
-_ASK_WORDS = frozenset({"many", "much", "number", "numbers", "year", "years", "date", "dates", "day", "days", "month",
-                        "time", "times", "long", "old", "often", "far", "called", "named", "kind", "type", "sort",
-                        "exactly", "first", "last"})
-_SUFFIXES = ("ations", "ation", "ances", "ance", "ences", "ence", "ments", "ment", "ings", "ing", "ies", "ied", "ers",
-             "er", "ed", "es", "s", "ly")
-_TOKEN = re.compile(r"[\w'’.-]+")
-
-
-def _terms(text: str) -> list[str]:
-    """Lower-case words without accents or a possessive 's ("Ruiz's" -> "ruiz")."""
-    return [re.sub(r"['’]s$", "", w) for w in _norm(text).split()]
-
-
-def _stem(word: str) -> str:
-    """A crude stem: one common suffix off, then 6 letters ("attended", "attendance" -> "attend")."""
-    if word.isdigit():
-        return word
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    return word[:6]
-
-
-def _content(terms: list[str]) -> list[str]:
-    return [w for w in terms if (len(w) > 2 or w.isdigit()) and w not in _FUNCTION_WORDS
-            and w not in _GENERIC_NOUNS and w not in _ASK_WORDS]
-
-
-def _names(text: str, numbers: bool = True) -> set[str]:
-    """The words of names (and numbers) in a sentence: its capitalised (or numeric) tokens after the first word."""
-    tokens = _TOKEN.findall(text)[1:]
-    return {t for tok in tokens if tok[:1].isupper() or (numbers and tok[:1].isdigit())
-            for t in _content(_terms(tok))}
-
-
-@lru_cache(maxsize=8)  # a document's few pairs share one split (the hash of a str is cached)
-def _sentences(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
-    """The passage's sentences, each with its words' stems."""
-    out = []
-    for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
-        if sentence.strip():
-            out.append((sentence.strip(), frozenset(_stem(w) for w in _terms(sentence))))
-    return tuple(out)
-
-
-# Questions whose answer is a number or a date, and those whose answer is a name.
-_WANTS_NUMBER = re.compile(
-    r"^\W*(how (many|much|long|old|far|often|big|tall|large|high)|when|(in|on|at|by|since) (what|which) "
-    r"(year|date|day|month|time)|what (year|date|day|month|time|number|percentage|share|amount|age|price|cost|size))\b",
-    re.IGNORECASE)
-_WANTS_NAME = re.compile(r"^\W*(who|whom|whose|where|(in|at|from|by) (what|which)|which)\b", re.IGNORECASE)
-_MONTH_WORDS = frozenset(_MONTHS.split())
-
-
-def _answer_kind(sentence: str, question: str, known: set[str]) -> str:
-    """What kind of answer a sentence holds that the question does not: "number", "name" or ""."""
-    kinds = ""
-    numbers = set(re.findall(r"\d+", sentence)) - set(re.findall(r"\d+", question))
-    if numbers or _MONTH_WORDS & set(_terms(sentence)):
-        kinds += "number "
-    if _names(sentence, numbers=False) - known:
-        kinds += "name"
-    return kinds
-
-
-def seems_answered(question: str, what: str, text: str, asked: tuple[str, ...] = (), title: str = "") -> str | None:
-    """Why the passage may answer this "unanswerable" question, or ``None`` when nothing suggests it does.
-
-    Cheap and judge-free, so it errs on the side of dropping (a pair lost costs little; a false "the documents don't
-    say" teaches the model to deny what it was taught). Words are compared by a crude stem ("attendance" matches
-    "attended").
-
-    - The question must name something the passage names (a capitalised name or a number, else a content word):
-      otherwise it is not a near miss.
-    - Its *asked* words (content words of the question and of ``what`` that are neither names nor the title's words:
-      "people attended", "built"; a name the passage does not give, "MVP", is asked too) must not meet in one
-      sentence of the passage: two thirds of them, or only some of them where the sentence also holds the kind of
-      answer the question wants (a number or a date for "how many" / "when", a name for "who" / "where"). A
-      question with no asked word ("Who is Ana Ruiz?") is taken as answered.
-    - No question another perspective asked of this document (and answered) holds all its asked words and one of
-      its names ("Which team won Super Bowl 50?" answers "Who won Super Bowl 50?").
-
-    Limits: synonyms and paraphrase get through ("the crowd numbered 71,088" answers "How many people attended?"
-    with no shared word; "won" vs "defeated"), as do answers put together from two sentences; a shared common word
-    drops a good question. Only the text given is read (curation passes the document's chunks that have pairs),
-    never the rest of the corpus.
-    """
-    sentences = _sentences(text)
-    stems = {w for _, sentence in sentences for w in sentence}
-    names = _names(question) | _names(f"x {what}")
-    named = {_stem(n) for n in names} & stems  # the names the passage gives ("MVP", when it does not, is asked)
-    terms = _content(_terms(question))
-    if not (named if names else any(_stem(w) in stems for w in terms)):
-        return "the question names nothing the passage names: not a near miss"
-    asked_words = {_stem(w) for w in [*terms, *_content(_terms(what))]} - named - {
-        _stem(w) for w in _content(_terms(title))}
-    if not asked_words:
-        return "it asks only about names the passage gives, so the passage may well answer it"
-    need = -(-2 * len(asked_words) // 3)  # two thirds, rounded up: 1 of 1, 2 of 2 or 3, 3 of 4
-    wants = "number" if _WANTS_NUMBER.match(question) else "name" if _WANTS_NAME.match(question) else ""
-    for sentence, sentence_stems in sentences:
-        hits = asked_words & sentence_stems
-        if len(hits) >= need or (hits and wants and wants in _answer_kind(sentence, question, names)):
-            return f"the passage may answer it ({', '.join(sorted(hits))}): {sentence[:120]!r}"
-    for other in asked:
-        theirs = {_stem(w) for w in _content(_terms(other))}
-        if asked_words <= theirs and (not named or named & theirs):
-            return f"another perspective asked (and answered) it: {other!r}"
     return None
 
 
@@ -405,30 +275,6 @@ def check_unanswerable(v: PairView, s: FilterSettings | None = None) -> tuple[st
         return "ungrounded", leaked
     why = seems_answered(v.question, what, v.head, v.asked, v.title)
     return ("ungrounded", why) if why else None
-
-
-def decline_off_topic(question: str, what: str) -> str | None:
-    """The decline is about something else: fewer than two thirds of the content words of its "what" ("when the
-    bridge was painted") are in the question ("When did the bridge pass through the Bay Area?"). A well-formed
-    decline restates its question."""
-    words = {_stem(w): w for w in _content(_terms(what))}
-    if not words:
-        return None
-    missing = sorted(w for stem, w in words.items() if stem not in {_stem(t) for t in _content(_terms(question))})
-    if 3 * (len(words) - len(missing)) < 2 * len(words):
-        return f"the decline is not about its question: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in it"
-    return None
-
-
-def decline_leaks(question: str, what: str, text: str) -> str | None:
-    """The decline names something the passage gives and the question does not ("The documents don't say San
-    Francisco Bay Area.", to "Where was it held?"): the answer leaked into it, so the passage answers it."""
-    stems = {w for _, sentence in _sentences(text) for w in sentence}
-    asked = {_stem(w) for w in _terms(question)}
-    leaked = sorted(n for n in _names(f"x {what}") if _stem(n) in stems and _stem(n) not in asked)
-    if leaked:
-        return f"the decline names what the passage gives ({', '.join(leaked)}): the answer leaked into it"
-    return None
 
 
 _CHECKS = (_check_template, _check_echo, _check_short, check_tiny, _check_repetition, _check_truncated,

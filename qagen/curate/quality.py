@@ -5,27 +5,20 @@
 * :class:`NearDuplicateFilter`: drop near-duplicate questions, keeping the best-scored
   of each cluster.  MinHash LSH over word 1-/2-gram shingles is only a high-recall
   pre-filter; candidates are verified with rapidfuzz.
-* :func:`load_questions` reads benchmark / held-out questions (the only I/O here) and
-  :class:`Decontaminator` finds generated questions that nearly match one.
+* :class:`Decontaminator` finds generated questions that nearly match a benchmark question (the files are read
+  by :func:`qagen.corpus.questions.question_texts`, the one question-file loader).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 import sqlite3
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import xxhash
 from rapidfuzz import fuzz
-
-from qagen.config import file_limits
-from qagen.core import jsonfile
-from qagen.core.errors import InputError
 
 MIN_QUOTE_CHARS = 8
 _SEGMENT = 160  # quotes longer than this are scored piecewise
@@ -264,86 +257,6 @@ class NearDuplicateFilter:
             return session.kept_ids(), dropped
         finally:
             session.close()
-
-
-_JSON_FIELDS = ("question", "prompt", "input", "instruction", "query")
-
-
-def _record_question(rec: object, where: str) -> list[str]:
-    if not isinstance(rec, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    for key in _JSON_FIELDS:
-        if isinstance(rec.get(key), str) and rec[key].strip():
-            return [rec[key].strip()]
-    out = []
-    for msg in rec.get("messages") if isinstance(rec.get("messages"), list) else []:
-        text = msg.get("content") if isinstance(msg, dict) and msg.get("role") == "user" else None
-        if isinstance(text, list):  # OpenAI content parts
-            text = " ".join(str(p.get("text", "")) for p in text if isinstance(p, dict))
-        out += [text.strip()] if isinstance(text, str) and text.strip() else []
-    if out:
-        return out
-    raise InputError(f"{where}: no question found (expected one of {', '.join(_JSON_FIELDS)}"
-                     " or user 'messages')")
-
-
-def _json(text: str, where: str) -> object:
-    try:
-        return jsonfile.loads(text)
-    except ValueError as e:
-        raise InputError(f"{where}: invalid JSON: {e}") from None
-
-
-def _load_one(path: Path) -> list[str]:
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".txt", ".csv"):
-        raise InputError(f"{path}: unsupported benchmark file type {suffix or '(none)'!r}"
-                         " (use .jsonl, .json, .txt or .csv)")
-    limits = file_limits()
-    try:
-        text = jsonfile.read_text(path, limits.max_question_file_bytes)
-        for number, line in enumerate(text.splitlines(), 1):
-            jsonfile.check_line(line, number, limits.max_question_bytes)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read benchmark file: {e}") from e
-    questions = _parse(path, suffix, text)
-    try:
-        jsonfile.check_count(len(questions), limits.max_questions)
-    except ValueError as e:
-        raise InputError(f"{path}: {e}") from None
-    return questions
-
-
-def _parse(path: Path, suffix: str, text: str) -> list[str]:
-    if suffix == ".txt":
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    if suffix == ".csv":
-        try:
-            reader = csv.DictReader(io.StringIO(text, newline=""))
-            col = next((f for f in reader.fieldnames or [] if f.strip().lower() == "question"), None)
-            if col is None:
-                raise InputError(f"{path}: CSV has no 'question' column (columns: {reader.fieldnames})")
-            return [row[col].strip() for row in reader if (row.get(col) or "").strip()]
-        except csv.Error as e:
-            raise InputError(f"{path}: malformed CSV: {e}") from e
-    if suffix == ".jsonl":
-        lines = [(f"{path}:{n}", ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
-        return [q for where, ln in lines for q in _record_question(_json(ln, where), where)]
-    data = _json(text, str(path))
-    if isinstance(data, list):
-        return [q for n, rec in enumerate(data) for q in _record_question(rec, f"{path}[{n}]")]
-    if isinstance(data, dict) and isinstance(data.get("data"), list):  # SQuAD
-        try:
-            return [qa["question"].strip() for art in data["data"] for para in art["paragraphs"]
-                    for qa in para["qas"] if qa["question"].strip()]
-        except (KeyError, TypeError, AttributeError) as e:
-            raise InputError(f"{path}: malformed SQuAD file ({e!r})") from e
-    raise InputError(f"{path}: expected a SQuAD-format object or a list of records")
-
-
-def load_questions(paths: Sequence[Path]) -> list[str]:
-    """Questions from benchmark files (.jsonl, .json SQuAD/list, .txt, .csv), in order."""
-    return [q for p in paths for q in _load_one(Path(p))]
 
 
 class Decontaminator:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from qagen.core import ids
 from qagen.core.records import RunPair, Verdict
+from qagen.corpus.questions import question_texts
 from qagen.curate.exam import EXAM_ROLE, ExamPair, settle_exam
 from qagen.curate.filters import FilterSettings, PairView, check_unanswerable, screen
 from qagen.curate.quality import (
@@ -49,7 +50,6 @@ from qagen.curate.quality import (
     DedupSession,
     NearDuplicateFilter,
     grounding_score,
-    load_questions,
 )
 from qagen.prompting.prompts import Prompt, PromptSet
 from qagen.store import Store
@@ -171,7 +171,7 @@ def curate(store: Store, run_id: int, prompts: PromptSet, settings: CurateSettin
     declines = _unanswerable_checks(store, run_id, prompts, settings.filters)
     text_of = _ChunkTexts(store)
     meta_of = _DocMeta(store)
-    matcher = Decontaminator(load_questions(list(settings.decontaminate))) if settings.decontaminate else None
+    matcher = Decontaminator(question_texts(settings.decontaminate)) if settings.decontaminate else None
     result = CurateResult()
     # Dedup input, kept on disk (a temporary SQLite database), so memory does not grow with the corpus
     # (made on the first candidate: datasketch's import costs ~1.5 s).

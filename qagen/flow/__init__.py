@@ -1,1 +1,1 @@
-"""After ingest: train (axolotl), evaluate (closed book), notify (email), and ``qagen run`` over them all."""
+"""After ingest: train (axolotl), notify (email), and ``qagen run`` over ingest, train, eval and notify."""

@@ -15,9 +15,9 @@ from pathlib import Path
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
-from qagen.flow.answer import generate_replies
+from qagen.evaluation.answer import generate_replies
+from qagen.evaluation.scoring import f1
 from qagen.flow.recall import CURVE, Plateau, RecallPlan
-from qagen.flow.scoring import f1
 
 log = logging.getLogger(__name__)
 

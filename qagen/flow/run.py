@@ -119,7 +119,7 @@ class Flow:
         self.settings, self.train_settings, self.notify_settings = settings, train_settings, notify_settings
         self.gate, self.eval_limit, self.prompts_dir = gate, eval_limit, prompts_dir
         self.questions = questions  # the user's held-out questions (else the run's exam.jsonl)
-        self.open_book = open_book  # eval also asks them over input blocks (qagen.flow.openbook)
+        self.open_book = open_book  # eval also asks them over input blocks (qagen.evaluation.openbook)
         self.progress = progress or FlowProgress()
         self.result = FlowResult(docs_dir=str(docs_dir), out_dir=str(out_dir))
         self._started = time.perf_counter()
@@ -227,7 +227,7 @@ class Flow:
         return None
 
     def _eval(self) -> FlowResult | None:
-        from qagen.flow.evaluate import evaluate, read_report, reference_of
+        from qagen.evaluation.evaluate import evaluate, read_report, reference_of
         from qagen.store import Store
 
         self.result.stage = "eval"

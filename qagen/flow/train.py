@@ -7,8 +7,8 @@ config is checked twice before anything is launched:
 2. by us, for keys axolotl does not know: its dataset entries silently ignore a
    misspelled key (``feild_messages``), so training would run on the wrong field.
 
-axolotl runs in its own process (``axolotl train CONFIG --launcher ...``): a
-crash there never takes qagen's state with it, and its whole output goes to a
+axolotl runs in its own process (``axolotl train CONFIG --launcher ...``, ``qagen/flow/axolotl_process.py``):
+a crash there never takes qagen's state with it, and its whole output goes to a
 log file while we show steps, loss and ETA.
 
 ``--recipe cpt+sft`` trains twice, in order: continued pretraining on ``OUT/cpt.jsonl`` (a ``*-cpt`` template,
@@ -19,15 +19,9 @@ is reused when its data and config trained before, so a re-run after a failed st
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -38,23 +32,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qagen.core import ids
 from qagen.flow import recall
-from qagen.flow.axolotl_config import (  # noqa: F401  (re-exported: the command's API)
-    INSTALL_HINT,
-    TrainError,
-    render,
-    template_names,
-    template_path,
-    templates_dir,
-    unknown_keys,
-    validate,
-)
+from qagen.flow.axolotl_config import TrainError, render, template_path, validate
+from qagen.flow.axolotl_process import launch, tail
 from qagen.flow.sizing import batch_shape, sized_sequence_len
+from qagen.llm.hfmodel import is_trained
 from qagen.output.cpt import TEXT_ROWS
 
 if TYPE_CHECKING:
     from qagen.store import Store
-
-log = logging.getLogger(__name__)
 
 EMBEDDED_TEMPLATE = "smollm2-cpu-lora"
 CPU_TEMPLATE_PREFIX = "smollm2-cpu-"
@@ -64,9 +49,6 @@ DEFAULT_BASE_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
 CPT_DATA = "cpt.jsonl"
 CPT_TEMPLATES = {True: "smollm2-cpu-cpt", False: "mistral-7b-cpt"}
 CPT_STAGE = "train_cpt"
-# Keys every dataset entry of ours may use. Checked against axolotl's own dataset
-# schema too (see unknown_keys); this list is what our templates rely on.
-LOG_TAIL_LINES = 40
 
 
 class TrainSettings(BaseSettings):
@@ -147,109 +129,7 @@ class TrainProgress:
     def stage(self, name: str, detail: str) -> None: ...
 
 
-def child_env(threads: int | None = None) -> dict[str, str]:
-    """The environment for ``axolotl train``.
-
-    Trap: ``axolotl train`` starts ``accelerate`` (or ``torchrun``) from PATH, so
-    the venv's bin goes first even when qagen was started without activating it.
-    No hub here: everything offline, no telemetry.
-    """
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1",
-               DO_NOT_TRACK="1", WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-    if threads and "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
-
-
-TRAINER_PID = ".trainer.pid"  # the running trainer's process group, beside its log
-
-
-def launch(config_path: Path, log_path: Path, settings: TrainSettings, on_line: Callable[[str], None]) -> int:
-    """Run ``axolotl train`` with all output going to ``log_path``; each line also goes to ``on_line``."""
-    axolotl = shutil.which("axolotl", path=child_env()["PATH"])
-    if axolotl is None:
-        raise TrainError(f"the `axolotl` command is not installed: {INSTALL_HINT}")
-    args = [axolotl, "train", str(config_path), "--launcher", settings.launcher]
-    if settings.launcher_args:
-        args += ["--", *settings.launcher_args]
-    pidfile = log_path.parent / TRAINER_PID
-    reap_orphan(pidfile)
-    with log_path.open("wb") as logf:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(settings.threads),
-                                start_new_session=True)
-        pidfile.write_text(str(proc.pid))  # its own process group: a kill -9 of qagen leaves it running
-        assert proc.stdout is not None
-        try:
-            buffer = b""
-            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
-                logf.write(chunk)
-                logf.flush()
-                buffer += chunk
-                *lines, buffer = re.split(rb"[\r\n]", buffer)  # tqdm redraws with \r
-                for line in lines:
-                    if line.strip():
-                        on_line(line.decode(errors="replace"))
-            return proc.wait()
-        except BaseException:
-            _stop(proc)
-            raise
-        finally:
-            if proc.poll() is not None:
-                pidfile.unlink(missing_ok=True)
-
-
-def reap_orphan(pidfile: Path) -> None:
-    """Stop the trainer a killed qagen left behind in this folder (we hold OUT's lock, so no live qagen owns it),
-    so that the resumed run does not train beside it into the same folder."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        pidfile.unlink(missing_ok=True)
-        return
-    if b"axolotl" in cmdline or b"accelerate" in cmdline:
-        log.warning("stopping the trainer (process group %d) that a killed run left behind", pid)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-                time.sleep(0.2)
-    pidfile.unlink(missing_ok=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the whole launcher group (accelerate + its workers), politely first."""
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    kept = [line for line in re.split(r"[\r\n]", text) if line.strip()]
-    return "\n".join(kept[-lines:])
-
-
 # --- the command -------------------------------------------------------------
-def is_trained(output_dir: Path) -> bool:
-    """A finished run left a LoRA adapter, or (full fine-tuning) a whole model's config and weights."""
-    if (output_dir / "adapter_config.json").exists():
-        return True
-    return (output_dir / "config.json").exists() and any(output_dir.glob("*.safetensors"))
-
-
 def dataset_key(train_path: Path, cfg: dict[str, object], extra: dict[str, object] | None = None) -> str:
     """What a trained adapter depends on: the dataset bytes, the rendered config, and ``extra`` (the text rows'
     bytes, the recall plan)."""
@@ -286,7 +166,7 @@ def prepare(out_dir: Path, settings: TrainSettings, *, template: str | None = No
     base_model = base_model or settings.base_model
     if base_model is None:
         if embedded:
-            from qagen.flow.hfmodel import ModelError, ensure_hf_model
+            from qagen.llm.hfmodel import ModelError, ensure_hf_model
 
             try:
                 base_model = str(ensure_hf_model(out_dir / "models" / "smollm2-135m-instruct"))

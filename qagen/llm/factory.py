@@ -9,9 +9,12 @@ regenerator); a role given only a model name shares the generator's backend.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 from qagen.config import Settings
 from qagen.core.errors import BackendError, InputError
@@ -47,17 +50,48 @@ def make_role_llms(settings: Settings, generator_llm: LLM) -> dict[str, tuple[LL
     return roles
 
 
-def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> None:
-    """Fail fast with a clear message when the endpoint cannot be reached at all."""
+@dataclass(frozen=True)
+class EndpointProbe:
+    """What ``GET {base_url}/models`` said. ``unreachable``: why nothing answered. ``status``: the HTTP error it
+    answered with (some servers have no /models). Else the ``models`` it lists, unless the list could not be
+    read (``unreadable``: why)."""
+
+    base_url: str
+    unreachable: str = ""
+    status: int | None = None
+    models: tuple[str, ...] = ()
+    unreadable: str = ""
+
+    @property
+    def answered(self) -> bool:
+        return not self.unreachable
+
+
+def probe_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> EndpointProbe:
+    """Ask the endpoint for its model list; every outcome is an :class:`EndpointProbe`, never an exception."""
     request = urllib.request.Request(f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return
-    except urllib.error.HTTPError:
-        return  # it answered: some servers have no /models, and auth is checked per request
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BackendError(f"cannot reach the LLM endpoint {base_url}: {reason}") from None
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        return EndpointProbe(base_url, status=exc.code)
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: not a URL urllib can open
+        return EndpointProbe(base_url, unreachable=str(getattr(exc, "reason", exc)))
+    try:
+        with response:
+            body = json.loads(response.read() or b"{}")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        return EndpointProbe(base_url, unreadable=str(getattr(exc, "reason", exc)))
+    data = body.get("data") if isinstance(body, dict) else None
+    models = tuple(str(m.get("id")) for m in data or [] if isinstance(m, dict) and m.get("id"))
+    return EndpointProbe(base_url, models=models)
+
+
+def check_endpoint(base_url: str, api_key: str, timeout: float = 10.0) -> None:
+    """Fail fast with a clear message when the endpoint cannot be reached at all (an HTTP error is an answer: some
+    servers have no /models, and auth is checked per request)."""
+    probe = probe_endpoint(base_url, api_key, timeout)
+    if not probe.answered:
+        raise BackendError(f"cannot reach the LLM endpoint {base_url}: {probe.unreachable}")
 
 
 def make_llm(settings: Settings) -> tuple[LLM, str]:

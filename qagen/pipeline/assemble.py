@@ -13,10 +13,10 @@ from qagen.curate.critique import critique
 from qagen.curate.filters import FilterSettings, PairView, screen, screen_all
 from qagen.curate.quality import grounding_score
 from qagen.curate.verdicts import CurateSettings, is_span
-from qagen.generate.answer_first import check_question
 from qagen.generate.caller import Alarm, Caller
 from qagen.generate.judge import Judge
 from qagen.generate.perspectives import Generator
+from qagen.generate.question_checks import check_question
 from qagen.generate.refine import Checks, Flag, Refiner, RefineSettings
 from qagen.generate.rewrite import Rewriter
 from qagen.llm.base import LLM

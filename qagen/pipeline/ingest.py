@@ -73,9 +73,9 @@ def _ingest(
     if settings.best_of > 1 and not settings.judging:
         raise InputError("--best-of needs the judge (it keeps the best-judged answer): add --judge")
     if settings.decontaminate:
-        from qagen.curate.quality import load_questions
+        from qagen.corpus.questions import question_texts
 
-        load_questions([Path(f) for f in settings.decontaminate])  # InputError with the path if unusable
+        question_texts(Path(f) for f in settings.decontaminate)  # InputError with the path and line if unusable
     chunker = Chunker(chunker_settings(settings))
     summary = Summary(docs_dir=str(docs_dir), out_dir=str(out_dir), chunk_unit=chunker.unit, warnings=warnings)
 

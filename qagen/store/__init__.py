@@ -1,6 +1,6 @@
 """The state store: one SQLite database (WAL) beside the output, and every SQL statement qagen runs.
 
-``db`` is the connection (lock, schema, group commit, shard merge); ``cache``, ``corpus``,
+``db`` is the connection (lock, migrations, group commit, shard merge; ``schema`` the tables); ``cache``, ``corpus``,
 ``pairs``, ``rewrites``, ``flow``, ``report`` and ``reviews`` hold the queries, one concern each; ``store`` puts them
 together as :class:`Store`. Code outside this package calls Store's named methods and
 never writes SQL itself.

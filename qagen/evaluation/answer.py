@@ -9,9 +9,9 @@ decoding, so the same model and question give the same answer. CPU is fine
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from qagen.core.errors import StageError
+from qagen.llm.hfmodel import INSTALL_HINT, is_adapter
 
 MAX_NEW_TOKENS = 64  # answers to held-out questions are short; a rambling model is scored as it is
 
@@ -26,14 +26,8 @@ def _libs() -> tuple[object, object, object, object]:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
-        from qagen.flow.hfmodel import INSTALL_HINT
-
         raise AnswerError(f"evaluating needs the train extra ({exc.name} missing): {INSTALL_HINT}") from None
     return torch, PeftModel, AutoModelForCausalLM, AutoTokenizer
-
-
-def is_adapter(folder: str | Path) -> bool:
-    return (Path(folder) / "adapter_config.json").exists()
 
 
 def answer(

