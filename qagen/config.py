@@ -70,15 +70,16 @@ class Settings(BaseSettings):
     # Refinement (qagen/generate/refine.py): "repair" flags pairs with the deterministic checks, rewrites only those
     # and keeps a rewrite only when it passes every check; "full" also asks the model critic about pairs that pass.
     # The 0.4 loop (the critic asked about every pair, its rewrites kept unchecked) cost 4.7x generation's teacher
-    # tokens and lowered held-out F1 (benchmarks/RESULTS.md §26). max_rounds defaults to 3 (SelFee caps at 5), and to
-    # 1 on the embedded CPU model, where every round costs a call per pair.
+    # tokens and did not raise held-out F1 (-2.0 [-5.7, +1.6]; benchmarks/RESULTS.md, "Knowledge: the critic loop").
+    # max_rounds: the profile's (qagen/profiles.toml: 3, SelFee caps at 5; 1 on the embedded CPU model, where every
+    # round costs a call per pair).
     refine: str | None = None  # off | repair | full (True and False, from older callers, mean full and off)
     max_rounds: int | None = Field(default=None, ge=1, le=10)
     min_rounds: int = Field(default=0, ge=0, le=10)
     refine_style: str = Field(default="chat", pattern="^(chat|helixnet)$")
     # The perspective suite (prompts/suites.yaml): which perspectives run and how many samples each. None (the
     # default): "ledger" for a served model (a cloze row built by code on every fact of the fact ledger; the
-    # teacher's own answer-first questions are "ledger-questions", RESULTS.md §27); "embedded" on the embedded 135M
+    # teacher's own answer-first questions are "ledger-questions"; RESULTS.md, "Knowledge: which suite"); "embedded" on the embedded 135M
     # model (the ledger's code-built rows and identity pairs only: its own drafts fail their checks, issue 29).
     suite: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]*$")
     # The built-in profile whose defaults fill what no one set (qagen/profiles.toml). None: embedded on the embedded
@@ -90,8 +91,8 @@ class Settings(BaseSettings):
     # Judge (MiniHF yes/no, P(yes) from logprobs): a pair is exported when the mean of its checks reaches the
     # threshold. None (the default): on for the embedded 135M model, where it screens drafts the filters let through;
     # off for a served model: on the closed-book knowledge benchmark it cost 3.2x generation's teacher tokens and
-    # lowered held-out F1 (benchmarks/RESULTS.md §26: -2.7 [-6.1, +0.2] over two seeds; §24: -0.9 on the broad
-    # suite). --judge turns it on.
+    # did not raise held-out F1 (-2.7 [-6.1, +0.2] over two seeds, not significant; benchmarks/RESULTS.md,
+    # "Knowledge: the critic loop"). --judge turns it on. The defaults per model: qagen/profiles.toml.
     judge: bool | None = None
     judge_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     # Best-of-n (MiniHF rejection sampling): n answers per drafted question, the best-judged is kept.
@@ -181,7 +182,7 @@ class Settings(BaseSettings):
 
     @property
     def refine_mode(self) -> str:
-        """off | repair | full: ``--refine``, else the default (qagen/generate/refine.py; RESULTS.md §27)."""
+        """off | repair | full: ``--refine``, else the default (qagen/generate/refine.py; RESULTS.md, "The repair loop")."""
         return self.refine or DEFAULT_REFINE
 
     @property

@@ -2,7 +2,7 @@
 
 ``qagen/generate/refine.py`` rewrites only pairs that fail a deterministic check, and shows the regenerator why:
 "the answer is not supported by the passage; the passage says: ...", "the answer is cut off at ...". A critique
-with evidence is what a small model can act on; "needs revision" alone is not (RESULTS.md §26).
+with evidence is what a small model can act on; "needs revision" alone is not (benchmarks/RESULTS.md, "Knowledge: the critic loop, the repair loop and the judge").
 """
 
 from __future__ import annotations

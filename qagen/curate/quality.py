@@ -72,7 +72,7 @@ def normalize_question(question: str) -> str:
 
 # Words too common to say two questions are alike: left out of the single-word shingles (the word pairs
 # keep them). Shared alone, they made unrelated questions of one template ("What did ... do in ...?")
-# share LSH buckets, so each question had thousands of candidates (benchmarks/RESULTS.md §17.6).
+# share LSH buckets, so each question had thousands of candidates (benchmarks/RESULTS.md, "Near-duplicate filtering at scale").
 _COMMON = frozenset(
     ["a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "into", "about", "as", "and", "or", "but", "is", "are", "was", "were", "be", "been", "being", "do", "does", "did", "has", "have", "had", "will", "would", "can", "could", "should", "may", "might", "must", "shall", "this", "that", "these", "those", "it", "its", "his", "her", "their", "he", "she", "they", "them", "we", "you", "i", "what", "who", "whom", "whose", "which", "when", "where", "why", "how"]
 )

@@ -23,7 +23,7 @@ from qagen.generate.ledger import norm
 
 DUPLICATE_SCORE = 88.0  # rapidfuzz token_sort_ratio: two questions this close ask the same thing
 CLOZE_WORDS = 30
-# A blank needs words around it: "` ____ ` (`integer`)", a parameter's heading, asks nothing (hand audit, RESULTS §27)
+# A blank needs words around it: "` ____ ` (`integer`)", a parameter's heading, asks nothing (hand audit, RESULTS.md "Knowledge: which suite")
 CLOZE_CONTEXT = 2
 # The word an echo question puts where a fact's span was ("... amounted to near how much?"): cloze templates may use it
 WH_WORDS = {"number": "how much", "date": "what date", "name": "who", "code": "what", "quoted": "what",

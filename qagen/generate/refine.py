@@ -3,7 +3,7 @@ it passes every check.
 
 HelixNet's actor -> critic -> regenerator, with SelFee's "until no revision is needed" decided by checks rather
 than by the critic's say-so. A prompted critic with no outside check makes answers worse (arXiv 2310.01798; here, a
-0.5B critic asked to revise 233 of 233 pairs and its revisions cost held-out F1, benchmarks/RESULTS.md §26), so the
+0.5B critic asked to revise 233 of 233 pairs and its revisions cost held-out F1, benchmarks/RESULTS.md, "Knowledge: the critic loop"), so the
 loop flags first, critiques only what is flagged, and accepts a revision only when an outside check says it is not
 worse (DCR, arXiv 2407.02397):
 

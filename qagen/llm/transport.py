@@ -4,7 +4,7 @@ The default chat transport is the ``openai`` SDK (on its aiohttp client,
 ``qagen.llm.openai_http``). This one is opt-in, for many endpoints at vLLM
 scale where the client must not be the bottleneck: one aiohttp session posting
 orjson bytes, about 1,200-1,500 requests/s end to end against the SDK's
-550-590 on a 2-core box (benchmarks/RESULTS.md section 17). The wire format is
+550-590 on a 2-core box (benchmarks/RESULTS.md, "Throughput"). The wire format is
 the same OpenAI JSON.
 
 Errors carry the SDK's class names (``APIConnectionError``, ``APITimeoutError``,

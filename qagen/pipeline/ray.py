@@ -212,7 +212,7 @@ def run_ray(
             from ray.data.context import DataContext, ShuffleStrategy
 
             # The sort-based shuffle: the default hash shuffle's aggregator actors made a 60-document run
-            # 2x slower on a 2-core box (110 s vs 52 s, benchmarks/RESULTS.md section 16).
+            # 2x slower on a 2-core box (110 s vs 52 s, benchmarks/RESULTS.md, "The Ray Data executor").
             DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
             # A few blocks per worker, not one per file: every block is a task and a shuffle input.
             ds = ray.data.from_items(entries, override_num_blocks=min(len(entries), 4 * workers))
