@@ -14,6 +14,9 @@ once, so every figure here is client-side cost. Two parts, one run:
    wall seconds of the whole ingest.
 
     python benchmarks/overhead.py --docs 400 --concurrency 64 [--profile out.txt]
+    # issue 30's figure and its guard: 1,000 documents, 128 in flight, the broad suite (9 requests a document), the
+    # default transport; exits 1 when requests/s falls more than 20 % below benchmarks/overhead_guard.json
+    python benchmarks/overhead.py --docs 1000 --concurrency 128 --skip-transports --transport openai --suite broad --guard
 """
 
 from __future__ import annotations
@@ -175,7 +178,8 @@ async def transports(base_url: str, requests: list[object], concurrency: int) ->
 
 
 def pipeline(
-    base_url: str, n_docs: int, concurrency: int, profile: Path | None, judge: bool, transport: str
+    base_url: str, n_docs: int, concurrency: int, profile: Path | None, judge: bool, transport: str,
+    suite: str | None = None,
 ) -> dict[str, object]:
     from qagen.config import load_settings
     from qagen.pipeline.ingest import ingest
@@ -186,7 +190,7 @@ def pipeline(
         # Generation (+ the judge with --judge): refinement off, ungrounded pairs flagged, not dropped
         # (the stub's answers are not quotes from the text).
         settings = load_settings(base_url=base_url, model="stub-model", concurrency=concurrency, refine=False,
-                                 judge=judge, ungrounded="flag", report=False, transport=transport)
+                                 judge=judge, ungrounded="flag", report=False, transport=transport, suite=suite)
         profiler = None
         if profile is not None:
             from pyinstrument import Profiler
@@ -204,7 +208,7 @@ def pipeline(
         rerun = time.perf_counter() - rerun_started
         shutil.rmtree(out, ignore_errors=True)
     return {
-        "docs": n_docs, "judge": judge, "requests": summary.requests_sent, "pairs": summary.pairs_total, "status": summary.status,
+        "docs": n_docs, "judge": judge, "suite": settings.perspective_suite, "requests": summary.requests_sent, "pairs": summary.pairs_total, "status": summary.status,
         "wall_s": round(wall, 2), "req_per_s": round(summary.requests_sent / wall, 1),
         "client_cpu_s": round(cpu, 2), "cpu_ms_per_request": round(1000 * cpu / max(1, summary.requests_sent), 3),
         "req_per_cpu_s": round(summary.requests_sent / cpu, 1),
@@ -222,6 +226,11 @@ def main() -> None:
     parser.add_argument("--judge", action="store_true", help="also run the judge stage (one call per pair)")
     parser.add_argument("--transport", default="aiohttp", choices=("openai", "aiohttp"),
                         help="qagen's chat transport for the pipeline run (default here: aiohttp, the fast one)")
+    parser.add_argument("--suite", help="the perspective suite (default: qagen's for a served model, ledger; the "
+                        "throughput figure of issue 30 uses broad, 9 requests a document)")
+    parser.add_argument("--guard", action="store_true",
+                        help="exit 1 when the pipeline's requests/s is more than 20 %% below the figure recorded in "
+                             "benchmarks/overhead_guard.json for the same --docs, --concurrency, --transport, --suite")
     parser.add_argument("--words", action="store_true",
                         help="the stub's strings are word-like (realistic work for dedup), not hex tags")
     args = parser.parse_args()
@@ -231,10 +240,33 @@ def main() -> None:
         if not args.skip_transports:
             reqs = sample_requests(args.requests)
             result["transports"] = asyncio.run(transports(base_url, reqs, args.concurrency))
-        result["pipeline"] = pipeline(base_url, args.docs, args.concurrency, args.profile, args.judge, args.transport)
+        result["pipeline"] = pipeline(base_url, args.docs, args.concurrency, args.profile, args.judge, args.transport,
+                                      args.suite)
         result["pipeline"]["transport"] = args.transport
     result["load_average_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
+    if args.guard:
+        sys.exit(guard(result["pipeline"], args.concurrency))  # type: ignore[arg-type]
+
+
+GUARD = ROOT / "benchmarks" / "overhead_guard.json"
+
+
+def guard(run: dict[str, object], concurrency: int) -> int:
+    """1 (and a loud line) when requests/s fell more than 20 % below the recorded figure for this configuration."""
+    key = f"docs={run['docs']} concurrency={concurrency} transport={run['transport']} suite={run['suite']}"
+    recorded = json.loads(GUARD.read_text()) if GUARD.exists() else {}
+    if key not in recorded:
+        print(f"guard: no figure recorded for {key} in {GUARD}", file=sys.stderr)
+        return 1
+    floor, got = 0.8 * float(recorded[key]["req_per_s"]), float(run["req_per_s"])  # type: ignore[arg-type]
+    if got < floor:
+        print(f"GUARD FAILED: {got:.0f} requests/s < {floor:.0f} (80 % of the recorded {recorded[key]['req_per_s']}, "
+              f"{recorded[key]['commit']}) for {key}", file=sys.stderr)
+        return 1
+    print(f"guard: {got:.0f} requests/s >= {floor:.0f} (80 % of {recorded[key]['req_per_s']}) for {key}",
+          file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
