@@ -25,6 +25,9 @@ from tenacity import (
 )
 
 from qagen.llm import transport
+
+_JSON_BODY: dict[str, Any] = {"headers": {"Content-Type": "application/json"}}  # the body is encoded already
+
 from qagen.llm.base import (
     ChatRequest,
     ChatResponse,
@@ -136,11 +139,11 @@ class OpenAIHTTP:
     ):
         self.name = base_url
         self.base_url = base_url
-        # "openai": chat calls go through the openai SDK (the default; ~1 ms of client CPU per
-        # request, ~550 requests/s end to end on 2 cores: more than one vLLM GPU serving a 7B
-        # model absorbs). "aiohttp": a lean transport speaking the same JSON (~0.13 ms per
-        # request, 1,200-1,500 end to end), for many endpoints at once (benchmarks/RESULTS.md
-        # §17.2). Health checks use it too.
+        # "openai": chat calls go through the openai SDK (the default; ~1.4 ms of client CPU per
+        # request, ~680 requests/s end to end on 2 cores: more than one vLLM GPU serving a 7B
+        # model absorbs). "aiohttp": a lean transport speaking the same JSON (~0.85 ms per
+        # request, ~1,100 end to end), for many endpoints at once (benchmarks/RESULTS.md,
+        # "Throughput"). Health checks use it too.
         if transport_kind not in ("openai", "aiohttp"):
             raise ValueError(f"unknown transport {transport_kind!r} (choose openai or aiohttp)")
         self._lean = transport_kind == "aiohttp"
@@ -169,6 +172,13 @@ class OpenAIHTTP:
         except (AttributeError, RuntimeError, TypeError):  # an older SDK, or no aiohttp support in it
             pass
         return openai.AsyncOpenAI(**args)
+
+    @cached_property
+    def _raw_response(self) -> type:
+        """httpx.Response: the SDK hands the reply back undecoded (httpx comes with the SDK)."""
+        import httpx
+
+        return httpx.Response
 
     async def ping(self) -> bool:
         """Health check: does the endpoint answer ``GET /models`` (any status below 500)?"""
@@ -236,7 +246,13 @@ class OpenAIHTTP:
             # The raw reply, decoded once here: building the SDK's pydantic ChatCompletion and
             # dumping it back to a dict cost ~0.3 ms of client CPU per request for nothing.
             # Error statuses still raise the SDK's APIStatusError before this returns.
-            raw = await self._client.chat.completions.with_raw_response.create(**kwargs)  # type: ignore[call-overload]
+            # The SDK's own POST with the body already encoded: its resource method's deep transform of the
+            # arguments (the JSON schema, every message) and the pydantic reply cost over 1 ms of client CPU per
+            # request (benchmarks/RESULTS.md, "Throughput"). Auth, base URL, headers and error statuses (the SDK's
+            # APIStatusError) are the SDK's, as before.
+            client = self._client
+            raw = await client.post("/chat/completions", content=transport.encode(kwargs),
+                                    options=_JSON_BODY, cast_to=self._raw_response)
             body = transport.decode_object(raw.content)
         return chat_response(body, request.model, time.perf_counter() - started)
 

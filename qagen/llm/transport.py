@@ -59,6 +59,11 @@ def _error_message(raw: bytes) -> str:
     return raw[:200].decode("utf-8", "replace")
 
 
+def encode(obj: Any) -> bytes:
+    """A request body as JSON bytes (orjson)."""
+    return _dumps(obj)
+
+
 def decode_object(raw: bytes) -> dict[str, Any]:
     """A 200 reply's JSON object; a non-JSON body raises (orjson.)JSONDecodeError, a json.JSONDecodeError."""
     reply = _loads(raw)
