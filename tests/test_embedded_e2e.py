@@ -50,6 +50,11 @@ passengers while the bridge is closed.
 # The model-drafted perspectives: the embedded default (the embedded suite) asks the model for the exam alone, and these
 # tests are about the real model's path through generation, the judge and the cache.
 BROAD = ("--suite", "broad")
+# Generation draws (--seed: every sampled request carries a seed). The 135M model's drafts are mostly junk, and a draw
+# whose model-written pairs the judge rejects to the last one is a "failed" run that replaces nothing in OUT (a rule of
+# the product, tested in test_curate.py); even seeded, llama.cpp does not always give the same reply (1 run in 6 drew
+# other drafts on 2026-12-08). So the test takes the first draw that is not such a run, each in a fresh OUT.
+DRAWS = (("--seed", "2"), ("--seed", "3"), ("--seed", "4"))
 
 
 def qagen(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -63,13 +68,19 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "bridge.md").write_text(DOC)
-    out = tmp_path / "out"
 
     # Generation, judge, grounding and dedup on the real model; the critic loop is left to
     # test_one_real_pair_goes_through_the_refinement_loop, to keep CI's time bounded on 2 cores.
-    first = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine", *BROAD)
-    assert first.returncode in (0, 1), first.stderr
-    summary = json.loads(first.stdout)
+    for i, draw in enumerate(DRAWS):
+        out = tmp_path / f"out-{i}"  # a fresh state: a failed draw's cached replies must not decide the next one
+        first = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine", *BROAD, *draw)
+        assert first.returncode in (0, 1), first.stderr
+        summary = json.loads(first.stdout)
+        if summary["status"] != "failed":
+            break
+        assert "the judge rejected all" in summary["error"], summary["error"]  # the only failure allowed here
+        assert not (out / "train.jsonl").exists()  # and it replaced nothing
+    assert summary["status"] != "failed", f"every draw of {DRAWS} was rejected by the judge"
     assert summary["model"] == MODEL_NAME and summary["documents_read"] == 1 and summary["chunks"] == 1
     assert summary["requests_sent"] >= 7  # the seven LLM perspectives on one chunk
     assert summary["requests_failed"] == 0, summary["failure_examples"]
@@ -109,7 +120,7 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
     ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"), cache_dir=str(tmp_path / "hf"))
     assert ds["train"].num_rows == summary["train_pairs"]
 
-    second = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine", *BROAD)
+    second = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine", *BROAD, *draw)
     again = json.loads(second.stdout)
     assert again["requests_sent"] == 0
     assert again["requests_cached"] == summary["requests_sent"] + summary["requests_cached"]
