@@ -122,9 +122,14 @@ def test_ingest_on_the_real_embedded_model(tmp_path: Path):
 
     second = qagen("ingest", str(docs), "--out", str(out), "--json", "--no-refine", *BROAD, *draw)
     again = json.loads(second.stdout)
-    assert again["requests_sent"] == 0
-    assert again["requests_cached"] == summary["requests_sent"] + summary["requests_cached"]
-    assert again["pairs_total"] == summary["pairs_total"]
+    # every valid reply is cached; a call whose reply stayed invalid (after its corrective retry) is asked again
+    invalid = summary["invalid_replies"]
+    if invalid == 0:
+        assert again["requests_sent"] == 0
+        assert again["requests_cached"] == summary["requests_sent"] + summary["requests_cached"]
+        assert again["pairs_total"] == summary["pairs_total"]
+    else:
+        assert again["requests_sent"] <= 2 * invalid, (again["requests_sent"], invalid)
 
 
 def test_ray_executor_on_the_real_embedded_model(tmp_path: Path):
