@@ -28,8 +28,9 @@ def split_setting_flags(args: Sequence[str], declared: set[str], owners: Iterabl
     Returns the rest, for click, and ``{section.key: value}``. A flag the command declares stays with click. A flag
     that two sections share in this command (``--seed`` in ``qagen run``) must be given with ``--set``.
     """
+    owned = keys(owners)
     table: dict[str, list[tuple[Key, object]]] = {}
-    for key in keys(owners).values():
+    for key in owned.values():
         if key.name in SECRETS:
             continue
         if key.kind == "bool":
@@ -38,9 +39,8 @@ def split_setting_flags(args: Sequence[str], declared: set[str], owners: Iterabl
         else:
             table.setdefault(key.flag, []).append((key, None))
     for alias, (dotted, value) in _ALIASES.items():
-        owner_keys = keys(owners)
-        if dotted in owner_keys:
-            table.setdefault(alias, []).append((owner_keys[dotted], value))
+        if dotted in owned:
+            table.setdefault(alias, []).append((owned[dotted], value))
     rest: list[str] = []
     found: dict[str, Any] = {}
     i = 0

@@ -1,6 +1,7 @@
 """The per-pair steps of the generate stage, as one list: what happens to a perspective's drafts before they are
 stored. Curation's steps (filters, grounding, dedup, decontamination) run later over the whole run
-(qagen/curate/verdicts.py); `qagen stages` prints both lists for the current settings.
+(qagen/curate/verdicts.py); `qagen stages` prints both lists for the current settings (pipeline/assemble.py's ``pair_step_plan``, which a test
+holds to the steps built here).
 
 A step sees the drafts of one perspective call on one chunk and returns the pairs that go on (the same ones, or
 better ones). Each counts the pairs it saw in ``GenStats.steps``, so the summary's per-step counts come from the
@@ -35,10 +36,6 @@ class PairStep(Protocol):
 
     async def run(self, pairs: list[QAPair], prompt: Prompt, doc: Document, chunk: Chunk) -> list[QAPair]: ...
 
-    def describe(self) -> str:
-        """One line for `qagen stages`."""
-        ...
-
 
 @dataclass
 class BestOf:
@@ -55,8 +52,6 @@ class BestOf:
         self.caller.store.add_drafts(pairs)
         return await self.judge.best_of_n(pairs, doc, chunk)
 
-    def describe(self) -> str:
-        return f"{self.judge.best_of} answers per drafted question, the best-judged kept"
 
 
 @dataclass
@@ -76,9 +71,6 @@ class Repair:
         outcomes = await asyncio.gather(*(self.refiner.refine(p, doc, chunk) for p in pairs))
         return [o.final for o in outcomes]
 
-    def describe(self) -> str:
-        s = self.refiner.settings
-        return f"--refine {s.mode}: up to {s.max_rounds} rounds" + (f", at least {s.min_rounds}" if s.min_rounds else "")
 
 
 @dataclass
@@ -101,10 +93,6 @@ class JudgeStep:
         if to_judge:
             await self.judge.judge_pairs(to_judge, doc, chunk)
         return pairs  # the verdicts are stored; curation exports by them
-
-    def describe(self) -> str:
-        first = "the filters, then " if self.screen is not None else ""
-        return f"{first}yes/no checks, P(yes) >= {self.judge.threshold} to export"
 
 
 def pair_steps(caller: Caller, *, refiner: Refiner | None, judge: Judge | None,
